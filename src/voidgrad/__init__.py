@@ -1,0 +1,28 @@
+"""voidgrad: gradient-based optimization through programs that have no useful gradient."""
+
+from voidgrad.blackbox import BlackBox, blackbox
+from voidgrad.errors import BudgetExhausted, EvaluationError
+from voidgrad.estimators import (
+    SPSA,
+    BlackBoxEstimator,
+    FiniteDifferences,
+    GaussianSmoothing,
+    LinearAnneal,
+)
+from voidgrad.evaluation import EvaluationStats, Evaluator
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SPSA",
+    "BlackBox",
+    "BlackBoxEstimator",
+    "BudgetExhausted",
+    "EvaluationError",
+    "EvaluationStats",
+    "Evaluator",
+    "FiniteDifferences",
+    "GaussianSmoothing",
+    "LinearAnneal",
+    "blackbox",
+]

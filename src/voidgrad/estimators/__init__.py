@@ -1,0 +1,17 @@
+"""Gradient estimators, one family per file."""
+
+from voidgrad.estimators.base import BlackBoxEstimator, Probe
+from voidgrad.estimators.finite_diff import FiniteDifferences
+from voidgrad.estimators.schedules import LinearAnneal, SigmaSchedule
+from voidgrad.estimators.smoothing import GaussianSmoothing
+from voidgrad.estimators.spsa import SPSA
+
+__all__ = [
+    "SPSA",
+    "BlackBoxEstimator",
+    "FiniteDifferences",
+    "GaussianSmoothing",
+    "LinearAnneal",
+    "Probe",
+    "SigmaSchedule",
+]

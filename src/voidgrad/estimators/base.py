@@ -1,0 +1,162 @@
+"""The protocol shared by black-box estimators: probe points, then combine evaluations.
+
+A black-box estimator never calls the function itself. For parameters θ
+(``[B, d]``) it returns a :class:`Probe`: the points ``x_{b,i}`` at which F
+must be evaluated, one seed per point, and two linear read-outs of the
+results, the estimated value and the estimated vector-Jacobian product,
+
+    value_b = Σ_i a_{b,i} F(x_{b,i}),      ĝ_b = Σ_i W_{b,i} ⟨v_b, F(x_{b,i})⟩,
+
+where v_b is the incoming gradient. The caller (``vg.blackbox``) evaluates
+every point of the batch through one Evaluator call, so the counting and the
+parallelism live in one place.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from abc import ABC, abstractmethod
+
+import torch
+
+from voidgrad.errors import EvaluationError
+
+_SEED_HIGH = 2**31 - 1
+
+
+class Probe(ABC):
+    """Points to evaluate for a batch of parameters, and how to read the results."""
+
+    #: ``[B, M, d]``: the M points to evaluate for each of the B parameter rows.
+    points: torch.Tensor
+    #: ``[B, M]`` int64: the seed passed to F with each point (if F accepts one).
+    seeds: torch.Tensor
+
+    @abstractmethod
+    def value(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Estimated value ``[B, *out]`` from the outputs ``[B, M, *out]``."""
+
+    @abstractmethod
+    def vjp(self, projected: torch.Tensor) -> torch.Tensor:
+        """Estimated VJP ``[B, d]`` from ``projected[b, i] = ⟨v_b, F(x_{b,i})⟩`` (``[B, M]``)."""
+
+
+class BlackBoxEstimator(ABC):
+    """Base of the estimators that ``vg.blackbox`` accepts.
+
+    Args:
+        seed: seeds the estimator's own generator, so that a run replays bit for
+            bit; ``None`` draws a seed from torch's default generator.
+    """
+
+    def __init__(self, seed: int | None) -> None:
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        elif isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
+        self._generator = torch.Generator().manual_seed(seed)
+
+    @abstractmethod
+    def probe(self, theta: torch.Tensor) -> Probe:
+        """The points to evaluate for parameters ``theta`` (``[B, d]``)."""
+
+    def step(self) -> None:  # noqa: B027 (an optional hook, not abstract)
+        """Advance per-step state (such as a sigma schedule); a no-op by default."""
+
+    def _draw_seeds(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randint(0, _SEED_HIGH, shape, generator=self._generator, dtype=torch.int64)
+
+    def _draw_mirrored_seeds(self, B: int, n: int, antithetic: bool, common: bool) -> torch.Tensor:
+        """Seeds for a MirroredProbe's points; with ``common``, a pair shares its seed."""
+        if antithetic and common:
+            return self._draw_seeds((B, n)).repeat(1, 2)
+        return self._draw_seeds((B, 2 * n if antithetic else n))
+
+
+class MirroredProbe(Probe):
+    """Points θ + τ_i (and θ − τ_i when antithetic) with per-direction weights W_i.
+
+    Non-antithetic:  ĝ = (1/n) Σ_i W_i ⟨v, F(θ + τ_i)⟩
+    Antithetic:      ĝ = (1/2n) Σ_i W_i ⟨v, F(θ + τ_i) − F(θ − τ_i)⟩
+    value = the mean of F over all points.
+
+    Failed evaluations (NaN rows under ``on_error="nan"``) are dropped: a
+    direction counts only if all of its points succeeded, and the means are
+    over the surviving directions.
+    """
+
+    def __init__(
+        self,
+        theta: torch.Tensor,
+        offsets: torch.Tensor,
+        weights: torch.Tensor,
+        seeds: torch.Tensor,
+        antithetic: bool,
+    ) -> None:
+        centre = theta.unsqueeze(1)
+        if antithetic:
+            self.points = torch.cat([centre + offsets, centre - offsets], 1)
+        else:
+            self.points = centre + offsets
+        self.seeds = seeds
+        self.weights = weights
+        self.antithetic = antithetic
+
+    def _valid(self, finite: torch.Tensor) -> torch.Tensor:
+        """``[B, n]`` mask of directions all of whose points are finite (``finite``: ``[B, M]``)."""
+        valid = (
+            finite[:, : finite.shape[1] // 2] & finite[:, finite.shape[1] // 2 :]
+            if (self.antithetic)
+            else finite
+        )
+        empty = ~valid.any(dim=1)
+        if empty.any():
+            row = int(empty.nonzero()[0, 0])
+            raise EvaluationError(
+                f"every evaluation of the estimate for parameter row {row} failed",
+                row=row,
+                params=self.points[row, 0],
+            )
+        return valid
+
+    def value(self, outputs: torch.Tensor) -> torch.Tensor:
+        B, M = outputs.shape[:2]
+        valid = self._valid(torch.isfinite(outputs.reshape(B, M, -1)).all(-1))
+        mask = torch.cat([valid, valid], 1) if self.antithetic else valid
+        mask = mask.reshape(B, M, *([1] * (outputs.ndim - 2)))
+        return torch.where(mask, outputs, 0.0).sum(1) / mask.sum(1).to(outputs.dtype)
+
+    def vjp(self, projected: torch.Tensor) -> torch.Tensor:
+        valid = self._valid(torch.isfinite(projected))
+        if self.antithetic:
+            plus, minus = projected.chunk(2, dim=1)
+            signal = 0.5 * (plus - minus)
+        else:
+            signal = projected
+        signal = torch.where(valid, signal, 0.0)
+        count = valid.sum(1, keepdim=True).to(signal.dtype)
+        return torch.einsum("bn,bnd->bd", signal / count, self.weights)
+
+
+def check_positive(name: str, value: object) -> float:
+    """Return ``value`` as a float, or raise naming ``name`` unless it is a finite number > 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (math.isfinite(value) and value > 0)
+    ):
+        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    return float(value)
+
+
+def check_samples(samples: object, paired: bool) -> int:
+    """Validate an evaluation count; paired estimators need an even one."""
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a positive int; got {samples!r}")
+    if paired and samples % 2:
+        raise ValueError(
+            "samples must be even for antithetic (paired) estimators, each pair costing two "
+            f"evaluations; got {samples}"
+        )
+    return samples

@@ -1,0 +1,56 @@
+"""Schedules for the smoothing bandwidth σ.
+
+PRDPT anneals σ: constant for the first ``constant_steps`` steps, then linear
+down to a floor,
+
+    σ_t = σ_0                                           t ≤ c
+    σ_t = max(σ_min, σ_0 − (t − c)(σ_0 − σ_min)/(T − c))  t > c
+
+The floor keeps the estimator's 1/σ weights finite as σ → 0.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class SigmaSchedule(Protocol):
+    """Maps the initial bandwidth and the step count to the current bandwidth."""
+
+    def __call__(self, sigma0: float, step: int) -> float: ...
+
+
+class LinearAnneal:
+    """PRDPT's constant-then-linear anneal of σ with a floor ``sigma_min``.
+
+    Args:
+        sigma_min: the floor, reached at ``total_steps`` and kept after.
+        total_steps: the step T at which σ reaches ``sigma_min``.
+        constant_steps: the steps c for which σ stays at its initial value.
+    """
+
+    def __init__(self, sigma_min: float, total_steps: int, constant_steps: int = 0) -> None:
+        if not sigma_min > 0:
+            raise ValueError(f"sigma_min must be > 0; got {sigma_min!r}")
+        if not isinstance(constant_steps, int) or constant_steps < 0:
+            raise ValueError(f"constant_steps must be an int >= 0; got {constant_steps!r}")
+        if not isinstance(total_steps, int) or total_steps <= constant_steps:
+            raise ValueError(
+                f"total_steps must be an int > constant_steps ({constant_steps}); "
+                f"got {total_steps!r}"
+            )
+        self.sigma_min = float(sigma_min)
+        self.total_steps = total_steps
+        self.constant_steps = constant_steps
+
+    def __call__(self, sigma0: float, step: int) -> float:
+        if step <= self.constant_steps:
+            return sigma0
+        fraction = (step - self.constant_steps) / (self.total_steps - self.constant_steps)
+        return max(self.sigma_min, sigma0 - fraction * (sigma0 - self.sigma_min))
+
+    def __repr__(self) -> str:
+        return (
+            f"LinearAnneal(sigma_min={self.sigma_min}, total_steps={self.total_steps}, "
+            f"constant_steps={self.constant_steps})"
+        )

@@ -1,0 +1,13 @@
+"""The evaluation engine: every call of a user's black box goes through an Evaluator."""
+
+from voidgrad.evaluation.backends import Backend, Outcome, SerialBackend, VectorizedBackend
+from voidgrad.evaluation.evaluator import EvaluationStats, Evaluator
+
+__all__ = [
+    "Backend",
+    "EvaluationStats",
+    "Evaluator",
+    "Outcome",
+    "SerialBackend",
+    "VectorizedBackend",
+]

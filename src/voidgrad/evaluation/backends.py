@@ -1,0 +1,97 @@
+"""Backends: how a batch of parameter rows becomes a list of outcomes.
+
+A backend receives the whole batch at once and returns one :class:`Outcome`
+per row, in row order. That contract is what lets a process pool or a Ray
+cluster sit behind the same :class:`~voidgrad.Evaluator`: batches in, ordered
+results out, one seed per row. Backends never judge the outputs; validation,
+counting and the failure policy live in the Evaluator.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from voidgrad.evaluation.outputs import as_output_tensor
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one evaluation produced: a value or the exception it raised."""
+
+    value: object = None
+    error: BaseException | None = None
+    seconds: float = 0.0
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Runs a black box on a batch of rows.
+
+    ``seeds`` is ``None`` or one integer per row; a backend passes it to ``fn``
+    as the keyword ``seed`` (the Evaluator only supplies seeds when ``fn``
+    accepts one).
+    """
+
+    def evaluate(
+        self, fn: Callable[..., object], X: torch.Tensor, seeds: Sequence[int] | None
+    ) -> list[Outcome]: ...
+
+    def close(self) -> None: ...
+
+
+class SerialBackend:
+    """Calls ``fn(row)`` for each row in turn, in this process."""
+
+    def evaluate(
+        self, fn: Callable[..., object], X: torch.Tensor, seeds: Sequence[int] | None
+    ) -> list[Outcome]:
+        outcomes = []
+        for i, row in enumerate(X):
+            kwargs = {} if seeds is None else {"seed": seeds[i]}
+            start = time.perf_counter()
+            try:
+                value = fn(row, **kwargs)
+            except Exception as error:  # failures are data: the Evaluator applies the policy
+                outcomes.append(Outcome(error=error, seconds=time.perf_counter() - start))
+            else:
+                outcomes.append(Outcome(value=value, seconds=time.perf_counter() - start))
+        return outcomes
+
+    def close(self) -> None:
+        pass
+
+
+class VectorizedBackend:
+    """Calls ``fn(X)`` once for the whole batch; ``fn`` returns ``[n, ...]``.
+
+    Seeds, when used, arrive as an int64 tensor ``seed`` of shape ``[n]``. An
+    exception fails every row of the batch.
+    """
+
+    def evaluate(
+        self, fn: Callable[..., object], X: torch.Tensor, seeds: Sequence[int] | None
+    ) -> list[Outcome]:
+        n = X.shape[0]
+        kwargs = {} if seeds is None else {"seed": torch.as_tensor(seeds, dtype=torch.int64)}
+        start = time.perf_counter()
+        try:
+            output = fn(X, **kwargs)
+        except Exception as error:
+            seconds = (time.perf_counter() - start) / n
+            return [Outcome(error=error, seconds=seconds) for _ in range(n)]
+        seconds = (time.perf_counter() - start) / n
+        batch = as_output_tensor(output)
+        if batch.ndim == 0 or batch.shape[0] != n:
+            raise ValueError(
+                f"a vectorized black box must return an output with leading dimension {n} "
+                f"(one per row of X); got shape {tuple(batch.shape)}"
+            )
+        return [Outcome(value=row, seconds=seconds) for row in batch]
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,243 @@
+"""The Evaluator: the single door through which every call of a user's function passes."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from voidgrad.errors import BudgetExhausted, EvaluationError
+from voidgrad.evaluation.backends import Backend, Outcome, SerialBackend, VectorizedBackend
+from voidgrad.evaluation.outputs import as_output_tensor
+
+OnError = Literal["raise", "nan"]
+
+_BACKENDS: dict[str, Callable[[], Backend]] = {
+    "serial": SerialBackend,
+    "vectorized": VectorizedBackend,
+}
+
+
+@dataclass(frozen=True)
+class EvaluationStats:
+    """Counters of an Evaluator: evaluations attempted, failures, seconds inside ``fn``."""
+
+    evals: int = 0
+    failures: int = 0
+    seconds: float = 0.0
+
+
+class Evaluator:
+    """Calls a black box on batches of parameter rows, counting and checking every call.
+
+    Args:
+        fn: the black box. With ``backend="serial"`` it is called as ``fn(row)``
+            with ``row`` a 1-D tensor ``[d]``; with ``"vectorized"`` as
+            ``fn(X)`` with ``X`` of shape ``[n, d]``, returning ``[n, ...]``. It
+            may return a float, a 0-d or n-d tensor, or a NumPy array. If its
+            signature has a ``seed`` parameter, it receives the per-row seed
+            that the caller supplies (an int, or an int64 tensor ``[n]`` when
+            vectorized).
+        backend: ``"serial"``, ``"vectorized"``, or any object following the
+            :class:`~voidgrad.evaluation.Backend` protocol.
+        budget: maximal number of evaluations; a batch that would exceed it
+            raises :class:`~voidgrad.BudgetExhausted` before anything runs.
+        on_error: ``"raise"`` re-raises a failure (an exception or a
+            non-finite output) as :class:`~voidgrad.EvaluationError` naming the
+            offending row; ``"nan"`` records it and returns a row of NaN.
+
+    Every output must have the same shape; the first successful call fixes it.
+    Outputs are returned with the dtype and device of ``X``.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., object],
+        backend: str | Backend = "serial",
+        *,
+        budget: int | None = None,
+        on_error: OnError = "raise",
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable; got {type(fn).__name__}")
+        if isinstance(backend, str):
+            if backend not in _BACKENDS:
+                raise ValueError(
+                    f"backend must be one of {sorted(_BACKENDS)} or a Backend instance; "
+                    f"got {backend!r}"
+                )
+            backend = _BACKENDS[backend]()
+        elif not isinstance(backend, Backend):
+            raise TypeError(
+                "backend must be a name or an object with evaluate() and close(); "
+                f"got {type(backend).__name__}"
+            )
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, int) or budget < 1
+        ):
+            raise ValueError(f"budget must be a positive int or None; got {budget!r}")
+        if on_error not in ("raise", "nan"):
+            raise ValueError(f"on_error must be 'raise' or 'nan'; got {on_error!r}")
+        self._fn = fn
+        self._backend = backend
+        self._budget = budget
+        self._on_error: OnError = on_error
+        self._accepts_seed = _accepts_seed(fn)
+        self._output_shape: torch.Size | None = None
+        self._stats = EvaluationStats()
+
+    @property
+    def fn(self) -> Callable[..., object]:
+        return self._fn
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def budget(self) -> int | None:
+        return self._budget
+
+    @property
+    def on_error(self) -> OnError:
+        return self._on_error
+
+    @property
+    def accepts_seed(self) -> bool:
+        """Whether ``fn`` has a ``seed`` parameter, so that seeds reach it."""
+        return self._accepts_seed
+
+    @property
+    def output_shape(self) -> torch.Size | None:
+        """Shape of one output, known after the first successful evaluation."""
+        return self._output_shape
+
+    @property
+    def stats(self) -> EvaluationStats:
+        """A snapshot of the counters."""
+        return self._stats
+
+    @property
+    def remaining(self) -> int | None:
+        """Evaluations left in the budget, or ``None`` without a budget."""
+        return None if self._budget is None else self._budget - self._stats.evals
+
+    def __call__(
+        self, X: torch.Tensor, seeds: Sequence[int] | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Evaluate every row of ``X`` (``[n, d]``); return the outputs stacked ``[n, ...]``.
+
+        ``seeds`` (one int per row) is passed on when ``fn`` accepts a ``seed``
+        and ignored otherwise.
+        """
+        X = _as_batch(X)
+        n = X.shape[0]
+        seed_list = _as_seed_list(seeds, n)
+        if self._budget is not None and self._stats.evals + n > self._budget:
+            raise BudgetExhausted(self._budget, self._stats.evals, n)
+        with torch.no_grad():
+            outcomes = self._backend.evaluate(
+                self._fn, X, seed_list if self._accepts_seed else None
+            )
+        if len(outcomes) != n:
+            raise RuntimeError(f"backend returned {len(outcomes)} outcomes for {n} rows")
+        return self._collect(X, outcomes)
+
+    def _collect(self, X: torch.Tensor, outcomes: list[Outcome]) -> torch.Tensor:
+        values: list[torch.Tensor | None] = []
+        failures: list[tuple[int, str, BaseException | None]] = []
+        try:
+            for i, outcome in enumerate(outcomes):
+                value, failure = self._check(outcome)
+                values.append(value)
+                if failure is not None:
+                    failures.append((i, failure, outcome.error))
+        finally:
+            self._stats = EvaluationStats(
+                evals=self._stats.evals + len(outcomes),
+                failures=self._stats.failures + len(failures) + (len(values) < len(outcomes)),
+                seconds=self._stats.seconds + sum(o.seconds for o in outcomes),
+            )
+        if failures and (self._on_error == "raise" or self._output_shape is None):
+            i, failure, cause = failures[0]
+            if self._on_error == "nan":
+                failure = (
+                    f"all {len(outcomes)} evaluations failed and no output shape is known yet, "
+                    f"so no NaN rows can be returned; the first {failure}"
+                )
+            raise EvaluationError(
+                f"{failure} at row {i} of a batch of {X.shape[0]}; parameters: {X[i]}",
+                row=i,
+                params=X[i],
+            ) from cause
+        dtype = X.dtype if X.is_floating_point() else torch.get_default_dtype()
+        assert self._output_shape is not None
+        nan_row = torch.full(self._output_shape, float("nan"), dtype=dtype)
+        return torch.stack([nan_row if v is None else v.to(dtype) for v in values]).to(X.device)
+
+    def _check(self, outcome: Outcome) -> tuple[torch.Tensor | None, str | None]:
+        """Return (output, None) for a good outcome and (None, what went wrong) for a failure.
+
+        Outputs that cannot be right for any parameters (wrong type, changed
+        shape) raise at once, whatever the failure policy.
+        """
+        if outcome.error is not None:
+            return None, f"fn raised {type(outcome.error).__name__}: {outcome.error}"
+        value = as_output_tensor(outcome.value)
+        if self._output_shape is None:
+            self._output_shape = value.shape
+        elif value.shape != self._output_shape:
+            raise ValueError(
+                f"fn returned an output of shape {tuple(value.shape)}, but earlier "
+                f"evaluations returned shape {tuple(self._output_shape)}; a black box must "
+                "return the same shape every call"
+            )
+        if not torch.isfinite(value).all():
+            return None, "fn returned a non-finite output"
+        return value, None
+
+    def close(self) -> None:
+        """Release the backend's resources (worker processes, cluster handles)."""
+        self._backend.close()
+
+    def __enter__(self) -> Evaluator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        name = getattr(self._fn, "__name__", type(self._fn).__name__)
+        return (
+            f"Evaluator(fn={name}, backend={type(self._backend).__name__}, "
+            f"budget={self._budget}, on_error={self._on_error!r}, stats={self._stats})"
+        )
+
+
+def _accepts_seed(fn: Callable[..., object]) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    return "seed" in parameters
+
+
+def _as_batch(X: object) -> torch.Tensor:
+    X = torch.as_tensor(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must have shape [n, d]; got shape {tuple(X.shape)}")
+    if X.shape[0] == 0:
+        raise ValueError("X must have at least one row")
+    return X.detach()
+
+
+def _as_seed_list(seeds: Sequence[int] | torch.Tensor | None, n: int) -> list[int] | None:
+    if seeds is None:
+        return None
+    seed_list = [int(s) for s in (seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds)]
+    if len(seed_list) != n:
+        raise ValueError(f"seeds must have one entry per row of X ({n}); got {len(seed_list)}")
+    return seed_list
