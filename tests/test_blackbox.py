@@ -15,7 +15,7 @@ def image(row: torch.Tensor) -> torch.Tensor:
     )
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_single_and_batched_inputs_have_the_right_shapes_and_dtypes(dtype) -> None:
     bb = vg.blackbox(image, vg.GaussianSmoothing(0.1, 4, seed=0))
     assert bb(torch.zeros(2, dtype=dtype)).shape == (2, 3)
