@@ -85,8 +85,10 @@ class _BlackBoxFunction(torch.autograd.Function):
         ctx: Any, theta: torch.Tensor, estimator: BlackBoxEstimator, evaluator: Evaluator
     ) -> torch.Tensor:
         probe: Probe = estimator.probe(theta.detach())
-        B, M, d = probe.points.shape
-        outputs = evaluator(probe.points.reshape(B * M, d), probe.seeds.reshape(B * M))
+        points = probe.points()
+        B, M, d = points.shape
+        outputs = evaluator(points.reshape(B * M, d), probe.seeds.reshape(B * M))
+        del points  # the backward pass needs only the outputs and the probe
         outputs = outputs.reshape(B, M, *outputs.shape[1:])
         ctx.probe = probe
         ctx.outputs = outputs

@@ -29,7 +29,11 @@ def test_replay_matches_the_formula() -> None:
     vg.blackbox(fn, vg.SPSA(c, samples=4, seed=seed))(theta).backward()
 
     g = torch.Generator().manual_seed(seed)
-    delta = (torch.randint(0, 2, (1, 2, 3), generator=g).to(torch.float64) * 2 - 1)[0]
+    packed = torch.randint(0, 256, (1, 2, 1), generator=g, dtype=torch.uint8)[0, :, 0].tolist()
+    # Δ_ij is bit j of the i-th random byte, mapped {0, 1} -> {-1, +1}.
+    delta = torch.tensor(
+        [[2.0 * ((byte >> j) & 1) - 1 for j in range(3)] for byte in packed], dtype=torch.float64
+    )
     x = theta.detach()
     grad = sum((fn(x + c * d) - fn(x - c * d)) / (2 * c) * d for d in delta) / 2
     torch.testing.assert_close(theta.grad, grad)
@@ -61,6 +65,15 @@ def test_one_direction_in_one_dimension_is_the_central_difference() -> None:
     torch.testing.assert_close(
         theta.grad, torch.tensor([(0.8**3 - 0.6**3) / 0.2], dtype=torch.float64)
     )
+
+
+def test_directions_are_balanced_independent_signs() -> None:
+    estimator = vg.SPSA(0.5, samples=2000, seed=0)
+    delta = estimator.probe(torch.zeros(1, 13, dtype=torch.float64)).offsets[0] / 0.5
+    assert set(delta.unique().tolist()) == {-1.0, 1.0}
+    correlation = delta.T @ delta / delta.shape[0]  # ≈ I within 5 standard errors
+    identity = torch.eye(13, dtype=torch.float64)
+    torch.testing.assert_close(correlation, identity, atol=5 / 1000**0.5, rtol=0)
 
 
 def test_common_random_numbers_pair_the_seeds() -> None:

@@ -28,10 +28,16 @@ _SEED_HIGH = 2**31 - 1
 class Probe(ABC):
     """Points to evaluate for a batch of parameters, and how to read the results."""
 
-    #: ``[B, M, d]``: the M points to evaluate for each of the B parameter rows.
-    points: torch.Tensor
     #: ``[B, M]`` int64: the seed passed to F with each point (if F accepts one).
     seeds: torch.Tensor
+
+    @abstractmethod
+    def points(self) -> torch.Tensor:
+        """``[B, M, d]``: the M points to evaluate for each of the B parameter rows.
+
+        Built on demand, so that a probe kept for the backward pass does not
+        hold them.
+        """
 
     @abstractmethod
     def value(self, outputs: torch.Tensor) -> torch.Tensor:
@@ -75,11 +81,15 @@ class BlackBoxEstimator(ABC):
 
 
 class MirroredProbe(Probe):
-    """Points θ + τ_i (and θ − τ_i when antithetic) with per-direction weights W_i.
+    """Points θ + τ_i (and θ − τ_i when antithetic) with weights W_i = s · w(τ_i).
 
     Non-antithetic:  ĝ = (1/n) Σ_i W_i ⟨v, F(θ + τ_i)⟩
     Antithetic:      ĝ = (1/2n) Σ_i W_i ⟨v, F(θ + τ_i) − F(θ − τ_i)⟩
     value = the mean of F over all points.
+
+    The weight is a scalar ``weight_scale`` s times w(τ) = τ, or sign(τ) with
+    ``sign_weights``: every estimator here has that form, so no second
+    ``[B, n, d]`` tensor is kept.
 
     Failed evaluations (NaN rows under ``on_error="nan"``) are dropped: a
     direction counts only if all of its points succeeded, and the means are
@@ -90,33 +100,42 @@ class MirroredProbe(Probe):
         self,
         theta: torch.Tensor,
         offsets: torch.Tensor,
-        weights: torch.Tensor,
         seeds: torch.Tensor,
         antithetic: bool,
+        weight_scale: float,
+        sign_weights: bool = False,
     ) -> None:
-        centre = theta.unsqueeze(1)
-        if antithetic:
-            self.points = torch.cat([centre + offsets, centre - offsets], 1)
-        else:
-            self.points = centre + offsets
+        self.theta = theta
+        self.offsets = offsets
         self.seeds = seeds
-        self.weights = weights
         self.antithetic = antithetic
+        self.weight_scale = weight_scale
+        self.sign_weights = sign_weights
+
+    def points(self) -> torch.Tensor:
+        B, n, d = self.offsets.shape
+        centre = self.theta.unsqueeze(1)
+        if not self.antithetic:
+            return centre + self.offsets
+        points = torch.empty((B, 2 * n, d), dtype=self.offsets.dtype, device=self.offsets.device)
+        torch.add(centre, self.offsets, out=points[:, :n])
+        torch.sub(centre, self.offsets, out=points[:, n:])
+        return points
 
     def _valid(self, finite: torch.Tensor) -> torch.Tensor:
         """``[B, n]`` mask of directions all of whose points are finite (``finite``: ``[B, M]``)."""
-        valid = (
-            finite[:, : finite.shape[1] // 2] & finite[:, finite.shape[1] // 2 :]
-            if (self.antithetic)
-            else finite
-        )
+        if self.antithetic:
+            plus, minus = finite.chunk(2, dim=1)
+            valid = plus & minus
+        else:
+            valid = finite
         empty = ~valid.any(dim=1)
         if empty.any():
             row = int(empty.nonzero()[0, 0])
             raise EvaluationError(
                 f"every evaluation of the estimate for parameter row {row} failed",
                 row=row,
-                params=self.points[row, 0],
+                params=self.theta[row],
             )
         return valid
 
@@ -135,8 +154,9 @@ class MirroredProbe(Probe):
         else:
             signal = projected
         signal = torch.where(valid, signal, 0.0)
-        count = valid.sum(1, keepdim=True).to(signal.dtype)
-        return torch.einsum("bn,bnd->bd", signal / count, self.weights)
+        signal = signal * (self.weight_scale / valid.sum(1, keepdim=True).to(signal.dtype))
+        basis = self.offsets.sign() if self.sign_weights else self.offsets
+        return torch.einsum("bn,bnd->bd", signal, basis)
 
 
 def check_positive(name: str, value: object) -> float:

@@ -68,22 +68,26 @@ class _AxisProbe(Probe):
     """Points θ ± h e_k (central) or θ + h e_k and θ (forward)."""
 
     def __init__(self, theta: torch.Tensor, h: float, scheme: Scheme, seeds: torch.Tensor) -> None:
-        d = theta.shape[1]
-        step = h * torch.eye(d, dtype=theta.dtype, device=theta.device)
-        centre = theta.unsqueeze(1)
-        if scheme == "forward":
-            self.points = torch.cat([centre + step, centre], 1)
-        else:
-            self.points = torch.cat([centre + step, centre - step], 1)
+        self.theta = theta
         self.seeds = seeds
         self.h = h
         self.scheme = scheme
+
+    def points(self) -> torch.Tensor:
+        d = self.theta.shape[1]
+        M = d + 1 if self.scheme == "forward" else 2 * d
+        points = self.theta.unsqueeze(1).repeat(1, M, 1)
+        axes = torch.arange(d, device=self.theta.device)
+        points[:, axes, axes] += self.h
+        if self.scheme == "central":
+            points[:, axes + d, axes] -= self.h
+        return points
 
     def value(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs[:, -1] if self.scheme == "forward" else outputs.mean(1)
 
     def vjp(self, projected: torch.Tensor) -> torch.Tensor:
-        d = self.points.shape[2]
+        d = self.theta.shape[1]
         if self.scheme == "forward":
             return (projected[:, :d] - projected[:, d:]) / self.h
         return (projected[:, :d] - projected[:, d:]) / (2 * self.h)

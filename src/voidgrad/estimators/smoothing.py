@@ -112,13 +112,14 @@ class GaussianSmoothing(BlackBoxEstimator):
         B, d = theta.shape
         n = self.samples // 2 if self.antithetic else self.samples
         sigma = self.sigma
-        offsets, weights = (_importance_draw if self.importance else _gaussian_draw)(
-            self._generator, (B, n, d), sigma, theta.dtype
-        )
+        draw = _importance_offsets if self.importance else _gaussian_offsets
+        offsets = draw(self._generator, (B, n, d), sigma, theta.dtype).to(theta.device)
         seeds = self._draw_mirrored_seeds(B, n, self.antithetic, self.common_random_numbers)
-        return MirroredProbe(
-            theta, offsets.to(theta.device), weights.to(theta.device), seeds, self.antithetic
-        )
+        if self.importance:  # W = sign(τ) sqrt(2/π)/σ
+            return MirroredProbe(
+                theta, offsets, seeds, self.antithetic, _SQRT_2_OVER_PI / sigma, sign_weights=True
+            )
+        return MirroredProbe(theta, offsets, seeds, self.antithetic, 1 / sigma**2)  # W = τ/σ²
 
     def __repr__(self) -> str:
         return (
@@ -128,21 +129,20 @@ class GaussianSmoothing(BlackBoxEstimator):
         )
 
 
-def _gaussian_draw(
+def _gaussian_offsets(
     generator: torch.Generator, shape: tuple[int, int, int], sigma: float, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """τ = σε with ε ~ N(0, I); weight τ/σ² = ε/σ."""
-    eps = torch.randn(shape, generator=generator, dtype=dtype)
-    return eps * sigma, eps / sigma
+) -> torch.Tensor:
+    """τ = σε with ε ~ N(0, I)."""
+    return torch.randn(shape, generator=generator, dtype=dtype).mul_(sigma)
 
 
-def _importance_draw(
+def _importance_offsets(
     generator: torch.Generator, shape: tuple[int, int, int], sigma: float, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> torch.Tensor:
     """τ ∝ |∂κ/∂τ| per dimension from one uniform c ~ U(−1, 1): sign(c) σ sqrt(−2 ln(1 − |c|))."""
     c = torch.rand(shape, generator=generator, dtype=dtype).mul_(2).sub_(1)
-    sign = torch.sign(c)
     # 1 − |c| = 2 min(u, 1 − u) is uniform on (0, 1]; clamp the measure-zero u = 0.
-    log_u = torch.log1p(-c.abs()).clamp_min_(math.log(torch.finfo(dtype).tiny))
-    offsets = sign * log_u.mul_(-2).sqrt_().mul_(sigma)
-    return offsets, sign * (_SQRT_2_OVER_PI / sigma)
+    magnitude = c.abs().neg_().log1p_().clamp_min_(math.log(torch.finfo(dtype).tiny))
+    magnitude.mul_(-2).sqrt_().mul_(sigma)
+    # c = 0 gives τ = +0 with weight 0, as sign(c) would.
+    return magnitude.copysign_(c)

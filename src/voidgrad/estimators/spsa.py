@@ -51,11 +51,23 @@ class SPSA(BlackBoxEstimator):
     def probe(self, theta: torch.Tensor) -> MirroredProbe:
         B, d = theta.shape
         n = self.samples // 2
-        delta = torch.randint(0, 2, (B, n, d), generator=self._generator).to(theta.dtype)
-        delta = delta.mul_(2).sub_(1)
+        offsets = _rademacher((B, n, d), self._generator, theta.dtype).mul_(self.c)
         seeds = self._draw_mirrored_seeds(B, n, True, self.common_random_numbers)
-        delta = delta.to(theta.device)
-        return MirroredProbe(theta, self.c * delta, delta / self.c, seeds, antithetic=True)
+        # W = Δ/c = offsets/c², so that (1/2n) Σ W (F⁺ − F⁻) is the SPSA average.
+        return MirroredProbe(theta, offsets.to(theta.device), seeds, True, 1 / self.c**2)
 
     def __repr__(self) -> str:
         return f"SPSA(c={self.c}, samples={self.samples})"
+
+
+_BIT_SHIFTS = torch.arange(8, dtype=torch.uint8)
+
+
+def _rademacher(
+    shape: tuple[int, int, int], generator: torch.Generator, dtype: torch.dtype
+) -> torch.Tensor:
+    """Independent ±1 entries, eight from each random byte (a third of the cost of randint)."""
+    *lead, d = shape
+    packed = torch.randint(0, 256, (*lead, (d + 7) // 8), generator=generator, dtype=torch.uint8)
+    bits = packed.unsqueeze(-1).bitwise_right_shift(_BIT_SHIFTS).bitwise_and_(1)
+    return bits.reshape(*lead, -1)[..., :d].to(dtype).mul_(2).sub_(1)
