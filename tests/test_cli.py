@@ -76,7 +76,9 @@ def test_bad_command_lines_exit_with_usage(
     assert "usage: voidgrad" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize(
+    "seed", [0, 1, *(pytest.param(seed, marks=pytest.mark.slow) for seed in range(2, 10))]
+)
 def test_only_smoothing_finds_the_target_at_default_settings(seed: int) -> None:
     problem = make("plateau")
     settings = DemoSettings(seed=seed)

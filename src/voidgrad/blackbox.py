@@ -81,7 +81,7 @@ def blackbox(
 
 class _BlackBoxFunction(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, theta: torch.Tensor, estimator: BlackBoxEstimator, evaluator: Evaluator
     ) -> torch.Tensor:
         probe: Probe = estimator.probe(theta.detach())

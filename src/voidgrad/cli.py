@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
@@ -264,7 +264,7 @@ def plot_demo(problem: PlateauProblem, runs: Sequence[MethodRun], path: Path) ->
     fig = Figure(figsize=(13, 6.2), layout="constrained")
     grid = fig.add_gridspec(2, 5, height_ratios=[1, 1.05])
     side = problem.square / problem.size
-    corner = problem.x_target.numpy() - side / 2
+    corner = (float(problem.x_target[0]) - side / 2, float(problem.x_target[1]) - side / 2)
     panels = [("target", problem.x_target), ("start", problem.x0)]
     panels += [(f"{r.label}\nerror {r.parameter_error:.3f}", r.theta) for r in runs]
     for column, (title, theta) in enumerate(panels):
@@ -283,12 +283,13 @@ def plot_demo(problem: PlateauProblem, runs: Sequence[MethodRun], path: Path) ->
 
 def _plot_curves(ax: Axes, runs: Sequence[MethodRun]) -> None:
     """True image loss against evaluations, one line per method."""
-    styles = {  # autograd and finite differences overlap: draw the first wide and pale
+    # autograd and finite differences overlap: draw the first wide and pale
+    styles: dict[str, dict[str, Any]] = {
         "autograd": {"lw": 6, "alpha": 0.4, "label": "autograd (gradient exactly 0)"},
         "finite differences": {"ls": "--", "lw": 2, "label": "finite differences (0 on plateau)"},
     }
     for run in runs:
-        style = {"lw": 2, "label": run.label, **styles.get(run.label, {})}
+        style: dict[str, Any] = {"lw": 2, "label": run.label, **styles.get(run.label, {})}
         ax.plot(run.evaluations, run.losses, **style)
     ax.set_xlabel("function evaluations (the same budget for each method)")
     ax.set_ylabel("true image loss (MSE)")

@@ -161,13 +161,12 @@ class MirroredProbe(Probe):
 
 def check_positive(name: str, value: object) -> float:
     """Return ``value`` as a float, or raise naming ``name`` unless it is a finite number > 0."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not (math.isfinite(value) and value > 0)
-    ):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
-    return float(value)
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    return number
 
 
 def check_samples(samples: object, paired: bool) -> int:

@@ -142,9 +142,9 @@ def _step(t: torch.Tensor) -> torch.Tensor:
     return (torch.sign(t) + 1) / 2
 
 
-def _check_position(name: str, value: object) -> tuple[float, float]:
+def _check_position(name: str, value: Position) -> tuple[float, float]:
     try:
-        xy = [float(v) for v in value]  # type: ignore[union-attr]
+        xy = [float(v) for v in value]
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be two numbers (x, y); got {value!r}") from None
     if len(xy) != 2 or not all(math.isfinite(v) and 0 <= v <= 1 for v in xy):
