@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -147,57 +147,63 @@ class Evaluator:
         return self._collect(X, outcomes)
 
     def _collect(self, X: torch.Tensor, outcomes: list[Outcome]) -> torch.Tensor:
-        values: list[torch.Tensor | None] = []
-        failures: list[tuple[int, str, BaseException | None]] = []
-        try:
-            for i, outcome in enumerate(outcomes):
-                value, failure = self._check(outcome)
-                values.append(value)
-                if failure is not None:
-                    failures.append((i, failure, outcome.error))
-        finally:
-            self._stats = EvaluationStats(
-                evals=self._stats.evals + len(outcomes),
-                failures=self._stats.failures + len(failures) + (len(values) < len(outcomes)),
-                seconds=self._stats.seconds + sum(o.seconds for o in outcomes),
-            )
-        if failures and (self._on_error == "raise" or self._output_shape is None):
-            i, failure, cause = failures[0]
-            if self._on_error == "nan":
-                failure = (
-                    f"all {len(outcomes)} evaluations failed and no output shape is known yet, "
-                    f"so no NaN rows can be returned; the first {failure}"
-                )
-            raise EvaluationError(
-                f"{failure} at row {i} of a batch of {X.shape[0]}; parameters: {X[i]}",
-                row=i,
-                params=X[i],
-            ) from cause
-        dtype = X.dtype if X.is_floating_point() else torch.get_default_dtype()
-        assert self._output_shape is not None
-        nan_row = torch.full(self._output_shape, float("nan"), dtype=dtype)
-        return torch.stack([nan_row if v is None else v.to(dtype) for v in values]).to(X.device)
-
-    def _check(self, outcome: Outcome) -> tuple[torch.Tensor | None, str | None]:
-        """Return (output, None) for a good outcome and (None, what went wrong) for a failure.
+        """Stack the outputs, find the failures, apply the failure policy.
 
         Outputs that cannot be right for any parameters (wrong type, changed
-        shape) raise at once, whatever the failure policy.
+        shape) raise at once, whatever the policy.
         """
-        if outcome.error is not None:
-            return None, f"fn raised {type(outcome.error).__name__}: {outcome.error}"
-        value = as_output_tensor(outcome.value)
+        self._stats = replace(
+            self._stats,
+            evals=self._stats.evals + len(outcomes),
+            seconds=self._stats.seconds + sum(o.seconds for o in outcomes),
+        )
+        succeeded = [i for i, o in enumerate(outcomes) if o.error is None]
+        failures = {
+            i: f"fn raised {type(o.error).__name__}: {o.error}"
+            for i, o in enumerate(outcomes)
+            if o.error is not None
+        }
+        dtype = X.dtype if X.is_floating_point() else torch.get_default_dtype()
+        if succeeded:
+            values = torch.stack([self._as_output(outcomes[i].value) for i in succeeded])
+            values = values.to(dtype)
+            finite = torch.isfinite(values.reshape(len(succeeded), -1)).all(1).tolist()
+            for i, ok in zip(succeeded, finite, strict=True):
+                if not ok:
+                    failures[i] = "fn returned a non-finite output"
+        self._stats = replace(self._stats, failures=self._stats.failures + len(failures))
+        if failures and (self._on_error == "raise" or self._output_shape is None):
+            row = min(failures)
+            message = failures[row]
+            if self._on_error == "nan":
+                message = (
+                    f"all {len(outcomes)} evaluations failed and no output shape is known yet, "
+                    f"so no NaN rows can be returned; the first: {message}"
+                )
+            raise EvaluationError(
+                f"{message} at row {row} of a batch of {X.shape[0]}; parameters: {X[row]}",
+                row=row,
+                params=X[row],
+            ) from outcomes[row].error
+        assert self._output_shape is not None  # set by the first successful output
+        outputs = torch.full((len(outcomes), *self._output_shape), float("nan"), dtype=dtype)
+        if succeeded:
+            outputs[succeeded] = values
+            outputs[sorted(failures)] = float("nan")
+        return outputs.to(X.device)
+
+    def _as_output(self, value: object) -> torch.Tensor:
+        """``value`` as a tensor of the shape every output must have."""
+        tensor = as_output_tensor(value)
         if self._output_shape is None:
-            self._output_shape = value.shape
-        elif value.shape != self._output_shape:
+            self._output_shape = tensor.shape
+        elif tensor.shape != self._output_shape:
             raise ValueError(
-                f"fn returned an output of shape {tuple(value.shape)}, but earlier "
+                f"fn returned an output of shape {tuple(tensor.shape)}, but earlier "
                 f"evaluations returned shape {tuple(self._output_shape)}; a black box must "
                 "return the same shape every call"
             )
-        if not torch.isfinite(value).all():
-            return None, "fn returned a non-finite output"
-        return value, None
+        return tensor
 
     def close(self) -> None:
         """Release the backend's resources (worker processes, cluster handles)."""
