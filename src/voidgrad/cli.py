@@ -225,7 +225,10 @@ def _optimise(
     )
     run = MethodRun(label)
     run.record(evaluations(), problem.loss(theta.detach()))
-    with tqdm(total=settings.budget, desc=f"{label:>18}", unit="eval", leave=False) as bar:
+    # disable=None: a bar on a terminal, none in logs and pipes.
+    with tqdm(
+        total=settings.budget, desc=f"{label:>18}", unit="eval", leave=False, disable=None
+    ) as bar:
         for _ in range(steps):
             optimizer.zero_grad()
             objective(theta).backward()
