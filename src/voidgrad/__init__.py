@@ -1,5 +1,6 @@
 """voidgrad: gradient-based optimization through programs that have no useful gradient."""
 
+from voidgrad import baselines
 from voidgrad.blackbox import BlackBox, blackbox
 from voidgrad.errors import BudgetExhausted, EvaluationError
 from voidgrad.estimators import (
@@ -8,8 +9,11 @@ from voidgrad.estimators import (
     FiniteDifferences,
     GaussianSmoothing,
     LinearAnneal,
+    Pathwise,
+    ScoreFunction,
 )
 from voidgrad.evaluation import EvaluationStats, Evaluator
+from voidgrad.expectation import expectation
 
 __version__ = "0.1.0"
 
@@ -24,5 +28,9 @@ __all__ = [
     "FiniteDifferences",
     "GaussianSmoothing",
     "LinearAnneal",
+    "Pathwise",
+    "ScoreFunction",
+    "baselines",
     "blackbox",
+    "expectation",
 ]

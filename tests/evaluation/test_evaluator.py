@@ -183,6 +183,29 @@ def test_backend_returning_the_wrong_number_of_outcomes_is_an_error() -> None:
         vg.Evaluator(row_sum, backend=Lossy())(torch.zeros(2, 1))
 
 
+def test_rows_may_be_scalars_or_arrays() -> None:
+    torch.testing.assert_close(
+        vg.Evaluator(lambda r: r * 2)(torch.tensor([1.0, 2.0])), torch.tensor([2.0, 4.0])
+    )
+    images = torch.arange(24.0).reshape(2, 3, 4)
+    torch.testing.assert_close(vg.Evaluator(lambda r: r.sum())(images), images.sum((1, 2)))
+    labels = torch.tensor([0, 2, 1])  # integer rows, e.g. categorical samples
+    Y = vg.Evaluator(lambda r: r * 1.5)(labels)
+    assert Y.dtype == torch.get_default_dtype()
+    torch.testing.assert_close(Y, torch.tensor([0.0, 3.0, 1.5]))
+
+
+@pytest.mark.parametrize("backend", ["serial", "vectorized"])
+def test_differentiable_calls_keep_the_graph(backend) -> None:
+    fn = (lambda r: (r**2).sum()) if backend == "serial" else (lambda X: (X**2).sum(1))
+    ev = vg.Evaluator(fn, backend=backend)
+    X = torch.tensor([[1.0, 2.0], [3.0, -1.0]], requires_grad=True)
+    ev(X, differentiable=True).sum().backward()
+    torch.testing.assert_close(X.grad, 2 * X.detach())
+    assert not ev(X).requires_grad
+    assert ev.stats.evals == 4
+
+
 def test_outputs_follow_the_input_dtype() -> None:
     Y = vg.Evaluator(lambda r: np.float32(1.5))(torch.zeros(2, 1, dtype=torch.float64))
     assert Y.dtype == torch.float64
@@ -208,7 +231,7 @@ def test_bad_constructor_arguments(kwargs, error, message) -> None:
 @pytest.mark.parametrize(
     ("X", "seeds", "message"),
     [
-        (torch.zeros(3), None, r"X must have shape \[n, d\]; got shape \(3,\)"),
+        (torch.tensor(3.0), None, r"X must have a leading batch dimension \[n, ...\]"),
         (torch.zeros(0, 2), None, "at least one row"),
         (torch.zeros(2, 2), [1], "one entry per row of X \\(2\\); got 1"),
     ],

@@ -1,17 +1,23 @@
 """Gradient estimators, one family per file."""
 
 from voidgrad.estimators.base import BlackBoxEstimator, Probe
+from voidgrad.estimators.distributional import DistributionEstimator
 from voidgrad.estimators.finite_diff import FiniteDifferences
+from voidgrad.estimators.pathwise import Pathwise
 from voidgrad.estimators.schedules import LinearAnneal, SigmaSchedule
+from voidgrad.estimators.score import ScoreFunction
 from voidgrad.estimators.smoothing import GaussianSmoothing
 from voidgrad.estimators.spsa import SPSA
 
 __all__ = [
     "SPSA",
     "BlackBoxEstimator",
+    "DistributionEstimator",
     "FiniteDifferences",
     "GaussianSmoothing",
     "LinearAnneal",
+    "Pathwise",
     "Probe",
+    "ScoreFunction",
     "SigmaSchedule",
 ]

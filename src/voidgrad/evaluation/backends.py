@@ -85,7 +85,7 @@ class VectorizedBackend:
             seconds = (time.perf_counter() - start) / n
             return [Outcome(error=error, seconds=seconds) for _ in range(n)]
         seconds = (time.perf_counter() - start) / n
-        batch = as_output_tensor(output)
+        batch = as_output_tensor(output, detach=False)  # the Evaluator decides
         if batch.ndim == 0 or batch.shape[0] != n:
             raise ValueError(
                 f"a vectorized black box must return an output with leading dimension {n} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -35,8 +36,9 @@ class Evaluator:
 
     Args:
         fn: the black box. With ``backend="serial"`` it is called as ``fn(row)``
-            with ``row`` a 1-D tensor ``[d]``; with ``"vectorized"`` as
-            ``fn(X)`` with ``X`` of shape ``[n, d]``, returning ``[n, ...]``. It
+            with ``row = X[i]`` (a parameter vector ``[d]``, or a sample of any
+            shape); with ``"vectorized"`` as ``fn(X)`` on the whole batch
+            ``[n, ...]``, returning ``[n, ...]``. It
             may return a float, a 0-d or n-d tensor, or a NumPy array. If its
             signature has a ``seed`` parameter, it receives the per-row seed
             that the caller supplies (an int, or an int64 tensor ``[n]`` when
@@ -126,27 +128,36 @@ class Evaluator:
         return None if self._budget is None else self._budget - self._stats.evals
 
     def __call__(
-        self, X: torch.Tensor, seeds: Sequence[int] | torch.Tensor | None = None
+        self,
+        X: torch.Tensor,
+        seeds: Sequence[int] | torch.Tensor | None = None,
+        *,
+        differentiable: bool = False,
     ) -> torch.Tensor:
-        """Evaluate every row of ``X`` (``[n, d]``); return the outputs stacked ``[n, ...]``.
+        """Evaluate every row of ``X`` (``[n, ...]``); return the outputs stacked ``[n, ...]``.
 
         ``seeds`` (one int per row) is passed on when ``fn`` accepts a ``seed``
-        and ignored otherwise.
+        and ignored otherwise. By default ``fn`` runs under ``torch.no_grad``
+        on detached rows; ``differentiable=True`` keeps the autograd graph
+        from ``X`` through ``fn``'s outputs (for estimators that
+        differentiate ``fn`` itself, such as the pathwise one).
         """
-        X = _as_batch(X)
+        X = _as_batch(X, differentiable)
         n = X.shape[0]
         seed_list = _as_seed_list(seeds, n)
         if self._budget is not None and self._stats.evals + n > self._budget:
             raise BudgetExhausted(self._budget, self._stats.evals, n)
-        with torch.no_grad():
+        with contextlib.nullcontext() if differentiable else torch.no_grad():
             outcomes = self._backend.evaluate(
                 self._fn, X, seed_list if self._accepts_seed else None
             )
         if len(outcomes) != n:
             raise RuntimeError(f"backend returned {len(outcomes)} outcomes for {n} rows")
-        return self._collect(X, outcomes)
+        return self._collect(X, outcomes, differentiable)
 
-    def _collect(self, X: torch.Tensor, outcomes: list[Outcome]) -> torch.Tensor:
+    def _collect(
+        self, X: torch.Tensor, outcomes: list[Outcome], differentiable: bool
+    ) -> torch.Tensor:
         """Stack the outputs, find the failures, apply the failure policy.
 
         Outputs that cannot be right for any parameters (wrong type, changed
@@ -165,7 +176,9 @@ class Evaluator:
         }
         dtype = X.dtype if X.is_floating_point() else torch.get_default_dtype()
         if succeeded:
-            values = torch.stack([self._as_output(outcomes[i].value) for i in succeeded])
+            values = torch.stack(
+                [self._as_output(outcomes[i].value, differentiable) for i in succeeded]
+            )
             values = values.to(dtype)
             finite = torch.isfinite(values.reshape(len(succeeded), -1)).all(1).tolist()
             for i, ok in zip(succeeded, finite, strict=True):
@@ -192,9 +205,9 @@ class Evaluator:
             outputs[sorted(failures)] = float("nan")
         return outputs.to(X.device)
 
-    def _as_output(self, value: object) -> torch.Tensor:
+    def _as_output(self, value: object, differentiable: bool) -> torch.Tensor:
         """``value`` as a tensor of the shape every output must have."""
-        tensor = as_output_tensor(value)
+        tensor = as_output_tensor(value, detach=not differentiable)
         if self._output_shape is None:
             self._output_shape = tensor.shape
         elif tensor.shape != self._output_shape:
@@ -231,13 +244,13 @@ def _accepts_seed(fn: Callable[..., object]) -> bool:
     return "seed" in parameters
 
 
-def _as_batch(X: object) -> torch.Tensor:
+def _as_batch(X: object, differentiable: bool) -> torch.Tensor:
     X = torch.as_tensor(X)
-    if X.ndim != 2:
-        raise ValueError(f"X must have shape [n, d]; got shape {tuple(X.shape)}")
+    if X.ndim == 0:
+        raise ValueError("X must have a leading batch dimension [n, ...]; got a 0-d tensor")
     if X.shape[0] == 0:
         raise ValueError("X must have at least one row")
-    return X.detach()
+    return X if differentiable else X.detach()
 
 
 def _as_seed_list(seeds: Sequence[int] | torch.Tensor | None, n: int) -> list[int] | None:

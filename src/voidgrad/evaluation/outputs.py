@@ -8,14 +8,14 @@ import numpy as np
 import torch
 
 
-def as_output_tensor(value: object) -> torch.Tensor:
-    """Return ``value`` (a number, NumPy array or tensor) as a detached real tensor.
+def as_output_tensor(value: object, detach: bool = True) -> torch.Tensor:
+    """Return ``value`` (a number, NumPy array or tensor) as a real tensor, detached by default.
 
     Raises:
         TypeError: for anything else, or for complex or non-numeric arrays.
     """
     if isinstance(value, torch.Tensor):
-        tensor = value.detach()
+        tensor = value.detach() if detach else value
     elif isinstance(value, np.ndarray | np.generic):
         tensor = torch.from_numpy(np.asarray(value))
     elif isinstance(value, numbers.Real):

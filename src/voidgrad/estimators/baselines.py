@@ -1,0 +1,119 @@
+r"""Baselines for the score-function estimator.
+
+A baseline b_i is subtracted from each cost before it multiplies the score,
+
+    ĝ = (1/N) Σ_i (f(z_i) − b_i) ∇_θ log p(z_i | θ).
+
+Because E[∇_θ log p(z|θ)] = 0, the estimator stays unbiased whenever b_i is
+independent of z_i: a constant, a statistic of *earlier* batches (moving
+average), or of the *other* samples of the batch (leave-one-out). A baseline
+that looks at z_i itself biases the estimate. Baselines are separate objects,
+so any estimator that uses one can take any of them.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+
+
+class Baseline(ABC):
+    """Maps the costs ``[N, ...]`` of a batch to baselines of the same shape."""
+
+    #: The fewest samples this baseline needs.
+    min_samples: int = 1
+
+    @abstractmethod
+    def __call__(self, costs: torch.Tensor) -> torch.Tensor:
+        """Baselines for ``costs``; entry i must not depend on cost i."""
+
+    def update(self, costs: torch.Tensor) -> None:  # noqa: B027 (stateless baselines need none)
+        """Learn from a batch's costs after its estimate is formed."""
+
+
+class Constant(Baseline):
+    """b_i = c, a fixed number. Unbiased."""
+
+    def __init__(self, value: float) -> None:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"value must be a finite number; got {value!r}")
+        self.value = float(value)
+
+    def __call__(self, costs: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(costs, self.value)
+
+    def __repr__(self) -> str:
+        return f"Constant({self.value})"
+
+
+class MovingAverage(Baseline):
+    r"""Bias-corrected exponential moving average of the mean cost of earlier batches.
+
+    m_t = β m_{t−1} + (1 − β) mean(costs_t),  b = m_t / (1 − β^t)  (0 before the
+    first batch). It uses earlier batches only, so the estimate stays unbiased.
+    """
+
+    def __init__(self, decay: float = 0.9) -> None:
+        if not (isinstance(decay, int | float) and 0 <= decay < 1):
+            raise ValueError(f"decay must be a number in [0, 1); got {decay!r}")
+        self.decay = float(decay)
+        self.average = 0.0
+        self.batches = 0
+
+    @property
+    def value(self) -> float:
+        """The bias-corrected average, 0 before any batch."""
+        if self.batches == 0:
+            return 0.0
+        return self.average / (1 - self.decay**self.batches)
+
+    def __call__(self, costs: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(costs, self.value)
+
+    def update(self, costs: torch.Tensor) -> None:
+        self.average = self.decay * self.average + (1 - self.decay) * float(costs.mean())
+        self.batches += 1
+
+    def __repr__(self) -> str:
+        return f"MovingAverage(decay={self.decay})"
+
+
+class LeaveOneOut(Baseline):
+    r"""b_i = (1/(N−1)) Σ_{j≠i} f(z_j): the mean of the other samples. Unbiased; N ≥ 2.
+
+    With it, (1/N) Σ_i (f_i − b_i) = 0 exactly, and the estimator equals
+    (1/(N−1)) Σ_i (f_i − mean(f)) ∇ log p(z_i).
+    """
+
+    min_samples = 2
+
+    def __call__(self, costs: torch.Tensor) -> torch.Tensor:
+        n = costs.shape[0]
+        return (costs.sum(0, keepdim=True) - costs) / (n - 1)
+
+    def __repr__(self) -> str:
+        return "LeaveOneOut()"
+
+
+_NAMED: dict[str, type[Baseline]] = {
+    "moving_average": MovingAverage,
+    "leave_one_out": LeaveOneOut,
+}
+
+
+def make_baseline(baseline: str | Baseline | None) -> Baseline | None:
+    """A Baseline from ``None``, a Baseline, or a name: 'moving_average', 'leave_one_out'."""
+    if baseline is None or isinstance(baseline, Baseline):
+        return baseline
+    if isinstance(baseline, str) and baseline in _NAMED:
+        return _NAMED[baseline]()
+    raise ValueError(
+        f"baseline must be None, a vg.baselines.Baseline or one of {sorted(_NAMED)}; "
+        f"got {baseline!r}"
+    )

@@ -1,0 +1,80 @@
+r"""The protocol of estimators for expectations over distributions.
+
+For L(θ) = E_{z~p(z|θ)}[f(z)] an estimator draws N samples, evaluates f
+through an Evaluator and returns a *surrogate loss*: a tensor whose value is
+the Monte Carlo mean (1/N) Σ_i f(z_i) and whose gradient with respect to θ is
+the estimator's gradient. Written as
+
+    loss = value + (s − stop_gradient(s)),
+
+with s a differentiable expression whose gradient is the estimate, it composes
+with everything autograd does: sums of terms, networks producing θ, optimizers.
+
+Costs may keep leading batch dimensions of the distribution: with
+``dist.batch_shape = (B, D)`` and f returning ``[N, B]``, each of the B rows is
+an independent expectation over its D variables and the loss has shape [B].
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+
+import torch
+from torch.distributions import Distribution
+
+#: Evaluates f on a batch of samples ``[N, ...]``; returns costs ``[N, *cost_batch]``.
+Evaluate = Callable[..., torch.Tensor]
+
+
+class DistributionEstimator(ABC):
+    """Base of the estimators that ``vg.expectation`` accepts.
+
+    Args:
+        seed: with a seed, samples are drawn from a private stream, so a run
+            replays bit for bit; ``None`` samples from torch's global generator,
+            as ``dist.sample()`` does.
+    """
+
+    #: The fewest samples the estimator can work with.
+    min_samples: int = 1
+
+    def __init__(self, seed: int | None = None) -> None:
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
+        self._generator = None if seed is None else torch.Generator().manual_seed(seed)
+
+    @abstractmethod
+    def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
+        """The surrogate loss for ``samples`` draws from ``dist``."""
+
+    @contextlib.contextmanager
+    def _sampling(self) -> Iterator[None]:
+        """Draw from the private stream, leaving torch's global generator as it was.
+
+        torch.distributions cannot take a generator, so the global one is
+        forked: seeded from the private stream inside, restored on exit.
+        """
+        if self._generator is None:
+            yield
+            return
+        seed = int(torch.randint(0, 2**62, (1,), generator=self._generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+
+
+def joint_log_prob(dist: Distribution, z: torch.Tensor, cost_batch_dims: int) -> torch.Tensor:
+    """log p(z) summed over the batch dimensions that the costs do not keep.
+
+    Returns ``[N, *dist.batch_shape[:cost_batch_dims]]``.
+    """
+    log_prob = dist.log_prob(z)
+    kept = 1 + cost_batch_dims
+    return log_prob.sum(tuple(range(kept, log_prob.ndim))) if log_prob.ndim > kept else log_prob
+
+
+def surrogate_loss(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """``value`` in the forward pass, the gradient of ``surrogate`` in the backward pass."""
+    return value.detach() + (surrogate - surrogate.detach())

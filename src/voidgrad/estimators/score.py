@@ -1,0 +1,52 @@
+r"""The score-function (REINFORCE, likelihood-ratio) estimator.
+
+For L(θ) = E_{z~p(z|θ)}[f(z)], with z_i ~ p(z|θ) and baselines b_i,
+
+    ĝ = (1/N) Σ_i (f(z_i) − b_i) ∇_θ log p(z_i | θ).
+
+f is only evaluated, never differentiated, so it may be any black box, and z
+may be discrete. Unbiased for every distribution with a differentiable
+``log_prob`` whenever b_i does not depend on z_i (see ``baselines``). Gaussian
+smoothing of a black box is this estimator for p = N(θ, σ²I).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import Distribution
+
+from voidgrad.estimators.baselines import Baseline, make_baseline
+from voidgrad.estimators.distributional import (
+    DistributionEstimator,
+    Evaluate,
+    joint_log_prob,
+    surrogate_loss,
+)
+
+
+class ScoreFunction(DistributionEstimator):
+    """REINFORCE with an optional baseline.
+
+    Args:
+        baseline: ``None``, a :class:`~voidgrad.baselines.Baseline`, or
+            ``"moving_average"`` / ``"leave_one_out"``.
+        seed: seed of a private sampling stream, for bit-exact replay.
+    """
+
+    def __init__(self, baseline: str | Baseline | None = None, *, seed: int | None = None) -> None:
+        super().__init__(seed)
+        self.baseline = make_baseline(baseline)
+        self.min_samples = 1 if self.baseline is None else self.baseline.min_samples
+
+    def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
+        with self._sampling(), torch.no_grad():
+            z = dist.sample((samples,))
+        costs = evaluate(z)
+        log_prob = joint_log_prob(dist, z, costs.ndim - 1)
+        centred = costs if self.baseline is None else costs - self.baseline(costs)
+        if self.baseline is not None:
+            self.baseline.update(costs)
+        return surrogate_loss(costs.mean(0), (centred.detach() * log_prob).mean(0))
+
+    def __repr__(self) -> str:
+        return f"ScoreFunction(baseline={self.baseline!r})"
