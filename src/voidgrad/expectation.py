@@ -15,6 +15,7 @@ import torch
 from torch.distributions import Distribution
 
 from voidgrad.errors import EvaluationError
+from voidgrad.estimators.base import check_samples
 from voidgrad.estimators.distributional import DistributionEstimator
 from voidgrad.estimators.score import ScoreFunction
 from voidgrad.evaluation.evaluator import Evaluator
@@ -51,8 +52,7 @@ def expectation(
             "estimator must be a distribution estimator such as vg.ScoreFunction or vg.Pathwise; "
             f"got {type(estimator).__name__}"
         )
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be a positive int; got {samples!r}")
+    check_samples(samples, paired=False)
     if samples < estimator.min_samples:
         raise ValueError(f"{estimator!r} needs samples >= {estimator.min_samples}; got {samples}")
     evaluator = f if isinstance(f, Evaluator) else Evaluator(f, backend="vectorized")

@@ -57,10 +57,9 @@ class BlackBoxEstimator(ABC):
     """
 
     def __init__(self, seed: int | None) -> None:
+        seed = check_seed(seed)
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
-        elif isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
         self._generator = torch.Generator().manual_seed(seed)
 
     @abstractmethod
@@ -167,6 +166,13 @@ def check_positive(name: str, value: object) -> float:
     if not (math.isfinite(number) and number > 0):
         raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
     return number
+
+
+def check_seed(seed: object) -> int | None:
+    """Return ``seed`` unchanged, or raise unless it is a non-negative int or None."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
+    return seed
 
 
 def check_samples(samples: object, paired: bool) -> int:

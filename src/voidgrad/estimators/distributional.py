@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.distributions import Distribution
 
+from voidgrad.estimators.base import check_seed
+
 #: Evaluates f on a batch of samples ``[N, ...]``; returns costs ``[N, *cost_batch]``.
 Evaluate = Callable[..., torch.Tensor]
 
@@ -41,8 +43,7 @@ class DistributionEstimator(ABC):
     min_samples: int = 1
 
     def __init__(self, seed: int | None = None) -> None:
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
+        seed = check_seed(seed)
         self._generator = None if seed is None else torch.Generator().manual_seed(seed)
 
     @abstractmethod
