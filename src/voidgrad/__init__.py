@@ -4,13 +4,20 @@ from voidgrad import baselines
 from voidgrad.blackbox import BlackBox, blackbox
 from voidgrad.errors import BudgetExhausted, EvaluationError
 from voidgrad.estimators import (
+    LAX,
+    REBAR,
+    RELAX,
     SPSA,
     BlackBoxEstimator,
+    DisARM,
+    DistributionEstimator,
     FiniteDifferences,
     GaussianSmoothing,
+    GumbelSoftmax,
     LinearAnneal,
     Pathwise,
     ScoreFunction,
+    StraightThrough,
 )
 from voidgrad.evaluation import EvaluationStats, Evaluator
 from voidgrad.expectation import expectation
@@ -18,18 +25,25 @@ from voidgrad.expectation import expectation
 __version__ = "0.1.0"
 
 __all__ = [
+    "LAX",
+    "REBAR",
+    "RELAX",
     "SPSA",
     "BlackBox",
     "BlackBoxEstimator",
     "BudgetExhausted",
+    "DisARM",
+    "DistributionEstimator",
     "EvaluationError",
     "EvaluationStats",
     "Evaluator",
     "FiniteDifferences",
     "GaussianSmoothing",
+    "GumbelSoftmax",
     "LinearAnneal",
     "Pathwise",
     "ScoreFunction",
+    "StraightThrough",
     "baselines",
     "blackbox",
     "expectation",

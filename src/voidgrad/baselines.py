@@ -1,5 +1,11 @@
 """Baselines for the score-function estimator: ``vg.baselines.LeaveOneOut()`` and friends."""
 
-from voidgrad.estimators.baselines import Baseline, Constant, LeaveOneOut, MovingAverage
+from voidgrad.estimators.baselines import (
+    Baseline,
+    Constant,
+    Learned,
+    LeaveOneOut,
+    MovingAverage,
+)
 
-__all__ = ["Baseline", "Constant", "LeaveOneOut", "MovingAverage"]
+__all__ = ["Baseline", "Constant", "Learned", "LeaveOneOut", "MovingAverage"]

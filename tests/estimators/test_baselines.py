@@ -38,3 +38,29 @@ def test_constant() -> None:
 def test_bad_arguments(make, message) -> None:
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_learned_baseline_fits_the_mean_cost_of_each_expectation() -> None:
+    torch.manual_seed(0)
+    baseline = vg.baselines.Learned(torch.nn.Linear(2, 1), lr=0.05)
+    logits = torch.tensor([[2.0, 0.0], [-1.0, 1.0]])
+    dist = torch.distributions.Bernoulli(logits=logits)
+    costs = torch.tensor([[1.0, 5.0], [3.0, 7.0]])  # [N = 2, B = 2]: means 2 and 6
+    for _ in range(2000):
+        baseline.update(costs, dist)
+    torch.testing.assert_close(
+        baseline(costs, dist), torch.tensor([[2.0, 6.0]] * 2), atol=1e-3, rtol=0
+    )
+
+
+def test_learned_baseline_errors() -> None:
+    with pytest.raises(ValueError, match="module has no parameters to learn"):
+        vg.baselines.Learned(torch.nn.Identity())
+    with pytest.raises(TypeError, match="module must be a torch.nn.Module"):
+        vg.baselines.Learned(lambda x: x)
+    baseline = vg.baselines.Learned(torch.nn.Linear(2, 3))
+    dist = torch.distributions.Bernoulli(logits=torch.zeros(2))
+    with pytest.raises(ValueError, match=r"one value per expectation, \(\) .*got shape \(3,\)"):
+        baseline(torch.zeros(4), dist)
+    with pytest.raises(ValueError, match="needs the distribution the costs came from"):
+        baseline(torch.zeros(4))

@@ -1,23 +1,33 @@
 """Gradient estimators, one family per file."""
 
+from voidgrad.estimators.arm import DisARM
 from voidgrad.estimators.base import BlackBoxEstimator, Probe
 from voidgrad.estimators.distributional import DistributionEstimator
 from voidgrad.estimators.finite_diff import FiniteDifferences
 from voidgrad.estimators.pathwise import Pathwise
+from voidgrad.estimators.relax import LAX, REBAR, RELAX, ControlVariateEstimator
+from voidgrad.estimators.relaxed import GumbelSoftmax, StraightThrough
 from voidgrad.estimators.schedules import LinearAnneal, SigmaSchedule
 from voidgrad.estimators.score import ScoreFunction
 from voidgrad.estimators.smoothing import GaussianSmoothing
 from voidgrad.estimators.spsa import SPSA
 
 __all__ = [
+    "LAX",
+    "REBAR",
+    "RELAX",
     "SPSA",
     "BlackBoxEstimator",
+    "ControlVariateEstimator",
+    "DisARM",
     "DistributionEstimator",
     "FiniteDifferences",
     "GaussianSmoothing",
+    "GumbelSoftmax",
     "LinearAnneal",
     "Pathwise",
     "Probe",
     "ScoreFunction",
     "SigmaSchedule",
+    "StraightThrough",
 ]

@@ -7,29 +7,42 @@ A baseline b_i is subtracted from each cost before it multiplies the score,
 Because E[∇_θ log p(z|θ)] = 0, the estimator stays unbiased whenever b_i is
 independent of z_i: a constant, a statistic of *earlier* batches (moving
 average), or of the *other* samples of the batch (leave-one-out). A baseline
-that looks at z_i itself biases the estimate. Baselines are separate objects,
-so any estimator that uses one can take any of them.
+that looks at z_i itself biases the estimate. A learned baseline b(θ) = m_ψ(θ),
+a network of the distribution's parameters, is independent of z_i too.
+Baselines are separate objects, so any estimator that uses one can take any of
+them.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 
 import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from voidgrad.estimators.base import check_positive
 
 
 class Baseline(ABC):
-    """Maps the costs ``[N, ...]`` of a batch to baselines of the same shape."""
+    """Maps the costs ``[N, ...]`` of a batch to baselines of the same shape.
+
+    ``dist`` is the distribution the costs were sampled from; baselines that
+    depend on its parameters (:class:`Learned`) read it, the others ignore it.
+    """
 
     #: The fewest samples this baseline needs.
     min_samples: int = 1
 
     @abstractmethod
-    def __call__(self, costs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, costs: torch.Tensor, dist: Distribution | None = None) -> torch.Tensor:
         """Baselines for ``costs``; entry i must not depend on cost i."""
 
-    def update(self, costs: torch.Tensor) -> None:  # noqa: B027 (stateless baselines need none)
+    def update(  # noqa: B027 (stateless baselines need none)
+        self, costs: torch.Tensor, dist: Distribution | None = None
+    ) -> None:
         """Learn from a batch's costs after its estimate is formed."""
 
 
@@ -45,7 +58,7 @@ class Constant(Baseline):
             raise ValueError(f"value must be a finite number; got {value!r}")
         self.value = float(value)
 
-    def __call__(self, costs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, costs: torch.Tensor, dist: Distribution | None = None) -> torch.Tensor:
         return torch.full_like(costs, self.value)
 
     def __repr__(self) -> str:
@@ -73,10 +86,10 @@ class MovingAverage(Baseline):
             return 0.0
         return self.average / (1 - self.decay**self.batches)
 
-    def __call__(self, costs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, costs: torch.Tensor, dist: Distribution | None = None) -> torch.Tensor:
         return torch.full_like(costs, self.value)
 
-    def update(self, costs: torch.Tensor) -> None:
+    def update(self, costs: torch.Tensor, dist: Distribution | None = None) -> None:
         self.average = self.decay * self.average + (1 - self.decay) * float(costs.mean())
         self.batches += 1
 
@@ -93,12 +106,86 @@ class LeaveOneOut(Baseline):
 
     min_samples = 2
 
-    def __call__(self, costs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, costs: torch.Tensor, dist: Distribution | None = None) -> torch.Tensor:
         n = costs.shape[0]
         return (costs.sum(0, keepdim=True) - costs) / (n - 1)
 
     def __repr__(self) -> str:
         return "LeaveOneOut()"
+
+
+def default_features(dist: Distribution) -> torch.Tensor:
+    """The logits of a discrete distribution, else its mean."""
+    return dist.logits if hasattr(dist, "logits") else dist.mean
+
+
+class Learned(Baseline):
+    r"""A network of the distribution's parameters, fitted to the costs by squared error.
+
+    b_i = m_ψ(x) for every sample i, with x = ``features(dist)`` (detached; by
+    default the logits of a discrete distribution, else its mean). After each
+    batch, one optimizer step on ψ minimizes
+
+        (1/R) Σ_r (m_ψ(x)_r − (1/N) Σ_i f(z_i)_r)²
+
+    over the R rows of the cost batch, so m_ψ tracks E[f | θ] (NVIL's
+    baseline). It sees θ, never z_i: unbiased.
+
+    Args:
+        module: maps the features ``x`` to one baseline per independent
+            expectation: ``[]`` or ``[1]`` for costs ``[N]``, ``[B]`` or
+            ``[B, 1]`` for costs ``[N, B]``.
+        lr: learning rate of the default optimizer, Adam.
+        optimizer: ``optimizer(parameters)`` makes the optimizer instead.
+        features: maps the distribution to the module's input.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        lr: float = 1e-2,
+        *,
+        optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
+        features: Callable[[Distribution], torch.Tensor] = default_features,
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module; got {type(module).__name__}")
+        parameters = list(module.parameters())
+        if not parameters:
+            raise ValueError("module has no parameters to learn")
+        lr = check_positive("lr", lr)
+        self.module = module
+        self.features = features
+        self.optimizer = (
+            torch.optim.Adam(parameters, lr=lr) if optimizer is None else optimizer(parameters)
+        )
+
+    def _predict(self, costs: torch.Tensor, dist: Distribution | None) -> torch.Tensor:
+        if dist is None:
+            raise ValueError("a Learned baseline needs the distribution the costs came from")
+        x = self.features(dist).detach()
+        prediction = self.module(x.to(next(self.module.parameters()).dtype))
+        rows = costs.shape[1:]
+        if prediction.numel() != rows.numel():
+            raise ValueError(
+                f"the baseline module must return one value per expectation, {tuple(rows)} "
+                f"(or with a trailing 1); got shape {tuple(prediction.shape)}"
+            )
+        return prediction.reshape(rows).to(costs.dtype)
+
+    def __call__(self, costs: torch.Tensor, dist: Distribution | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            return self._predict(costs, dist).expand_as(costs)
+
+    def update(self, costs: torch.Tensor, dist: Distribution | None = None) -> None:
+        with torch.enable_grad():
+            error = self._predict(costs, dist) - costs.detach().mean(0)
+            self.optimizer.zero_grad()
+            error.pow(2).mean().backward()
+        self.optimizer.step()
+
+    def __repr__(self) -> str:
+        return f"Learned({type(self.module).__name__})"
 
 
 _NAMED: dict[str, type[Baseline]] = {

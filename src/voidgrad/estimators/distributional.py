@@ -79,3 +79,42 @@ def joint_log_prob(dist: Distribution, z: torch.Tensor, cost_batch_dims: int) ->
 def surrogate_loss(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
     """``value`` in the forward pass, the gradient of ``surrogate`` in the backward pass."""
     return value.detach() + (surrogate - surrogate.detach())
+
+
+def parameter_surrogate(
+    grads: list[torch.Tensor], params: list[torch.Tensor], cost_batch_dims: int
+) -> torch.Tensor:
+    """Σ_k ⟨ĝ_k, p_k⟩ per independent expectation: its gradient routes ĝ_k into p_k.
+
+    For estimators that compute the gradient ĝ_k with respect to the
+    distribution's parameter tensors p_k themselves (``[*batch, ...]``);
+    autograd carries it on to whatever produced p_k. Returns
+    ``[*batch[:cost_batch_dims]]``.
+    """
+    total: torch.Tensor | int = 0
+    for grad, param in zip(grads, params, strict=True):
+        product = grad.detach() * param
+        total = total + product.sum(tuple(range(cost_batch_dims, product.ndim)))
+    assert isinstance(total, torch.Tensor)
+    return total
+
+
+def check_connected(z: torch.Tensor, costs: torch.Tensor, estimator: str) -> None:
+    """Raise unless ``costs`` depend on the samples ``z`` in the autograd graph."""
+    if z.requires_grad and not costs.requires_grad:
+        raise ValueError(
+            f"f's output is not connected to the samples in the autograd graph; {estimator} "
+            "differentiates f, so f must be built from differentiable torch operations "
+            "(use vg.ScoreFunction, vg.RELAX or vg.DisARM for a black-box f)"
+        )
+
+
+def gradient_parameters(dist: Distribution) -> list[torch.Tensor]:
+    """The parameter tensors of ``dist`` (its ``arg_constraints``) that are in the graph."""
+    params: list[torch.Tensor] = []
+    for name in dist.arg_constraints:
+        value = getattr(dist, name, None)
+        fresh = not any(value is seen for seen in params)
+        if isinstance(value, torch.Tensor) and value.requires_grad and fresh:
+            params.append(value)
+    return params

@@ -15,7 +15,11 @@ from __future__ import annotations
 import torch
 from torch.distributions import Distribution
 
-from voidgrad.estimators.distributional import DistributionEstimator, Evaluate
+from voidgrad.estimators.distributional import (
+    DistributionEstimator,
+    Evaluate,
+    check_connected,
+)
 
 
 class Pathwise(DistributionEstimator):
@@ -35,12 +39,7 @@ class Pathwise(DistributionEstimator):
         with self._sampling():
             z = dist.rsample((samples,))
         costs = evaluate(z, differentiable=True)
-        if z.requires_grad and not costs.requires_grad:
-            raise ValueError(
-                "f's output is not connected to the samples in the autograd graph; Pathwise "
-                "differentiates f, so f must be built from differentiable torch operations "
-                "(use vg.ScoreFunction for a black-box f)"
-            )
+        check_connected(z, costs, "Pathwise")
         return costs.mean(0)
 
     def __repr__(self) -> str:

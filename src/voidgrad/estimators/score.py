@@ -28,8 +28,9 @@ class ScoreFunction(DistributionEstimator):
     """REINFORCE with an optional baseline.
 
     Args:
-        baseline: ``None``, a :class:`~voidgrad.baselines.Baseline`, or
-            ``"moving_average"`` / ``"leave_one_out"``.
+        baseline: ``None``, a :class:`~voidgrad.baselines.Baseline` (such as
+            ``vg.baselines.Learned(net)``), or ``"moving_average"`` /
+            ``"leave_one_out"``.
         seed: seed of a private sampling stream, for bit-exact replay.
     """
 
@@ -43,9 +44,9 @@ class ScoreFunction(DistributionEstimator):
             z = dist.sample((samples,))
         costs = evaluate(z)
         log_prob = joint_log_prob(dist, z, costs.ndim - 1)
-        centred = costs if self.baseline is None else costs - self.baseline(costs)
+        centred = costs if self.baseline is None else costs - self.baseline(costs, dist)
         if self.baseline is not None:
-            self.baseline.update(costs)
+            self.baseline.update(costs, dist)
         return surrogate_loss(costs.mean(0), (centred.detach() * log_prob).mean(0))
 
     def __repr__(self) -> str:

@@ -1,0 +1,67 @@
+r"""DisARM: antithetic, Rao-Blackwellized gradients for Bernoulli variables.
+
+For b ~ Bernoulli(σ(α)) with logits α ∈ R^D and a black-box f, draw
+u ~ U(0, 1)^D and the antithetic pair
+
+    b = 1[u < σ(α)],   b̃ = 1[1 − u < σ(α)].
+
+Both are Bernoulli(σ(α)). DisARM (Dong, Mnih & Tucker 2020) is
+
+    ĝ_d = ½ (f(b) − f(b̃)) (−1)^{b̃_d} 1[b_d ≠ b̃_d] σ(|α_d|),
+
+ARM with the antithetic uniform integrated out. Unbiased; its variance
+never exceeds ARM's. With N samples it averages N/2 independent pairs, each
+pair costing two evaluations, so N must be even. f is evaluated at discrete
+samples only, never differentiated.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import Bernoulli, Distribution
+
+from voidgrad.estimators.discrete import uniform
+from voidgrad.estimators.distributional import (
+    DistributionEstimator,
+    Evaluate,
+    parameter_surrogate,
+    surrogate_loss,
+)
+
+
+class DisARM(DistributionEstimator):
+    """DisARM for Bernoulli distributions: antithetic pairs, two evaluations each. Unbiased.
+
+    Args:
+        seed: seed of a private sampling stream, for bit-exact replay.
+    """
+
+    min_samples = 2
+
+    def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
+        if not isinstance(dist, Bernoulli):
+            raise ValueError(
+                f"DisARM needs a Bernoulli distribution; got {type(dist).__name__} "
+                "(use vg.RELAX or vg.ScoreFunction for categoricals)"
+            )
+        if samples % 2:
+            raise ValueError(f"DisARM draws antithetic pairs: samples must be even; got {samples}")
+        logits = dist.logits
+        pairs = samples // 2
+        with self._sampling(), torch.no_grad():
+            u = uniform((pairs, *logits.shape), logits)
+        probs = torch.sigmoid(logits.detach())
+        b = (u < probs).to(logits.dtype)
+        b_anti = (1 - u < probs).to(logits.dtype)
+        costs = evaluate(torch.cat([b, b_anti]))
+        if not logits.requires_grad:
+            return costs.mean(0)
+        difference = costs[:pairs] - costs[pairs:]
+        difference = difference.reshape(*difference.shape, *[1] * (b.ndim - difference.ndim))
+        sign = 1 - 2 * b_anti  # (−1)^{b̃}
+        weight = sign * (b != b_anti).to(b.dtype) * torch.sigmoid(logits.detach().abs())
+        grad = (0.5 * difference * weight).mean(0)
+        return surrogate_loss(costs.mean(0), parameter_surrogate([grad], [logits], costs.ndim - 1))
+
+    def __repr__(self) -> str:
+        return "DisARM()"

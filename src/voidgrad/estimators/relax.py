@@ -1,0 +1,320 @@
+r"""LAX, RELAX and REBAR: unbiased estimators with a learned, differentiable control variate.
+
+For L(θ) = E_{p(b|θ)}[f(b)] with f a black box (Grathwohl et al. 2018, seed
+004), a surrogate c_φ enters twice, once through the score function and once
+through the reparameterization, so its expectation cancels:
+
+LAX (z continuous, reparameterizable, z = T(θ, ε)):
+
+    ĝ = [f(z) − c_φ(z)] ∇_θ log p(z|θ) + ∇_θ c_φ(z)
+
+RELAX (b discrete, b = H(z), z ~ p(z|θ), z̃ ~ p(z | b, θ); see ``discrete``):
+
+    ĝ = [f(b) − c_φ(z̃)] ∇_θ log p(b|θ) + ∇_θ c_φ(z) − ∇_θ c_φ(z̃)
+
+REBAR (Tucker et al. 2017) is RELAX with c_φ(z) = η f(σ_λ(z)), φ = (η, λ):
+the relaxed f itself is the control variate, so f must accept relaxed
+inputs and be differentiable there. ``RELAX(control, relaxed_f=True)`` adds
+a network: c_φ(z) = η f(σ_λ(z)) + r_ρ(z), the paper's discrete-VAE choice.
+
+All three are **unbiased for every φ**. φ is trained to minimize the
+variance: since E[ĝ] does not depend on φ,
+
+    ∂/∂φ Var(ĝ) = E[∂/∂φ ‖ĝ‖²],
+
+estimated from the same draws by double backward, one optimizer step per
+call. ĝ here is the gradient with respect to the distribution's own
+parameter tensors (the logits, or loc and scale): autograd then carries it
+into whatever produced them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from voidgrad.estimators.base import check_positive
+from voidgrad.estimators.discrete import (
+    as_dist_sample,
+    discrete_logits,
+    relax,
+    sample_conditional,
+    sample_relaxed,
+    score,
+    threshold,
+)
+from voidgrad.estimators.distributional import (
+    DistributionEstimator,
+    Evaluate,
+    check_connected,
+    gradient_parameters,
+    joint_log_prob,
+    parameter_surrogate,
+    surrogate_loss,
+)
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+class ControlVariateEstimator(DistributionEstimator):
+    """Shared machinery: the control's optimizer and the variance step.
+
+    Args:
+        parameters: φ, the parameters of the control variate.
+        lr: learning rate of the default optimizer (Adam) for φ.
+        optimizer: ``optimizer(parameters)`` builds another optimizer for φ.
+        train_control: take a variance-reducing step on φ at each call.
+        seed: seed of a private sampling stream, for bit-exact replay.
+    """
+
+    def __init__(
+        self,
+        parameters: list[nn.Parameter],
+        lr: float,
+        optimizer: OptimizerFactory | None,
+        train_control: bool,
+        seed: int | None,
+    ) -> None:
+        super().__init__(seed)
+        lr = check_positive("lr", lr)
+        self.control_parameters = parameters
+        self.train_control = bool(train_control) and bool(parameters)
+        self.optimizer = (
+            None
+            if not parameters
+            else torch.optim.Adam(parameters, lr=lr)
+            if optimizer is None
+            else optimizer(parameters)
+        )
+        #: ‖ĝ‖² of the last estimate (summed over the independent expectations).
+        self.last_square_norm = float("nan")
+
+    def _finish(
+        self,
+        costs: torch.Tensor,
+        grads: list[torch.Tensor],
+        params: list[torch.Tensor],
+    ) -> torch.Tensor:
+        """Step φ on ‖ĝ‖², then the loss whose gradient routes ĝ into ``params``."""
+        square_norm = sum((grad**2).sum() for grad in grads)
+        assert isinstance(square_norm, torch.Tensor)
+        self.last_square_norm = float(square_norm.detach())
+        if self.train_control and square_norm.requires_grad:
+            assert self.optimizer is not None
+            phi_grads = torch.autograd.grad(square_norm, self.control_parameters, allow_unused=True)
+            for parameter, grad in zip(self.control_parameters, phi_grads, strict=True):
+                parameter.grad = None if grad is None else grad.detach()
+            self.optimizer.step()
+        return surrogate_loss(costs.mean(0), parameter_surrogate(grads, params, costs.ndim - 1))
+
+
+def apply_control(control: nn.Module, z: torch.Tensor, costs: torch.Tensor) -> torch.Tensor:
+    """c_φ(z), shaped like ``costs`` (``[N, *cost_batch]``; a trailing 1 is dropped)."""
+    parameter = next(control.parameters(), None)
+    dtype = z.dtype if parameter is None else parameter.dtype
+    value = control(z.to(dtype))
+    if not isinstance(value, torch.Tensor) or value.numel() != costs.numel():
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(
+            f"the control variate must return one value per sample and expectation, "
+            f"{tuple(costs.shape)} (or with a trailing 1); got {shape}"
+        )
+    return value.reshape(costs.shape).to(costs.dtype)
+
+
+def _grad_or_zeros(output: torch.Tensor, inputs: list[torch.Tensor], create_graph: bool):
+    """∂output/∂inputs, zeros where output does not depend on an input."""
+    if not output.requires_grad:
+        return [torch.zeros_like(x) for x in inputs]
+    grads = torch.autograd.grad(output, inputs, create_graph=create_graph, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads, strict=True)]
+
+
+def _check_control(control: object) -> nn.Module:
+    if not isinstance(control, nn.Module):
+        raise TypeError(f"control must be a torch.nn.Module; got {type(control).__name__}")
+    return control
+
+
+class LAX(ControlVariateEstimator):
+    """ĝ = [f(z) − c_φ(z)] ∇ log p(z|θ) + ∇ c_φ(z), z reparameterized. Unbiased for any c_φ.
+
+    For continuous distributions with ``rsample``; f is a black box evaluated
+    at z only, never differentiated.
+
+    Args:
+        control: c_φ, maps samples ``[N, *batch, *event]`` to ``[N]`` (or
+            ``[N, *cost_batch]``, as the costs).
+        lr: learning rate of φ's Adam optimizer.
+        optimizer: ``optimizer(parameters)`` builds another optimizer for φ.
+        train_control: step φ on the variance at each call (default).
+        seed: seed of a private sampling stream, for bit-exact replay.
+    """
+
+    def __init__(
+        self,
+        control: nn.Module,
+        lr: float = 1e-2,
+        *,
+        optimizer: OptimizerFactory | None = None,
+        train_control: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        self.control = _check_control(control)
+        super().__init__(list(control.parameters()), lr, optimizer, train_control, seed)
+
+    def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
+        if not dist.has_rsample:
+            raise ValueError(
+                f"LAX needs a reparameterizable distribution (has_rsample); {type(dist).__name__} "
+                "has none: use vg.RELAX or vg.REBAR for Bernoulli and categorical variables"
+            )
+        with self._sampling():
+            z = dist.rsample((samples,))
+        fixed = z.detach()
+        costs = evaluate(fixed)
+        params = gradient_parameters(dist)
+        if not params:
+            return costs.mean(0)
+        log_prob = joint_log_prob(dist, fixed, costs.ndim - 1)
+        coefficient = costs - apply_control(self.control, fixed, costs)
+        surrogate = coefficient * log_prob + apply_control(self.control, z, costs)
+        grads = _grad_or_zeros(surrogate.mean(0).sum(), params, self.train_control)
+        return self._finish(costs, grads, params)
+
+    def __repr__(self) -> str:
+        return f"LAX(control={type(self.control).__name__})"
+
+
+class RELAX(ControlVariateEstimator):
+    """ĝ = [f(b) − c_φ(z̃)] ∇ log p(b|θ) + ∇ c_φ(z) − ∇ c_φ(z̃). Unbiased for any c_φ.
+
+    For Bernoulli, Categorical and OneHotCategorical distributions; f is
+    evaluated at the discrete b only, unless ``relaxed_f`` adds REBAR's term.
+
+    Args:
+        control: r_ρ, maps the continuous z (``[N, *batch]`` for a Bernoulli,
+            ``[N, *batch, K]`` for categoricals) to ``[N]`` (or
+            ``[N, *cost_batch]``); ``None`` only with ``relaxed_f``.
+        relaxed_f: add η f(σ_λ(z)) to the control, with η and λ learned; f
+            must then accept relaxed inputs and be differentiable, and a
+            Categorical's samples reach f as one-hot vectors.
+        temperature: initial λ.
+        eta: initial η.
+        lr: learning rate of φ's Adam optimizer.
+        optimizer: ``optimizer(parameters)`` builds another optimizer for φ.
+        train_control: step φ on the variance at each call (default).
+        seed: seed of a private sampling stream, for bit-exact replay.
+    """
+
+    def __init__(
+        self,
+        control: nn.Module | None = None,
+        *,
+        relaxed_f: bool = False,
+        temperature: float = 0.5,
+        eta: float = 1.0,
+        lr: float = 1e-2,
+        optimizer: OptimizerFactory | None = None,
+        train_control: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        if control is None and not relaxed_f:
+            raise ValueError("RELAX needs a control network, relaxed_f=True, or both")
+        self.control = None if control is None else _check_control(control)
+        self.relaxed_f = bool(relaxed_f)
+        temperature = check_positive("temperature", temperature)
+        if isinstance(eta, bool) or not isinstance(eta, int | float):
+            raise ValueError(f"eta must be a number; got {eta!r}")
+        self.eta = nn.Parameter(torch.tensor(float(eta), dtype=torch.float64))
+        self.log_temperature = nn.Parameter(torch.tensor(temperature, dtype=torch.float64).log())
+        parameters = [] if self.control is None else list(self.control.parameters())
+        if self.relaxed_f:
+            parameters += [self.eta, self.log_temperature]
+        super().__init__(parameters, lr, optimizer, train_control, seed)
+
+    @property
+    def temperature(self) -> float:
+        """The current λ."""
+        return float(self.log_temperature.detach().exp())
+
+    def _control(
+        self, evaluate: Evaluate, z: torch.Tensor, costs: torch.Tensor, kind
+    ) -> torch.Tensor:
+        value = torch.zeros_like(costs)
+        if self.relaxed_f:
+            temperature = self.log_temperature.exp().to(z.dtype)
+            relaxed = relax(z, kind, temperature)
+            relaxed_costs = evaluate(relaxed, differentiable=True)
+            check_connected(relaxed, relaxed_costs, type(self).__name__)
+            value = value + self.eta.to(costs.dtype) * relaxed_costs
+        if self.control is not None:
+            value = value + apply_control(self.control, z, costs)
+        return value
+
+    def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
+        kind, logits = discrete_logits(dist, type(self).__name__)
+        with self._sampling():
+            z = sample_relaxed(logits, kind, samples)
+            b = threshold(z, kind).detach()
+            conditioned = sample_conditional(logits, b, kind)
+        costs = evaluate(b if self.relaxed_f else as_dist_sample(b, kind))
+        if not logits.requires_grad:
+            return costs.mean(0)
+        control_z = self._control(evaluate, z, costs, kind)
+        control_conditioned = self._control(evaluate, conditioned, costs, kind)
+        coefficient = costs - control_conditioned
+        score_part = coefficient.reshape(*coefficient.shape, *[1] * (b.ndim - coefficient.ndim))
+        score_term = (score_part * score(logits.detach(), b, kind)).mean(0)
+        (reparam_term,) = _grad_or_zeros(
+            (control_z - control_conditioned).mean(0).sum(), [logits], self.train_control
+        )
+        return self._finish(costs, [score_term + reparam_term], [logits])
+
+    def __repr__(self) -> str:
+        control = None if self.control is None else type(self.control).__name__
+        return f"RELAX(control={control}, relaxed_f={self.relaxed_f})"
+
+
+class REBAR(RELAX):
+    """RELAX with c_φ(z) = η f(σ_λ(z)): the relaxed f as control variate. Unbiased.
+
+    f must accept relaxed inputs (numbers in (0, 1), points of the simplex)
+    and be differentiable there; a Categorical's samples reach f as one-hot
+    vectors. Each estimate costs 3N evaluations of f: at b, σ_λ(z), σ_λ(z̃).
+
+    Args:
+        temperature: initial λ.
+        eta: initial η.
+        lr: learning rate of the Adam optimizer for (η, log λ).
+        optimizer: ``optimizer(parameters)`` builds another optimizer.
+        train_control: step η and λ on the variance at each call (default).
+        seed: seed of a private sampling stream, for bit-exact replay.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.5,
+        eta: float = 1.0,
+        *,
+        lr: float = 1e-2,
+        optimizer: OptimizerFactory | None = None,
+        train_control: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            None,
+            relaxed_f=True,
+            temperature=temperature,
+            eta=eta,
+            lr=lr,
+            optimizer=optimizer,
+            train_control=train_control,
+            seed=seed,
+        )
+
+    def __repr__(self) -> str:
+        return f"REBAR(temperature={self.temperature:.4g}, eta={float(self.eta.detach()):.4g})"

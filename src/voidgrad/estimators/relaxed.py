@@ -1,0 +1,86 @@
+r"""Relaxed estimators for discrete variables: Gumbel-softmax (Concrete) and straight-through.
+
+Both differentiate f itself at continuous stand-ins for the discrete sample,
+so f must be a differentiable torch function that also accepts relaxed
+inputs: numbers in (0, 1) for a Bernoulli, points of the simplex for a
+categorical. Both are **biased** for the gradient of E_{b~p(b|θ)}[f(b)].
+
+Gumbel-softmax / Concrete (Maddison et al. 2016; Jang et al. 2016), with
+z = T(θ, ε) the logistic / Gumbel perturbation of the logits (``discrete``):
+
+    ĝ = (1/N) Σ_i ∂f/∂σ_λ(z_i) · ∂σ_λ(z_i)/∂θ
+
+It is the pathwise gradient of E_z[f(σ_λ(z))], a different objective whose
+value tends to E_b[f(b)] as λ → 0 while the variance of ĝ grows like 1/λ.
+With ``hard=True`` (straight-through Gumbel) f is evaluated at the discrete
+H(z) and the gradient is still that of σ_λ.
+
+Straight-through (Bengio et al. 2013): f is evaluated at the discrete b and
+the gradient passes through E[b] = p(θ) as if ∂b/∂p = 1:
+
+    ĝ = (1/N) Σ_i ∂f/∂b (b_i) · ∂p/∂θ
+
+Exact for f linear in b (then ∂f/∂b is constant and E[f(b)] = f(p)), biased
+otherwise.
+
+A Categorical's samples reach f as one-hot vectors ``[..., K]``, not indices.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import Distribution
+
+from voidgrad.estimators.base import check_positive
+from voidgrad.estimators.discrete import discrete_logits, relax, sample_relaxed, threshold
+from voidgrad.estimators.distributional import DistributionEstimator, Evaluate, check_connected
+
+
+class GumbelSoftmax(DistributionEstimator):
+    """The Concrete relaxation: pathwise gradients at σ_λ(z). Biased; shrinks as λ → 0.
+
+    Args:
+        temperature: λ > 0 of the relaxation.
+        hard: evaluate f at the discrete H(z), with σ_λ(z)'s gradient
+            (straight-through Gumbel).
+        seed: seed of a private sampling stream, for bit-exact replay.
+    """
+
+    def __init__(self, temperature: float = 0.5, hard: bool = False, *, seed: int | None = None):
+        super().__init__(seed)
+        self.temperature = check_positive("temperature", temperature)
+        self.hard = bool(hard)
+
+    def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
+        kind, logits = discrete_logits(dist, "GumbelSoftmax")
+        with self._sampling():
+            z = sample_relaxed(logits, kind, samples)
+        relaxed = relax(z, kind, self.temperature)
+        x = threshold(z, kind) + relaxed - relaxed.detach() if self.hard else relaxed
+        costs = evaluate(x, differentiable=True)
+        check_connected(x, costs, "GumbelSoftmax")
+        return costs.mean(0)
+
+    def __repr__(self) -> str:
+        return f"GumbelSoftmax(temperature={self.temperature}, hard={self.hard})"
+
+
+class StraightThrough(DistributionEstimator):
+    """f at the discrete sample b, gradient through p as if b were p. Biased unless f is linear.
+
+    Args:
+        seed: seed of a private sampling stream, for bit-exact replay.
+    """
+
+    def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
+        kind, logits = discrete_logits(dist, "StraightThrough")
+        with self._sampling(), torch.no_grad():
+            b = threshold(sample_relaxed(logits, kind, samples), kind)
+        probs = relax(logits, kind, 1.0)
+        x = b + probs - probs.detach()
+        costs = evaluate(x, differentiable=True)
+        check_connected(x, costs, "StraightThrough")
+        return costs.mean(0)
+
+    def __repr__(self) -> str:
+        return "StraightThrough()"
