@@ -85,3 +85,45 @@ def test_nan_costs_are_an_error_under_the_nan_policy_too() -> None:
     evaluator = vg.Evaluator(lambda b: float("nan") if b[0] else 1.0, on_error="nan")
     with pytest.raises(vg.EvaluationError, match="an expectation needs every sample's cost"):
         vg.expectation(evaluator, Bernoulli(logits=theta), 64, vg.ScoreFunction(seed=0))
+
+
+def test_estimators_with_controls_compose_with_a_network_and_each_other() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Linear(2, 3).double()
+    control = torch.nn.Linear(3, 1).double()
+    x = torch.randn(2, dtype=torch.float64)
+    logits = net(x)
+    relax = vg.expectation(
+        lambda b: b.sum(-1), Bernoulli(logits=logits), 4, vg.RELAX(control, seed=0)
+    )
+    disarm = vg.expectation(lambda b: (b**2).sum(-1), Bernoulli(logits=logits), 4, vg.DisARM())
+    lax = vg.expectation(
+        lambda z: z.sum(-1), Normal(logits, 1.0), 4, vg.LAX(torch.nn.Linear(3, 1).double())
+    )
+    before = [p.grad.clone() for p in control.parameters()]  # set by the control's own step
+    (relax + disarm + lax + logits.pow(2).sum()).backward()
+    assert net.weight.grad is not None and torch.isfinite(net.weight.grad).all()
+    for grad, parameter in zip(before, control.parameters(), strict=True):
+        assert torch.equal(parameter.grad, grad)  # the user's backward never reaches φ
+
+
+def test_rebar_fits_the_relax_toy_with_torch_optim() -> None:
+    theta = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.Adam([theta], lr=0.1)
+    estimator = vg.REBAR(seed=0)
+    for _ in range(200):
+        optimizer.zero_grad()
+        vg.expectation(
+            lambda b: (b[:, 0] - 0.45) ** 2, Bernoulli(logits=theta), 4, estimator
+        ).backward()
+        optimizer.step()
+    assert torch.sigmoid(theta).item() < 0.05
+
+
+def test_relaxed_estimators_count_their_evaluations() -> None:
+    theta = torch.zeros(3, requires_grad=True)
+    evaluator = vg.Evaluator(lambda b: b.sum(-1), backend="vectorized")
+    vg.expectation(evaluator, Bernoulli(logits=theta), 5, vg.REBAR(seed=0))
+    assert evaluator.stats.evals == 15  # f at b, at σ_λ(z) and at σ_λ(z̃)
+    vg.expectation(evaluator, Bernoulli(logits=theta), 6, vg.DisARM(seed=0))
+    assert evaluator.stats.evals == 21
