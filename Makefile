@@ -3,6 +3,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 PIP_INSTALL := $(PYTHON) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 STAMP := $(VENV)/.installed
+STAMP_ALL := $(VENV)/.installed-all
 
 .PHONY: demo test test-all bench lint format clean
 
@@ -12,17 +13,23 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP_INSTALL) -e ".[dev,plot]"
 	touch $(STAMP)
 
+# The optional backends the slow tests exercise (Ray) and the benchmarks' extras.
+$(STAMP_ALL): $(STAMP)
+	$(PIP_INSTALL) -e ".[dev,plot,ray,bench]"
+	touch $(STAMP_ALL)
+
 demo: $(STAMP)
 	$(VENV)/bin/voidgrad demo
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q -m "not slow"
 
-test-all: $(STAMP)
+test-all: $(STAMP_ALL)
 	$(PYTHON) -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP_ALL)
 	$(PYTHON) benchmarks/estimator_overhead.py
+	$(PYTHON) benchmarks/distribution_overhead.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -2,7 +2,13 @@
 
 from voidgrad import baselines
 from voidgrad.blackbox import BlackBox, blackbox
-from voidgrad.errors import BudgetExhausted, EvaluationError
+from voidgrad.errors import (
+    BudgetExhausted,
+    EvaluationError,
+    EvaluationTimeout,
+    WorkerDied,
+    WorkerInitError,
+)
 from voidgrad.estimators import (
     LAX,
     REBAR,
@@ -36,6 +42,7 @@ __all__ = [
     "DistributionEstimator",
     "EvaluationError",
     "EvaluationStats",
+    "EvaluationTimeout",
     "Evaluator",
     "FiniteDifferences",
     "GaussianSmoothing",
@@ -44,6 +51,8 @@ __all__ = [
     "Pathwise",
     "ScoreFunction",
     "StraightThrough",
+    "WorkerDied",
+    "WorkerInitError",
     "baselines",
     "blackbox",
     "expectation",

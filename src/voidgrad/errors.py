@@ -31,3 +31,15 @@ class EvaluationError(RuntimeError):
         self.row = row
         self.params = params
         super().__init__(message)
+
+
+class EvaluationTimeout(TimeoutError):  # noqa: N818 (reads as what happened)
+    """An evaluation ran past the Evaluator's ``timeout``; its worker was killed and replaced."""
+
+
+class WorkerDied(RuntimeError):  # noqa: N818 (reads as what happened)
+    """The worker running an evaluation died (a crash, ``os._exit``, a signal, the OOM killer)."""
+
+
+class WorkerInitError(RuntimeError):
+    """A worker's ``init`` callable raised or the worker could not start; nothing was evaluated."""

@@ -21,11 +21,16 @@ from voidgrad.evaluation.outputs import as_output_tensor
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one evaluation produced: a value or the exception it raised."""
+    """What one evaluation produced: a value or the exception it raised.
+
+    ``attempts`` counts the tries it took (more than one when a backend
+    retried it after its worker died).
+    """
 
     value: object = None
     error: BaseException | None = None
     seconds: float = 0.0
+    attempts: int = 1
 
 
 @runtime_checkable

@@ -10,25 +10,35 @@ from typing import Literal
 
 import torch
 
-from voidgrad.errors import BudgetExhausted, EvaluationError
+from voidgrad.errors import BudgetExhausted, EvaluationError, EvaluationTimeout, WorkerDied
 from voidgrad.evaluation.backends import Backend, Outcome, SerialBackend, VectorizedBackend
 from voidgrad.evaluation.outputs import as_output_tensor
 
 OnError = Literal["raise", "nan"]
 
-_BACKENDS: dict[str, Callable[[], Backend]] = {
-    "serial": SerialBackend,
-    "vectorized": VectorizedBackend,
-}
+_IN_PROCESS = ("serial", "vectorized")
+_POOLED = ("process", "ray")
+_SEED_HIGH = 2**31 - 1
 
 
 @dataclass(frozen=True)
 class EvaluationStats:
-    """Counters of an Evaluator: evaluations attempted, failures, seconds inside ``fn``."""
+    """Counters of an Evaluator.
+
+    ``evals``: rows evaluated (what budgets count); ``attempts``: tries,
+    retries after a worker died included; ``failures``: rows whose final
+    attempt failed; ``seconds``: time inside ``fn``.
+    """
 
     evals: int = 0
     failures: int = 0
     seconds: float = 0.0
+    attempts: int = 0
+
+    @property
+    def successes(self) -> int:
+        """Rows that produced a finite output."""
+        return self.evals - self.failures
 
 
 class Evaluator:
@@ -47,9 +57,24 @@ class Evaluator:
             :class:`~voidgrad.evaluation.Backend` protocol.
         budget: maximal number of evaluations; a batch that would exceed it
             raises :class:`~voidgrad.BudgetExhausted` before anything runs.
-        on_error: ``"raise"`` re-raises a failure (an exception or a
-            non-finite output) as :class:`~voidgrad.EvaluationError` naming the
-            offending row; ``"nan"`` records it and returns a row of NaN.
+        on_error: ``"raise"`` re-raises a failure (an exception, a
+            non-finite output, a timeout, a worker that died more often than
+            ``retries`` allows) as :class:`~voidgrad.EvaluationError` naming
+            the offending row and chaining the cause; ``"nan"`` records it and
+            returns a row of NaN.
+        workers: processes or Ray actors of a ``"process"`` or ``"ray"``
+            backend (default: the CPUs available).
+        timeout: seconds one evaluation may take before its worker is killed
+            and replaced (``"process"`` and ``"ray"`` only).
+        retries: further tries of a row whose worker died.
+        init: called once per worker before its first evaluation (load a
+            scene, open a renderer); ``"process"`` and ``"ray"`` only.
+        ray_address: ``None`` starts a local Ray runtime; an address such as
+            ``"ray://head:10001"`` or ``"auto"`` joins an existing cluster.
+        seed: run seed. When a caller passes no seeds, row i of the k-th
+            evaluation overall gets a seed derived from (seed, k), so a
+            seeded stochastic ``fn`` gives the same results whatever the
+            backend and the number of workers.
 
     Every output must have the same shape; the first successful call fixes it.
     Outputs are returned with the dtype and device of ``X``.
@@ -62,16 +87,17 @@ class Evaluator:
         *,
         budget: int | None = None,
         on_error: OnError = "raise",
+        workers: int | None = None,
+        timeout: float | None = None,
+        retries: int = 0,
+        init: Callable[[], object] | None = None,
+        ray_address: str | None = None,
+        seed: int | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"fn must be callable; got {type(fn).__name__}")
         if isinstance(backend, str):
-            if backend not in _BACKENDS:
-                raise ValueError(
-                    f"backend must be one of {sorted(_BACKENDS)} or a Backend instance; "
-                    f"got {backend!r}"
-                )
-            backend = _BACKENDS[backend]()
+            backend = _make_backend(backend, workers, timeout, retries, init, ray_address)
         elif not isinstance(backend, Backend):
             raise TypeError(
                 "backend must be a name or an object with evaluate() and close(); "
@@ -88,6 +114,9 @@ class Evaluator:
         self._budget = budget
         self._on_error: OnError = on_error
         self._accepts_seed = _accepts_seed(fn)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
+        self._seed = seed
         self._output_shape: torch.Size | None = None
         self._stats = EvaluationStats()
 
@@ -147,6 +176,8 @@ class Evaluator:
         seed_list = _as_seed_list(seeds, n)
         if self._budget is not None and self._stats.evals + n > self._budget:
             raise BudgetExhausted(self._budget, self._stats.evals, n)
+        if seed_list is None and self._seed is not None:
+            seed_list = [derived_seed(self._seed, self._stats.evals + i) for i in range(n)]
         with contextlib.nullcontext() if differentiable else torch.no_grad():
             outcomes = self._backend.evaluate(
                 self._fn, X, seed_list if self._accepts_seed else None
@@ -166,14 +197,11 @@ class Evaluator:
         self._stats = replace(
             self._stats,
             evals=self._stats.evals + len(outcomes),
+            attempts=self._stats.attempts + sum(o.attempts for o in outcomes),
             seconds=self._stats.seconds + sum(o.seconds for o in outcomes),
         )
         succeeded = [i for i, o in enumerate(outcomes) if o.error is None]
-        failures = {
-            i: f"fn raised {type(o.error).__name__}: {o.error}"
-            for i, o in enumerate(outcomes)
-            if o.error is not None
-        }
+        failures = {i: _describe(o) for i, o in enumerate(outcomes) if o.error is not None}
         dtype = X.dtype if X.is_floating_point() else torch.get_default_dtype()
         if succeeded:
             values = torch.stack(
@@ -234,6 +262,65 @@ class Evaluator:
             f"Evaluator(fn={name}, backend={type(self._backend).__name__}, "
             f"budget={self._budget}, on_error={self._on_error!r}, stats={self._stats})"
         )
+
+
+def _describe(outcome: Outcome) -> str:
+    """What went wrong with a failed outcome, for the error message."""
+    error = outcome.error
+    tries = f" ({outcome.attempts} attempts)" if outcome.attempts > 1 else ""
+    if isinstance(error, EvaluationTimeout | WorkerDied):
+        return f"{error}{tries}"
+    return f"fn raised {type(error).__name__}: {error}{tries}"
+
+
+def derived_seed(run_seed: int, index: int) -> int:
+    """A seed for evaluation ``index`` of a run: a hash of (run seed, index), in [0, 2³¹ − 1)."""
+    mixed = (run_seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9 + 1) % 2**64
+    mixed ^= mixed >> 31
+    mixed = (mixed * 0x94D049BB133111EB) % 2**64
+    mixed ^= mixed >> 29
+    return mixed % _SEED_HIGH
+
+
+def _make_backend(
+    name: str,
+    workers: int | None,
+    timeout: float | None,
+    retries: int,
+    init: Callable[[], object] | None,
+    ray_address: str | None,
+) -> Backend:
+    """The backend called ``name``, with the pool options only pooled backends accept."""
+    if name in _IN_PROCESS:
+        given = {
+            "workers": workers is not None,
+            "timeout": timeout is not None,
+            "retries": retries != 0,
+            "init": init is not None,
+            "ray_address": ray_address is not None,
+        }
+        misplaced = [option for option, present in given.items() if present]
+        if misplaced:
+            raise ValueError(
+                f"{', '.join(misplaced)} need(s) backend='process' or 'ray': the {name!r} "
+                "backend runs fn in this process, where a hung or crashing call cannot be "
+                "stopped"
+            )
+        return SerialBackend() if name == "serial" else VectorizedBackend()
+    if name == "process":
+        if ray_address is not None:
+            raise ValueError("ray_address needs backend='ray'")
+        from voidgrad.evaluation.process import ProcessBackend
+
+        return ProcessBackend(workers, init=init, timeout=timeout, retries=retries)
+    if name == "ray":
+        from voidgrad.evaluation.ray_backend import RayBackend
+
+        return RayBackend(workers, init=init, timeout=timeout, retries=retries, address=ray_address)
+    raise ValueError(
+        f"backend must be one of {sorted(_IN_PROCESS + _POOLED)} or a Backend instance; "
+        f"got {name!r}"
+    )
 
 
 def _accepts_seed(fn: Callable[..., object]) -> bool:
