@@ -10,16 +10,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import voidgrad as vg
 
 
-def git_commit() -> str | None:
-    """The repository's HEAD commit, if this runs from a git checkout."""
+def _git(*arguments: str) -> str | None:
+    """The stripped output of ``git ARGUMENTS`` run in this folder; None if git fails."""
     try:
         completed = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+            ["git", *arguments],
             cwd=Path(__file__).resolve().parent,
             capture_output=True,
             text=True,
@@ -28,7 +29,21 @@ def git_commit() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return completed.stdout.strip() or None
+    return completed.stdout.strip()
+
+
+def git_commit() -> str | None:
+    """The repository's HEAD commit, if this runs from a git checkout."""
+    return _git("rev-parse", "HEAD") or None
+
+
+def git_dirty() -> bool | None:
+    """Whether the working tree differs from HEAD (the numbers then depend on it).
+
+    Untracked files do not count. None if git is unavailable or this is no checkout.
+    """
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status)
 
 
 def run_metadata(benchmark: str, measures: str, **settings: Any) -> dict[str, Any]:
@@ -40,10 +55,15 @@ def run_metadata(benchmark: str, measures: str, **settings: Any) -> dict[str, An
         "command": [sys.executable, *sys.argv],
         "voidgrad_version": vg.__version__,
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "torch_version": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "numpy_version": np.__version__,
         "python_version": platform.python_version(),
         "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
         "load_average_at_end": list(os.getloadavg()),
         "settings": settings,

@@ -62,15 +62,10 @@ platform, date) to ``--out`` as JSON.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import math
-import os
-import platform
 import resource
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -81,6 +76,7 @@ import numpy as np
 import torch
 
 import voidgrad as vg
+from common import run_metadata
 
 DEFAULT_DIMS: tuple[int, ...] = (2, 1_000, 100_000, 1_000_000)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "estimator_overhead.json"
@@ -288,56 +284,25 @@ def is_noisy(result: Result) -> bool:
     return result.p90_ms > 2 * result.p10_ms
 
 
-def git_commit() -> str | None:
-    """The repository's HEAD commit, if this runs from a git checkout."""
-    try:
-        completed = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return completed.stdout.strip() or None
-
-
 def metadata(args: argparse.Namespace) -> dict[str, Any]:
     """What the numbers depend on: versions, threads, machine, date, settings."""
-    return {
-        "benchmark": "estimator_overhead",
-        "measures": (
-            "wall time of loss = bb(theta); loss.backward() minus the seconds inside fn "
-            "(evaluator.stats.seconds delta), per step"
-        ),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": [sys.executable, *sys.argv],
-        "voidgrad_version": vg.__version__,
-        "git_commit": git_commit(),
-        "torch_version": torch.__version__,
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "numpy_version": np.__version__,
-        "python_version": platform.python_version(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_end": list(os.getloadavg()),
-        "threads": list(args.threads),
-        "samples": SAMPLES,
-        "dtype": "float32",
-        "dims": list(args.dims),
-        "backends": list(args.backends),
-        "warmup": args.warmup,
-        "repeats": args.repeats,
-        "target_seconds": args.target_seconds,
-        "min_repeats": args.min_repeats,
-        "max_repeats": args.max_repeats,
-        "fd_max_dim": args.fd_max_dim,
-        "black_box": {"serial": "fn(row) = row[0]", "vectorized": "fn(X) = X[:, 0]"},
-    }
+    return run_metadata(
+        "estimator_overhead",
+        "wall time of loss = bb(theta); loss.backward() minus the seconds inside fn "
+        "(evaluator.stats.seconds delta), per step",
+        threads=list(args.threads),
+        samples=SAMPLES,
+        dtype="float32",
+        dims=list(args.dims),
+        backends=list(args.backends),
+        warmup=args.warmup,
+        repeats=args.repeats,
+        target_seconds=args.target_seconds,
+        min_repeats=args.min_repeats,
+        max_repeats=args.max_repeats,
+        fd_max_dim=args.fd_max_dim,
+        black_box={"serial": "fn(row) = row[0]", "vectorized": "fn(X) = X[:, 0]"},
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -261,3 +263,9 @@ def test_evaluator_is_a_context_manager_that_closes_its_backend() -> None:
     with vg.Evaluator(row_sum, backend=backend) as ev:
         ev(torch.zeros(1, 1))
     assert backend.closed
+
+
+def test_a_missing_ray_names_the_extra_to_install(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
+    with pytest.raises(ImportError, match=r"pip install 'voidgrad\[ray\]'"):
+        vg.Evaluator(float, backend="ray")

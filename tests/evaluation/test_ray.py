@@ -6,20 +6,12 @@ Each test starts from one shared runtime; actors are per evaluator.
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 import torch
 
 import voidgrad as vg
 from tests.evaluation.test_process import BAD_ROWS, load_scene, misbehave, scene_info, stochastic
-
-
-def test_a_missing_ray_names_the_extra_to_install(monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
-    with pytest.raises(ImportError, match=r"pip install 'voidgrad\[ray\]'"):
-        vg.Evaluator(float, backend="ray")
-
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
