@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import voidgrad as vg
+from voidgrad.evaluation import ProcessBackend
 
 _SCENE: dict[str, int] = {}
 
@@ -264,3 +265,15 @@ def test_bad_options(options, error, message) -> None:
 def test_pool_options_on_an_in_process_backend_are_refused() -> None:
     with pytest.raises(ValueError, match="timeout, retries need.* backend='process' or 'ray'"):
         vg.Evaluator(float, timeout=1.0, retries=1)
+
+
+def test_spawned_workers_run_closures_defined_at_run_time() -> None:
+    """The spawn start method shares nothing with the parent: fn must travel by value."""
+    offset = torch.tensor(2.5)
+
+    def shifted(row: torch.Tensor) -> torch.Tensor:
+        return row.sum() + offset
+
+    backend = ProcessBackend(2, start_method="spawn")
+    with vg.Evaluator(shifted, backend=backend) as evaluator:
+        assert torch.equal(evaluator(torch.ones(4, 2)), torch.full((4,), 4.5))

@@ -2,12 +2,16 @@
 
 from voidgrad.evaluation.backends import Backend, Outcome, SerialBackend, VectorizedBackend
 from voidgrad.evaluation.evaluator import EvaluationStats, Evaluator
+from voidgrad.evaluation.process import ProcessBackend
+from voidgrad.evaluation.ray_backend import RayBackend
 
 __all__ = [
     "Backend",
     "EvaluationStats",
     "Evaluator",
     "Outcome",
+    "ProcessBackend",
+    "RayBackend",
     "SerialBackend",
     "VectorizedBackend",
 ]
