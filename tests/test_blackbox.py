@@ -146,3 +146,17 @@ def test_bad_estimator_and_evaluator() -> None:
         vg.blackbox(lambda r: r.sum(), vg.SPSA(0.1), evaluator=lambda r: r)
     with pytest.raises(ValueError, match="evaluator must wrap the same fn"):
         vg.blackbox(lambda r: r.sum(), vg.SPSA(0.1), evaluator=vg.Evaluator(lambda r: r.sum()))
+
+
+@pytest.mark.parametrize("importance", [True, False])
+def test_the_variance_estimate_matches_the_spread_of_the_estimates(importance) -> None:
+    """E[v̂] = tr Cov(ĝ): the mean per-estimate variance estimate over K rows vs their spread."""
+    K = 4000
+    estimator = vg.GaussianSmoothing(sigma=0.3, samples=6, importance=importance, seed=0)
+    evaluator = vg.Evaluator(lambda X: (X**3).sum(1) + X[:, 0] * X[:, 1], backend="vectorized")
+    loss_fn = vg.blackbox(evaluator, estimator)
+    theta = torch.tensor([0.4, -0.2, 1.0], dtype=torch.float64).expand(K, -1).clone()
+    theta.requires_grad_(True)
+    loss_fn(theta).sum().backward()
+    spread = float(theta.grad.var(0).sum())
+    assert estimator.last_variance / K == pytest.approx(spread, rel=0.1)

@@ -27,6 +27,7 @@ from voidgrad.estimators import (
 )
 from voidgrad.evaluation import EvaluationStats, Evaluator
 from voidgrad.expectation import expectation
+from voidgrad.optimize import OptimizeResult, minimize
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,7 @@ __all__ = [
     "GaussianSmoothing",
     "GumbelSoftmax",
     "LinearAnneal",
+    "OptimizeResult",
     "Pathwise",
     "ScoreFunction",
     "StraightThrough",
@@ -56,4 +58,5 @@ __all__ = [
     "baselines",
     "blackbox",
     "expectation",
+    "minimize",
 ]

@@ -46,7 +46,7 @@ class BlackBox:
             evaluator = Evaluator(fn)
         elif not isinstance(evaluator, Evaluator):
             raise TypeError(f"evaluator must be a vg.Evaluator; got {type(evaluator).__name__}")
-        elif evaluator.fn is not fn:
+        elif evaluator.fn != fn:  # == so that two accesses of a bound method match
             raise ValueError("evaluator must wrap the same fn that is passed to blackbox")
         self.fn = fn
         self.estimator = estimator
@@ -92,6 +92,7 @@ class _BlackBoxFunction(torch.autograd.Function):
         outputs = outputs.reshape(B, M, *outputs.shape[1:])
         ctx.probe = probe
         ctx.outputs = outputs
+        ctx.estimator = estimator
         return probe.value(outputs)
 
     @staticmethod
@@ -102,6 +103,8 @@ class _BlackBoxFunction(torch.autograd.Function):
         outputs: torch.Tensor = ctx.outputs
         B, M = outputs.shape[:2]
         projected = (outputs.reshape(B, M, -1) * grad_output.reshape(B, 1, -1)).sum(-1)
+        variance = ctx.probe.vjp_variance(projected)
+        ctx.estimator.last_variance = None if variance is None else float(variance.sum())
         return ctx.probe.vjp(projected), None, None
 
 

@@ -16,6 +16,7 @@ measured with the true, unsmoothed loss at the final parameters) and writes
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -95,6 +96,8 @@ class _HardRenderLoss:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``voidgrad`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "bench":
+        return _bench(args)
     settings = DemoSettings(steps=args.steps, seed=args.seed)
     start = time.perf_counter()
     problem = make("plateau", seed=settings.seed)
@@ -142,7 +145,68 @@ def _parser() -> argparse.ArgumentParser:
         help="seed of the smoothing estimator (default 0)",
     )
     demo.add_argument("--no-plot", action="store_true", help="skip the figure")
+    bench = commands.add_parser(
+        "bench",
+        help="methods x problems x seeds at equal evaluation budgets, with a report",
+        description=(
+            "Run every method on every problem for several seeds with the same budget of "
+            "evaluations; write results.json, report.md and one plot per problem. Finished "
+            "runs are kept, so an interrupted benchmark resumes."
+        ),
+    )
+    bench.add_argument(
+        "--problems",
+        required=True,
+        help="comma-separated problems, NAME or NAME:DIM (e.g. plateau,rastrigin:1000)",
+    )
+    bench.add_argument(
+        "--methods",
+        required=True,
+        help="comma-separated methods (smoothing, spsa, fd, cma, annealing, ga, nevergrad:NAME)",
+    )
+    bench.add_argument("--budget", type=_positive_int, required=True, help="evaluations per run")
+    bench.add_argument("--seeds", type=_positive_int, default=3, help="seeds per cell (default 3)")
+    bench.add_argument("--out", required=True, help="output folder")
+    bench.add_argument(
+        "--workers", type=_positive_int, default=1, help="worker processes per run (default 1)"
+    )
+    bench.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="override a method option, e.g. smoothing.sigma=0.5 (repeatable)",
+    )
     return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from voidgrad.bench import BenchSettings, parse_options, parse_problem, run_bench
+    from voidgrad.optimize.minimize import check_method
+
+    problems = [p for p in args.problems.split(",") if p]
+    methods = [m for m in args.methods.split(",") if m]
+    try:
+        for problem in problems:
+            parse_problem(problem)
+        for method in methods:
+            check_method(method)
+        options = parse_options(args.option)
+    except ValueError as error:
+        print(f"voidgrad bench: {error}", file=sys.stderr)
+        return 2
+    settings = BenchSettings(
+        problems=problems,
+        methods=methods,
+        budget=args.budget,
+        seeds=args.seeds,
+        out=Path(args.out),
+        workers=args.workers,
+        options=options,
+    )
+    run_bench(settings)
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
 
 
 def _int(text: str) -> int:

@@ -47,6 +47,10 @@ class Probe(ABC):
     def vjp(self, projected: torch.Tensor) -> torch.Tensor:
         """Estimated VJP ``[B, d]`` from ``projected[b, i] = ⟨v_b, F(x_{b,i})⟩`` (``[B, M]``)."""
 
+    def vjp_variance(self, projected: torch.Tensor) -> torch.Tensor | None:
+        """Estimated trace of the covariance of ``vjp(projected)``, ``[B]``; None if unknown."""
+        return None
+
 
 class BlackBoxEstimator(ABC):
     """Base of the estimators that ``vg.blackbox`` accepts.
@@ -61,13 +65,29 @@ class BlackBoxEstimator(ABC):
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
         self._generator = torch.Generator().manual_seed(seed)
+        #: tr Cov of the last backward pass's estimate (summed over rows), if the probe knows it.
+        self.last_variance: float | None = None
 
     @abstractmethod
     def probe(self, theta: torch.Tensor) -> Probe:
         """The points to evaluate for parameters ``theta`` (``[B, d]``)."""
 
+    @abstractmethod
+    def evaluations(self, dim: int) -> int:
+        """Evaluations of F per estimate for one parameter row of dimension ``dim``."""
+
     def step(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Advance per-step state (such as a sigma schedule); a no-op by default."""
+
+    def state_dict(self) -> dict[str, object]:
+        """The estimator's evolving state (its random stream), for checkpoints."""
+        return {"generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Continue from a :meth:`state_dict`."""
+        generator = state["generator"]
+        assert isinstance(generator, torch.Tensor)
+        self._generator.set_state(generator)
 
     def _draw_seeds(self, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randint(0, _SEED_HIGH, shape, generator=self._generator, dtype=torch.int64)
@@ -145,17 +165,38 @@ class MirroredProbe(Probe):
         mask = mask.reshape(B, M, *([1] * (outputs.ndim - 2)))
         return torch.where(mask, outputs, 0.0).sum(1) / mask.sum(1).to(outputs.dtype)
 
-    def vjp(self, projected: torch.Tensor) -> torch.Tensor:
+    def _signal(self, projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-direction scalars s_i (0 for dropped directions) and the valid mask ``[B, n]``."""
         valid = self._valid(torch.isfinite(projected))
         if self.antithetic:
             plus, minus = projected.chunk(2, dim=1)
             signal = 0.5 * (plus - minus)
         else:
             signal = projected
-        signal = torch.where(valid, signal, 0.0)
+        return torch.where(valid, signal, 0.0), valid
+
+    def _basis(self) -> torch.Tensor:
+        return self.offsets.sign() if self.sign_weights else self.offsets
+
+    def vjp(self, projected: torch.Tensor) -> torch.Tensor:
+        signal, valid = self._signal(projected)
         signal = signal * (self.weight_scale / valid.sum(1, keepdim=True).to(signal.dtype))
-        basis = self.offsets.sign() if self.sign_weights else self.offsets
-        return torch.einsum("bn,bnd->bd", signal, basis)
+        return torch.einsum("bn,bnd->bd", signal, self._basis())
+
+    def vjp_variance(self, projected: torch.Tensor) -> torch.Tensor | None:
+        r"""tr Cov(ĝ) ≈ (Σ_i ‖g_i‖² − n ‖ĝ‖²) / (n(n − 1)), g_i = W s_i w(τ_i), per row.
+
+        The unbiased sample estimate from the n valid directions of the
+        estimate itself (None with fewer than two).
+        """
+        signal, valid = self._signal(projected)
+        n = valid.sum(1).to(signal.dtype)
+        if bool((n < 2).any()):
+            return None
+        norms = self._basis().pow(2).sum(-1)  # ‖w(τ_i)‖²
+        squares = (self.weight_scale * signal).pow(2).mul(norms).sum(1)
+        mean = self.vjp(projected).pow(2).sum(1)
+        return ((squares - n * mean) / (n * (n - 1))).clamp_min(0.0)
 
 
 def check_positive(name: str, value: object) -> float:

@@ -51,9 +51,12 @@ class FiniteDifferences(BlackBoxEstimator):
         self.scheme: Scheme = scheme
         self.common_random_numbers = bool(common_random_numbers)
 
+    def evaluations(self, dim: int) -> int:
+        return dim + 1 if self.scheme == "forward" else 2 * dim
+
     def probe(self, theta: torch.Tensor) -> _AxisProbe:
         B, d = theta.shape
-        M = d + 1 if self.scheme == "forward" else 2 * d
+        M = self.evaluations(d)
         if self.common_random_numbers:
             seeds = self._draw_seeds((B, 1)).expand(B, M)
         else:

@@ -108,6 +108,18 @@ class GaussianSmoothing(BlackBoxEstimator):
         """Advance the sigma schedule by one optimisation step."""
         self.steps += 1
 
+    def evaluations(self, dim: int) -> int:
+        return self.samples
+
+    def state_dict(self) -> dict[str, object]:
+        return {**super().state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        super().load_state_dict(state)
+        steps = state["steps"]
+        assert isinstance(steps, int)
+        self.steps = steps
+
     def probe(self, theta: torch.Tensor) -> MirroredProbe:
         B, d = theta.shape
         n = self.samples // 2 if self.antithetic else self.samples

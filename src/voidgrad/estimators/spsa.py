@@ -56,6 +56,9 @@ class SPSA(BlackBoxEstimator):
         # W = Δ/c = offsets/c², so that (1/2n) Σ W (F⁺ − F⁻) is the SPSA average.
         return MirroredProbe(theta, offsets.to(theta.device), seeds, True, 1 / self.c**2)
 
+    def evaluations(self, dim: int) -> int:
+        return self.samples
+
     def __repr__(self) -> str:
         return f"SPSA(c={self.c}, samples={self.samples})"
 

@@ -119,6 +119,7 @@ class Evaluator:
         self._seed = seed
         self._output_shape: torch.Size | None = None
         self._stats = EvaluationStats()
+        self._listeners: list[Callable[[torch.Tensor, torch.Tensor], None]] = []
 
     @property
     def fn(self) -> Callable[..., object]:
@@ -184,7 +185,10 @@ class Evaluator:
             )
         if len(outcomes) != n:
             raise RuntimeError(f"backend returned {len(outcomes)} outcomes for {n} rows")
-        return self._collect(X, outcomes, differentiable)
+        outputs = self._collect(X, outcomes, differentiable)
+        for listener in self._listeners:
+            listener(X.detach(), outputs.detach())
+        return outputs
 
     def _collect(
         self, X: torch.Tensor, outcomes: list[Outcome], differentiable: bool
@@ -245,6 +249,35 @@ class Evaluator:
                 "return the same shape every call"
             )
         return tensor
+
+    def add_listener(self, listener: Callable[[torch.Tensor, torch.Tensor], None]) -> None:
+        """Call ``listener(X, Y)`` after every batch (X detached; Y with NaN rows for failures)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[torch.Tensor, torch.Tensor], None]) -> None:
+        """Stop calling a listener added with :meth:`add_listener`."""
+        self._listeners.remove(listener)
+
+    def state_dict(self) -> dict[str, object]:
+        """The counters (which also drive the derived seeds), for checkpoints."""
+        return {
+            "evals": self._stats.evals,
+            "failures": self._stats.failures,
+            "seconds": self._stats.seconds,
+            "attempts": self._stats.attempts,
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Continue counting (and deriving seeds) from a :meth:`state_dict`."""
+        evals, failures, seconds, attempts = (
+            state["evals"],
+            state["failures"],
+            state["seconds"],
+            state["attempts"],
+        )
+        assert isinstance(evals, int) and isinstance(failures, int)
+        assert isinstance(seconds, float) and isinstance(attempts, int)
+        self._stats = EvaluationStats(evals, failures, seconds, attempts)
 
     def close(self) -> None:
         """Release the backend's resources (worker processes, cluster handles)."""

@@ -1,28 +1,76 @@
 """Test problems: black boxes with a known answer, built by name through :func:`make`.
 
-Every problem has ``name``, ``dim``, ``x0`` (the start, a tensor ``[dim]``),
-``x_target`` (the known answer), ``render(x)`` and ``loss(x) -> float``.
+Every problem satisfies the :class:`~voidgrad.problems.base.Problem` protocol:
+``name``, ``dim``, ``x0`` (the start, a tensor ``[dim]``), ``x_target`` (a known
+minimizer, a tensor ``[dim]``, or ``None``), ``optimum`` (the minimal loss),
+``threshold`` (the loss level counted as solved: ``loss(x) <= threshold``),
+``render(x)`` (a picture) and ``loss(x) -> float``. The registered problems:
+
+* ``"plateau"``: :class:`PlateauProblem`, find a square from its hard-edged
+  rendering; the loss is piecewise constant (deterministic);
+* ``"sphere"``, ``"rosenbrock"``, ``"rastrigin"``: :class:`Sphere`,
+  :class:`Rosenbrock`, :class:`Rastrigin`, the classic functions in ``dim``
+  dimensions (default 10) with seeded starts and a vectorized ``loss_batch``;
+* ``"akima"``: :class:`AkimaProblem`, the 1-D Akima spline toy of ZeroGrads
+  (deterministic).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, Literal, overload
 
+from voidgrad.problems.akima import AkimaProblem, AkimaSpline
+from voidgrad.problems.base import Point, Problem
+from voidgrad.problems.classic import Rastrigin, Rosenbrock, Sphere
 from voidgrad.problems.plateau import PlateauProblem
 
-PROBLEMS: dict[str, type[PlateauProblem]] = {"plateau": PlateauProblem}
+PROBLEMS: dict[str, type[Problem]] = {
+    "plateau": PlateauProblem,
+    "sphere": Sphere,
+    "rosenbrock": Rosenbrock,
+    "rastrigin": Rastrigin,
+    "akima": AkimaProblem,
+}
 
-__all__ = ["PROBLEMS", "PlateauProblem", "make"]
+__all__ = [
+    "PROBLEMS",
+    "AkimaProblem",
+    "AkimaSpline",
+    "PlateauProblem",
+    "Point",
+    "Problem",
+    "Rastrigin",
+    "Rosenbrock",
+    "Sphere",
+    "make",
+]
 
 
-def make(name: str, seed: int = 0, **kwargs: Any) -> PlateauProblem:
+@overload
+def make(name: Literal["plateau"], seed: int = 0, **kwargs: Any) -> PlateauProblem: ...
+@overload
+def make(name: Literal["sphere"], seed: int = 0, **kwargs: Any) -> Sphere: ...
+@overload
+def make(name: Literal["rosenbrock"], seed: int = 0, **kwargs: Any) -> Rosenbrock: ...
+@overload
+def make(name: Literal["rastrigin"], seed: int = 0, **kwargs: Any) -> Rastrigin: ...
+@overload
+def make(name: Literal["akima"], seed: int = 0, **kwargs: Any) -> AkimaProblem: ...
+@overload
+def make(name: str, seed: int = 0, **kwargs: Any) -> Problem: ...
+
+
+def make(name: str, seed: int = 0, **kwargs: Any) -> Problem:
     """Build the problem called ``name`` with constructor arguments ``kwargs``.
 
     Args:
-        name: one of ``PROBLEMS`` (now just ``"plateau"``).
-        seed: a non-negative int for problems with random instances; the
-            plateau problem is deterministic and ignores it.
-        **kwargs: passed to the problem's constructor.
+        name: one of ``PROBLEMS``.
+        seed: a non-negative int, passed to the problems with random instances
+            (those whose constructor takes a ``seed``: the classic functions,
+            whose start it draws); the deterministic ones (plateau, akima)
+            ignore it.
+        **kwargs: passed to the problem's constructor (e.g. ``dim=20``).
 
     Raises:
         ValueError: for an unknown name (listing the known ones) or a bad seed.
@@ -31,4 +79,7 @@ def make(name: str, seed: int = 0, **kwargs: Any) -> PlateauProblem:
         raise ValueError(f"unknown problem {name!r}; known problems: {sorted(PROBLEMS)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int; got {seed!r}")
-    return PROBLEMS[name](**kwargs)
+    factory = PROBLEMS[name]
+    if "seed" in inspect.signature(factory).parameters:
+        kwargs = {**kwargs, "seed": seed}
+    return factory(**kwargs)

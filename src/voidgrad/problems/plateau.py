@@ -19,7 +19,18 @@ differences see where to go. Gaussian smoothing does.
 
 The loss is zero on a cell one pixel wide around the target; ``x_target`` is
 the centre of that cell (the target position rounded to the pixel grid), the
-point that a symmetric smoothing kernel converges to.
+point that a symmetric smoothing kernel converges to. The optimum is 0. A
+position counts as solved (``threshold``) when the rendered square is at most one
+pixel off the target square along each axis: off by (a, b) whole pixels, with
+|a|, |b| ≤ square, the two squares differ in 2·(square² − (square − |a|)(square − |b|))
+pixels, which is at most 2·(2·square − 1) exactly when |a| ≤ 1 and |b| ≤ 1, so
+
+    threshold = 2·(2·square − 1)/size²,
+
+below the plateau level 2·square²/size² whenever square ≥ 2 (about a fifth of it
+for the default square of 10 pixels). A 1-pixel square one pixel off already
+misses the target entirely, so for square = 1 the threshold is 0: solved only
+on the target cell.
 """
 
 from __future__ import annotations
@@ -50,10 +61,15 @@ class PlateauProblem:
         x_target: the known answer, a float32 tensor ``[2]``: the centre of the
             cell of positions that render the target image exactly.
         target_image: the target image, a float32 tensor ``[size, size]``.
+        optimum: 0.0, the loss at ``x_target``.
+        threshold: 2·(2·square − 1)/size², the largest loss of a square at most
+            one pixel off the target along each axis (0 for square = 1; see the
+            module docstring).
     """
 
     name = "plateau"
     dim = 2
+    optimum = 0.0
 
     def __init__(
         self,
@@ -78,6 +94,7 @@ class PlateauProblem:
         self._target = self._draw(corner)
         self.target_image = torch.from_numpy(self._target.astype(np.float32))
         self._columns = torch.arange(size, dtype=torch.float64)
+        self.threshold = 2 * (2 * square - 1) / size**2 if square > 1 else 0.0
 
     @property
     def half_width(self) -> float:

@@ -1,0 +1,333 @@
+"""``voidgrad bench``: every method on every problem, several seeds, equal evaluation budgets.
+
+Each (problem, method, seed) *cell* is one ``vg.minimize`` run with the same
+budget, written to ``DIR/cells/<problem>__<method>__<seed>.json`` as soon as
+it finishes; a cell whose file exists is not run again, so an interrupted
+benchmark resumes where it stopped. At the end the cells are gathered into
+``DIR/results.json`` (raw best-so-far curves), ``DIR/report.md`` (per problem:
+median and range of the final best loss, evaluations to reach the problem's
+threshold, wall time) and one PNG per problem (best loss against
+evaluations, log scale).
+
+Method options default to the problem's scale s (the largest coordinate of
+x0 − x_target, or 1 when the answer is unknown): smoothing starts at
+σ = 0.5 s and anneals linearly to 0.05 s over the budget (PRDPT's schedule),
+SPSA uses c = 0.1 s, both with Adam at lr = 0.05 s; CMA-ES starts with
+σ0 = 0.3 s. The same defaults serve every problem: none is tuned per problem.
+``--option method.key=value`` overrides any of them.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import voidgrad as vg
+from voidgrad import problems
+from voidgrad.estimators import LinearAnneal
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run: a problem (with its dimension), a method, a seed."""
+
+    problem: str
+    dim: int | None
+    method: str
+    seed: int
+
+    @property
+    def problem_label(self) -> str:
+        return self.problem if self.dim is None else f"{self.problem}-{self.dim}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.problem_label}__{self.method.replace(':', '-')}__{self.seed}"
+
+
+@dataclass
+class BenchSettings:
+    problems: list[str]
+    methods: list[str]
+    budget: int
+    seeds: int
+    out: Path
+    workers: int = 1
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def parse_problem(text: str) -> tuple[str, int | None]:
+    """``"rastrigin:1000"`` -> ("rastrigin", 1000); ``"plateau"`` -> ("plateau", None)."""
+    name, _, dim = text.partition(":")
+    if name not in problems.PROBLEMS:
+        raise ValueError(f"unknown problem {name!r}; known problems: {sorted(problems.PROBLEMS)}")
+    if not dim:
+        return name, None
+    if not dim.isdigit() or int(dim) < 1:
+        raise ValueError(f"a problem's dimension must be a positive int; got {text!r}")
+    return name, int(dim)
+
+
+def parse_options(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["smoothing.sigma=0.5", "cma.popsize=20"]`` -> {"smoothing": {"sigma": 0.5}, ...}."""
+    options: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        target, equals, raw = pair.partition("=")
+        method, dot, key = target.rpartition(".")
+        if not equals or not dot or not method or not key:
+            raise ValueError(f"an option must read method.key=value; got {pair!r}")
+        options.setdefault(method, {})[key] = _literal(raw)
+    return options
+
+
+def _literal(raw: str) -> Any:
+    for convert in (int, float):
+        try:
+            return convert(raw)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(raw.lower(), raw)
+
+
+def make_problem(cell: Cell) -> Any:
+    kwargs = {} if cell.dim is None else {"dim": cell.dim}
+    return problems.make(cell.problem, seed=cell.seed, **kwargs)
+
+
+def problem_scale(problem: Any) -> float:
+    if problem.x_target is None:
+        return 1.0
+    return max(float((problem.x0 - problem.x_target).abs().max()), 1e-3)
+
+
+def method_options(
+    method: str, scale: float, budget: int, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """The options ``vg.minimize`` gets for ``method`` on a problem of scale ``scale``."""
+    defaults: dict[str, dict[str, Any]] = {
+        "smoothing": {
+            "sigma": 0.5 * scale,
+            "samples": 8,
+            "lr": 0.05 * scale,
+            "schedule": LinearAnneal(0.05 * scale, total_steps=max(2, budget // 8)),
+        },
+        "spsa": {"c": 0.1 * scale, "samples": 2, "lr": 0.05 * scale},
+        "fd": {"h": 1e-3 * scale, "lr": 0.05 * scale},
+        "cma": {"sigma0": 0.3 * scale},
+    }
+    return {**defaults.get(method, {}), **overrides}
+
+
+def run_cell(cell: Cell, settings: BenchSettings) -> dict[str, Any]:
+    """Run one cell; failures are recorded, not raised."""
+    problem = make_problem(cell)
+    options = method_options(
+        cell.method, problem_scale(problem), settings.budget, settings.options.get(cell.method, {})
+    )
+    backend = "process" if settings.workers > 1 else "serial"
+    workers = settings.workers if settings.workers > 1 else None
+    record: dict[str, Any] = {
+        "problem": cell.problem_label,
+        "dim": problem.dim,
+        "method": cell.method,
+        "seed": cell.seed,
+        "budget": settings.budget,
+        "options": {
+            k: v if isinstance(v, int | float | str) else repr(v) for k, v in options.items()
+        },
+        "threshold": problem.threshold,
+        "optimum": problem.optimum,
+        "start_loss": problem.loss(problem.x0),
+    }
+    start = time.perf_counter()
+    try:
+        with vg.Evaluator(
+            problem.loss, backend=backend, workers=workers, seed=cell.seed
+        ) as evaluator:
+            result = vg.minimize(
+                evaluator,
+                problem.x0.double(),
+                method=cell.method,
+                budget=settings.budget,
+                seed=cell.seed,
+                evaluator=evaluator,
+                progress=False,
+                **options,
+            )
+    except Exception as error:  # a method that cannot run here is reported, not fatal
+        record.update(error=f"{type(error).__name__}: {error}", seconds=time.perf_counter() - start)
+        return record
+    evals = result.history.column("evals")
+    best = result.history.column("best")
+    reached = next((e for e, b in zip(evals, best, strict=True) if b <= problem.threshold), None)
+    distance = (
+        None
+        if problem.x_target is None
+        else float((result.x.double() - problem.x_target.double()).norm())
+    )
+    record.update(
+        error=None,
+        fun=result.fun,
+        nevals=result.nevals,
+        seconds=time.perf_counter() - start,
+        evals=evals,
+        best=best,
+        evals_to_threshold=reached,
+        distance_to_target=distance,
+    )
+    return record
+
+
+def run_bench(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
+    """Run (or resume) every cell, then write results.json, report.md and the plots."""
+    cells = [
+        Cell(name, dim, method, seed)
+        for name, dim in map(parse_problem, settings.problems)
+        for method in settings.methods
+        for seed in range(settings.seeds)
+    ]
+    folder = settings.out / "cells"
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for number, cell in enumerate(cells, 1):
+        path = folder / f"{cell.key}.json"
+        if path.exists():
+            records.append(json.loads(path.read_text()))
+            log(f"[{number}/{len(cells)}] {cell.key}: done before, kept")
+            continue
+        record = run_cell(cell, settings)
+        if record["error"] is None:  # a failed cell is tried again next time
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(record))
+            temporary.replace(path)
+        records.append(record)
+        outcome = record["error"] or f"best {record['fun']:.4g} in {record['seconds']:.1f} s"
+        log(f"[{number}/{len(cells)}] {cell.key}: {outcome}")
+    results = {
+        "settings": {
+            "problems": settings.problems,
+            "methods": settings.methods,
+            "budget": settings.budget,
+            "seeds": settings.seeds,
+            "workers": settings.workers,
+            "options": settings.options,
+        },
+        "machine": _machine(),
+        "cells": records,
+    }
+    (settings.out / "results.json").write_text(json.dumps(results, indent=1))
+    (settings.out / "report.md").write_text(format_report(results))
+    plot_curves(results, settings.out)
+    return results
+
+
+def _machine() -> dict[str, Any]:
+    import os
+    import platform
+
+    return {
+        "voidgrad": vg.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def _by_problem(cells: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    grouped: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for cell in cells:
+        grouped.setdefault(cell["problem"], {}).setdefault(cell["method"], []).append(cell)
+    return grouped
+
+
+def format_report(results: dict[str, Any]) -> str:
+    """The Markdown report: one table per problem."""
+    settings = results["settings"]
+    machine = results["machine"]
+    lines = [
+        "# voidgrad bench",
+        "",
+        f"Budget {settings['budget']} evaluations per run, {settings['seeds']} seeds, "
+        f"{settings['workers']} worker(s); {machine['platform']}, {machine['cpus']} CPUs, "
+        f"torch {machine['torch']}, {machine['date']}.",
+        "",
+        "Final best = lowest loss of any evaluation within the budget (median over seeds, "
+        "[min, max]); to threshold = evaluations until the best loss first reached the "
+        "problem's threshold (median over the seeds that reached it, and how many did).",
+    ]
+    for problem, methods in _by_problem(results["cells"]).items():
+        first = next(iter(methods.values()))[0]
+        lines += [
+            "",
+            f"## {problem} (d = {first['dim']}, start loss {first['start_loss']:.4g}, "
+            f"optimum {first['optimum']:.4g}, threshold {first['threshold']:.4g})",
+            "",
+            "| method | final best (median) | [min, max] | to threshold | wall s (median) |",
+            "|---|---|---|---|---|",
+        ]
+        for method, cells in methods.items():
+            done = [c for c in cells if c["error"] is None]
+            if not done:
+                lines.append(f"| {method} | error: {cells[0]['error']} | | | |")
+                continue
+            finals = [c["fun"] for c in done]
+            reached = [c["evals_to_threshold"] for c in done if c["evals_to_threshold"] is not None]
+            to_threshold = (
+                f"{statistics.median(reached):.0f} ({len(reached)}/{len(done)})"
+                if reached
+                else f"never (0/{len(done)})"
+            )
+            lines.append(
+                f"| {method} | {statistics.median(finals):.4g} | "
+                f"[{min(finals):.4g}, {max(finals):.4g}] | {to_threshold} | "
+                f"{statistics.median(c['seconds'] for c in done):.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
+    """One PNG per problem: best loss − optimum against evaluations, log scale."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    paths = []
+    for problem, methods in _by_problem(results["cells"]).items():
+        figure, axes = plt.subplots(figsize=(7, 4.5))
+        for index, (method, cells) in enumerate(methods.items()):
+            colour = f"C{index % 10}"
+            for number, cell in enumerate(c for c in cells if c["error"] is None):
+                gap = [max(b - cell["optimum"], 1e-12) for b in cell["best"]]
+                axes.plot(
+                    cell["evals"],
+                    gap,
+                    color=colour,
+                    alpha=0.8,
+                    label=method if number == 0 else None,
+                    linewidth=1.2,
+                )
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_xlabel("evaluations")
+        axes.set_ylabel("best loss − optimum")
+        axes.set_title(f"{problem}: best loss so far (each seed)")
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=8)
+        figure.tight_layout()
+        path = out / f"{problem}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        paths.append(path)
+    return paths

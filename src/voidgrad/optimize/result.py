@@ -1,0 +1,90 @@
+"""What ``vg.minimize`` returns: the answer, the counts, and a per-step history."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step of a run.
+
+    Attributes:
+        step: 1-based step number.
+        evals: evaluations of ``fn`` so far (every evaluation, retries excluded).
+        loss: the step's loss estimate: for gradient methods the estimator's
+            value (for smoothing, the mean over the perturbed points, i.e. the
+            smoothed loss), for derivative-free methods the best loss of the
+            step's batch. No extra evaluation is spent on it.
+        best: the lowest loss of any single evaluation so far.
+        seconds: wall time since the run started (summed over resumed parts).
+        grad_norm: ‖ĝ‖ of the step's gradient estimate (gradient methods).
+        variance: the estimator's own estimate of tr Cov(ĝ), where it has one.
+    """
+
+    step: int
+    evals: int
+    loss: float
+    best: float
+    seconds: float
+    grad_norm: float | None = None
+    variance: float | None = None
+
+
+class History(list[StepRecord]):
+    """The per-step records of a run, oldest first."""
+
+    def column(self, name: str) -> list[Any]:
+        """One field over all steps, e.g. ``history.column("best")``."""
+        if name not in {f.name for f in fields(StepRecord)}:
+            raise ValueError(
+                f"unknown column {name!r}; columns: {[f.name for f in fields(StepRecord)]}"
+            )
+        return [getattr(record, name) for record in self]
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """The records as plain dicts (for JSON and checkpoints)."""
+        return [asdict(record) for record in self]
+
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame with one row per step (needs pandas)."""
+        try:
+            import pandas
+        except ImportError as error:
+            raise ImportError("History.to_dataframe needs pandas: pip install pandas") from error
+        return pandas.DataFrame(self.to_dicts())
+
+
+@dataclass
+class OptimizeResult:
+    """The outcome of ``vg.minimize``.
+
+    Attributes:
+        x: the point with the lowest loss of any evaluation.
+        fun: that loss.
+        x_last: the method's final iterate (gradient methods) or its own
+            recommendation (derivative-free methods).
+        nevals: evaluations of ``fn`` spent, within the budget.
+        nsteps: optimization steps taken.
+        history: per-step records.
+        method: the method that ran.
+        message: why the run stopped.
+    """
+
+    x: torch.Tensor
+    fun: float
+    x_last: torch.Tensor
+    nevals: int
+    nsteps: int
+    history: History
+    method: str
+    message: str
+
+    def __repr__(self) -> str:
+        return (
+            f"OptimizeResult(method={self.method!r}, fun={self.fun:.6g}, nevals={self.nevals}, "
+            f"nsteps={self.nsteps}, message={self.message!r})"
+        )

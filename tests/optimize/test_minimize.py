@@ -1,0 +1,235 @@
+"""vg.minimize: budgets honoured and counted, results, history, callbacks, checkpoints, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+import voidgrad as vg
+from voidgrad.optimize.checkpoint import load_checkpoint
+
+TARGET = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+
+
+class Counted:
+    """A quadratic that counts its own calls, independently of voidgrad."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor) -> float:
+        self.calls += 1
+        return float(((x - TARGET) ** 2).sum())
+
+
+METHODS = [
+    ("smoothing", {"sigma": 0.2, "samples": 8}, 0.05),
+    ("spsa", {"c": 0.05, "samples": 2}, 0.05),
+    ("fd", {"h": 1e-4}, 0.05),
+]
+
+
+@pytest.mark.parametrize(("method", "options", "lr"), METHODS, ids=[m[0] for m in METHODS])
+def test_gradient_methods_stay_within_budget_and_find_the_minimum(method, options, lr) -> None:
+    fn = Counted()
+    x0 = torch.zeros(3, dtype=torch.float64)
+    result = vg.minimize(fn, x0, method=method, budget=3001, lr=lr, progress=False, **options)
+    assert result.nevals == fn.calls <= 3001
+    assert result.history[-1].evals == fn.calls
+    assert result.fun < 1e-2 and torch.allclose(result.x_last, TARGET, atol=0.1)
+    assert result.fun == pytest.approx(fn(result.x))
+    assert "budget of 3001 evaluations spent" in result.message
+
+
+def test_history_records_every_step() -> None:
+    result = vg.minimize(Counted(), torch.zeros(3), budget=80, progress=False, sigma=0.3)
+    assert [r.step for r in result.history] == list(range(1, 11))
+    assert [r.evals for r in result.history] == list(range(8, 81, 8))
+    best = result.history.column("best")
+    assert best == sorted(best, reverse=True) and best[-1] == result.fun
+    assert all(r.grad_norm is not None and r.variance is not None for r in result.history)
+    assert all(
+        b > a
+        for a, b in zip(
+            result.history.column("seconds"), result.history.column("seconds")[1:], strict=False
+        )
+    )
+
+
+def test_history_converts_to_a_dataframe() -> None:
+    pandas = pytest.importorskip("pandas")
+    result = vg.minimize(Counted(), torch.zeros(3), budget=40, progress=False)
+    frame = result.history.to_dataframe()
+    assert isinstance(frame, pandas.DataFrame) and len(frame) == 5
+    assert list(frame.columns) == [
+        "step",
+        "evals",
+        "loss",
+        "best",
+        "seconds",
+        "grad_norm",
+        "variance",
+    ]
+
+
+def test_callback_can_stop_the_run() -> None:
+    seen = []
+
+    def stop_at_three(record: vg.optimize.StepRecord) -> bool:
+        seen.append(record.step)
+        return record.step == 3
+
+    result = vg.minimize(
+        Counted(), torch.zeros(3), budget=800, progress=False, callback=stop_at_three
+    )
+    assert seen == [1, 2, 3] and result.nsteps == 3 and result.message == "stopped by the callback"
+
+
+def test_any_torch_optimizer_and_a_learning_rate_schedule() -> None:
+    result = vg.minimize(
+        Counted(),
+        torch.zeros(3, dtype=torch.float64),
+        budget=1600,
+        optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.5),
+        lr=0.05,
+        lr_schedule=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=50, gamma=0.5),
+        progress=False,
+        sigma=0.2,
+    )
+    assert result.fun < 0.05
+
+
+def test_progress_bar_shows_evaluations_and_best(capsys) -> None:
+    vg.minimize(Counted(), torch.zeros(3), budget=40, progress=True)
+    err = capsys.readouterr().err
+    assert "40/40" in err and "best=" in err
+
+
+def test_a_seeded_run_replays_bit_for_bit() -> None:
+    runs = [
+        vg.minimize(Counted(), torch.zeros(3), budget=400, seed=5, progress=False) for _ in range(2)
+    ]
+    assert torch.equal(runs[0].x_last, runs[1].x_last) and runs[0].fun == runs[1].fun
+    other = vg.minimize(Counted(), torch.zeros(3), budget=400, seed=6, progress=False)
+    assert not torch.equal(runs[0].x_last, other.x_last)
+
+
+def test_resuming_a_stopped_run_ends_where_the_uninterrupted_one_does(tmp_path) -> None:
+    x0 = torch.zeros(3, dtype=torch.float64)
+    whole = vg.minimize(Counted(), x0, budget=400, seed=1, progress=False)
+    path = tmp_path / "run.ckpt"
+    vg.minimize(
+        Counted(),
+        x0,
+        budget=400,
+        seed=1,
+        progress=False,
+        checkpoint=path,
+        callback=lambda record: record.step == 20,
+    )
+    assert load_checkpoint(path)["step"] == 20
+    fn = Counted()
+    resumed = vg.minimize(fn, x0, budget=400, seed=1, progress=False, checkpoint=path)
+    assert fn.calls == 400 - 20 * 8  # only the remaining steps ran
+    assert torch.equal(resumed.x_last, whole.x_last) and resumed.fun == whole.fun
+    assert resumed.history.to_dicts()[-1]["evals"] == 400 and len(resumed.history) == 50
+    assert [r.loss for r in resumed.history] == [r.loss for r in whole.history]
+    again = vg.minimize(fn, x0, budget=400, seed=1, progress=False, checkpoint=path)
+    assert fn.calls == 240 and torch.equal(again.x_last, whole.x_last)  # finished: no new work
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path) -> None:
+    path = tmp_path / "run.ckpt"
+    vg.minimize(Counted(), torch.zeros(3), budget=16, seed=1, progress=False, checkpoint=path)
+    with pytest.raises(ValueError, match=r"belongs to another run \(seed=1, this run has seed=2\)"):
+        vg.minimize(Counted(), torch.zeros(3), budget=16, seed=2, progress=False, checkpoint=path)
+
+
+KILLED = textwrap.dedent(
+    """
+    import sys, time, torch, voidgrad as vg
+    def fn(x):
+        time.sleep(0.002)
+        return float(((x - torch.tensor([1.0, -2.0, 0.5], dtype=x.dtype)) ** 2).sum())
+    r = vg.minimize(fn, torch.zeros(3, dtype=torch.float64), budget=4000, seed=3, progress=False,
+                    checkpoint=sys.argv[1])
+    """
+)
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path) -> None:
+    path = tmp_path / "killed.ckpt"
+    process = subprocess.Popen([sys.executable, "-c", KILLED, str(path)])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = load_checkpoint(path) if path.exists() else None
+        if state is not None and state["step"] >= 30:
+            break
+        time.sleep(0.05)
+    process.kill()
+    process.wait(timeout=30)
+    killed_at = load_checkpoint(path)["step"]
+    assert 30 <= killed_at < 500  # it really was interrupted mid-run
+
+    def fn(x: torch.Tensor) -> float:
+        return float(((x - TARGET) ** 2).sum())
+
+    x0 = torch.zeros(3, dtype=torch.float64)
+    resumed = vg.minimize(fn, x0, budget=4000, seed=3, progress=False, checkpoint=path)
+    whole = vg.minimize(fn, x0, budget=4000, seed=3, progress=False)
+    assert torch.equal(resumed.x_last, whole.x_last) and resumed.fun == whole.fun
+    assert resumed.nevals == whole.nevals == 4000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"method": "newton"},
+            ValueError,
+            r"unknown method 'newton'; known methods: \['fd', 'smoothing', 'spsa'\]",
+        ),
+        (
+            {"budget": 7},
+            ValueError,
+            "budget 7 is too small for one step of 'smoothing', which needs 8",
+        ),
+        ({"budget": 0}, ValueError, "budget must be a positive int"),
+        ({"x0": [0.0, float("nan")]}, ValueError, "x0 contains NaN"),
+        ({"x0": [[0.0]]}, ValueError, "x0 must be a non-empty 1-D array"),
+        ({"optimizer": "lbfgs"}, ValueError, "unknown optimizer 'lbfgs'"),
+        ({"lr": 0}, ValueError, "lr must be a number > 0"),
+        ({"seed": -1}, ValueError, "seed must be a non-negative int"),
+        ({"checkpoint_every": 0}, ValueError, "checkpoint_every must be a positive int"),
+    ],
+)
+def test_bad_input(kwargs, error, message) -> None:
+    arguments = {"fn": Counted(), "x0": [0.0, 0.0, 0.0], "progress": False, "budget": 100}
+    arguments.update(kwargs)
+    with pytest.raises(error, match=message):
+        vg.minimize(**arguments)
+
+
+def test_a_vector_output_is_refused() -> None:
+    with pytest.raises(ValueError, match="minimize needs a scalar loss"):
+        vg.minimize(lambda x: x * 2, torch.zeros(3), budget=16, progress=False)
+
+
+def test_an_evaluator_brings_its_backend_and_policy() -> None:
+    def sometimes_fails(x: torch.Tensor) -> float:
+        if x[1] > -0.6:
+            raise RuntimeError("out of range")
+        return float(((x - TARGET) ** 2).sum())
+
+    evaluator = vg.Evaluator(sometimes_fails, on_error="nan")
+    x0 = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64)
+    result = vg.minimize(
+        sometimes_fails, x0, budget=800, evaluator=evaluator, progress=False, sigma=0.2, lr=0.05
+    )
+    assert evaluator.stats.failures > 0 and result.nevals == 800
+    assert result.fun < 0.05 and result.x[1] <= -0.6

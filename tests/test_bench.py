@@ -1,0 +1,97 @@
+"""voidgrad bench: cells at equal budgets, report, plots, resuming, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from voidgrad import cli
+from voidgrad.bench import BenchSettings, parse_options, parse_problem, run_bench
+
+
+def settings(tmp_path, **changes) -> BenchSettings:
+    values = {
+        "problems": ["sphere:3", "akima"],
+        "methods": ["smoothing", "spsa"],
+        "budget": 160,
+        "seeds": 2,
+        "out": tmp_path,
+    }
+    values.update(changes)
+    return BenchSettings(**values)
+
+
+def test_every_cell_runs_at_the_same_budget_and_the_report_lists_them(tmp_path) -> None:
+    logged: list[str] = []
+    results = run_bench(settings(tmp_path), log=logged.append)
+    cells = results["cells"]
+    assert len(cells) == 2 * 2 * 2 and all(c["error"] is None for c in cells)
+    assert all(c["nevals"] <= 160 and c["evals"][-1] == c["nevals"] for c in cells)
+    assert {c["problem"] for c in cells} == {"sphere-3", "akima"}
+    report = (tmp_path / "report.md").read_text()
+    assert "## sphere-3 (d = 3" in report and "| smoothing |" in report and "| spsa |" in report
+    assert (tmp_path / "sphere-3.png").exists() and (tmp_path / "akima.png").exists()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["settings"]["budget"] == 160 and len(saved["cells"]) == 8
+
+
+def test_finished_cells_are_not_run_again(tmp_path) -> None:
+    run_bench(settings(tmp_path, methods=["smoothing"]), log=lambda line: None)
+    logged: list[str] = []
+    run_bench(settings(tmp_path, methods=["smoothing", "spsa"]), log=logged.append)
+    kept = [line for line in logged if "done before, kept" in line]
+    assert len(kept) == 4 and all("smoothing" in line for line in kept)
+
+
+def test_a_failing_method_is_reported_and_the_rest_runs(tmp_path) -> None:
+    results = run_bench(
+        settings(tmp_path, methods=["smoothing", "fd"], budget=5, problems=["sphere:3"]),
+        log=lambda line: None,
+    )
+    errors = {c["method"]: c["error"] for c in results["cells"]}
+    assert errors["fd"] is not None and "too small for one step" in errors["fd"]
+    assert "| fd | error:" in (tmp_path / "report.md").read_text()
+
+
+def test_options_and_problem_specs_parse() -> None:
+    assert parse_problem("rastrigin:1000") == ("rastrigin", 1000)
+    assert parse_problem("plateau") == ("plateau", None)
+    assert parse_options(
+        ["smoothing.sigma=0.5", "nevergrad:NGOpt.budget=3", "cma.diagonal=true"]
+    ) == {
+        "smoothing": {"sigma": 0.5},
+        "nevergrad:NGOpt": {"budget": 3},
+        "cma": {"diagonal": True},
+    }
+    with pytest.raises(ValueError, match="unknown problem 'moon'"):
+        parse_problem("moon")
+    with pytest.raises(ValueError, match="dimension must be a positive int"):
+        parse_problem("sphere:0")
+    with pytest.raises(ValueError, match="method.key=value"):
+        parse_options(["sigma=0.5"])
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        (["--methods", "newton"], "unknown method 'newton'"),
+        (["--problems", "moon"], "unknown problem 'moon'"),
+    ],
+)
+def test_the_command_line_refuses_unknown_names(tmp_path, capsys, argument, message) -> None:
+    argv = ["bench", "--problems", "sphere:2", "--methods", "smoothing", "--budget", "16"]
+    argv += ["--out", str(tmp_path)]
+    flag = argument[0]
+    argv[argv.index(flag) + 1] = argument[1]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_command_line_runs_a_small_benchmark(tmp_path, capsys) -> None:
+    argv = ["bench", "--problems", "sphere:2", "--methods", "smoothing", "--budget", "32"]
+    argv += ["--seeds", "1", "--out", str(tmp_path), "--option", "smoothing.sigma=0.3"]
+    assert cli.main(argv) == 0
+    cell = json.loads((tmp_path / "results.json").read_text())["cells"][0]
+    assert cell["options"]["sigma"] == 0.3
+    assert "report:" in capsys.readouterr().out
