@@ -360,7 +360,8 @@ def _minimize_dfo(
                 break
             if checkpoint is not None and step % checkpoint_every == 0:
                 save_checkpoint(checkpoint, snapshot())
-        message = message or f"budget of {budget} evaluations spent, or no batch fits in it"
+        stopped = getattr(adapter, "stop_reason", None)
+        message = message or stopped or f"budget of {budget} evaluations spent"
         if checkpoint is not None:
             save_checkpoint(checkpoint, snapshot())
         x_last = adapter.recommendation().to(x0.dtype)
