@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+# The suite's tensors are tiny: one thread is faster than two and immune to a busy machine.
+torch.set_num_threads(1)
+
 
 def assert_unbiased(samples: torch.Tensor, truth: torch.Tensor, z: float = 5.0) -> None:
     """CLT check: every component of the mean of ``samples`` ([K, ...]) is within z·se of truth.

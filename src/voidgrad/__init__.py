@@ -24,6 +24,7 @@ from voidgrad.estimators import (
     Pathwise,
     ScoreFunction,
     StraightThrough,
+    ZeroGrads,
 )
 from voidgrad.evaluation import EvaluationStats, Evaluator
 from voidgrad.expectation import expectation
@@ -55,6 +56,7 @@ __all__ = [
     "StraightThrough",
     "WorkerDied",
     "WorkerInitError",
+    "ZeroGrads",
     "baselines",
     "blackbox",
     "expectation",

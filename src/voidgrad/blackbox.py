@@ -100,12 +100,9 @@ class _BlackBoxFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
         if not ctx.needs_input_grad[0]:
             return None, None, None
-        outputs: torch.Tensor = ctx.outputs
-        B, M = outputs.shape[:2]
-        projected = (outputs.reshape(B, M, -1) * grad_output.reshape(B, 1, -1)).sum(-1)
-        variance = ctx.probe.vjp_variance(projected)
+        grad, variance = ctx.probe.backward(ctx.outputs, grad_output)
         ctx.estimator.last_variance = None if variance is None else float(variance.sum())
-        return ctx.probe.vjp(projected), None, None
+        return grad, None, None
 
 
 def _as_parameter_batch(theta: object) -> torch.Tensor:

@@ -192,7 +192,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path) -> None:
         (
             {"method": "newton"},
             ValueError,
-            r"unknown method 'newton'; known methods: \['fd', 'smoothing', 'spsa'\]",
+            r"unknown method 'newton'; known methods: \['fd', 'smoothing', 'spsa', 'zerograds'\]",
         ),
         (
             {"budget": 7},

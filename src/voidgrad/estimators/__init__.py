@@ -11,6 +11,7 @@ from voidgrad.estimators.schedules import LinearAnneal, SigmaSchedule
 from voidgrad.estimators.score import ScoreFunction
 from voidgrad.estimators.smoothing import GaussianSmoothing
 from voidgrad.estimators.spsa import SPSA
+from voidgrad.estimators.surrogate import MLPSurrogate, ZeroGrads
 
 __all__ = [
     "LAX",
@@ -25,9 +26,11 @@ __all__ = [
     "GaussianSmoothing",
     "GumbelSoftmax",
     "LinearAnneal",
+    "MLPSurrogate",
     "Pathwise",
     "Probe",
     "ScoreFunction",
     "SigmaSchedule",
     "StraightThrough",
+    "ZeroGrads",
 ]

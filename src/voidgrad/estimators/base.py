@@ -51,6 +51,19 @@ class Probe(ABC):
         """Estimated trace of the covariance of ``vjp(projected)``, ``[B]``; None if unknown."""
         return None
 
+    def backward(
+        self, outputs: torch.Tensor, grad_output: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The VJP ``[B, d]`` for incoming gradient ``grad_output`` ``[B, *out]``, and its variance.
+
+        ``outputs`` are ``[B, M, *out]``. Linear read-outs project each output
+        on the incoming gradient and call :meth:`vjp`; probes whose gradient is
+        not linear in the outputs (a fitted surrogate) override this.
+        """
+        B, M = outputs.shape[:2]
+        projected = (outputs.reshape(B, M, -1) * grad_output.reshape(B, 1, -1)).sum(-1)
+        return self.vjp(projected), self.vjp_variance(projected)
+
 
 class BlackBoxEstimator(ABC):
     """Base of the estimators that ``vg.blackbox`` accepts.

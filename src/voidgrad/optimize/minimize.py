@@ -34,7 +34,13 @@ import torch
 from tqdm.auto import tqdm
 
 from voidgrad.blackbox import blackbox
-from voidgrad.estimators import SPSA, BlackBoxEstimator, FiniteDifferences, GaussianSmoothing
+from voidgrad.estimators import (
+    SPSA,
+    BlackBoxEstimator,
+    FiniteDifferences,
+    GaussianSmoothing,
+    ZeroGrads,
+)
 from voidgrad.estimators.base import check_seed
 from voidgrad.evaluation.evaluator import Evaluator
 from voidgrad.optimize.checkpoint import (
@@ -52,6 +58,9 @@ GRADIENT_METHODS: dict[str, Callable[..., BlackBoxEstimator]] = {
     "spsa": lambda seed, c=0.1, samples=2, **options: SPSA(c, samples, seed=seed, **options),
     "fd": lambda seed, h=1e-3, scheme="central", **options: FiniteDifferences(
         h, scheme, seed=seed, **options
+    ),
+    "zerograds": lambda seed, sigma=0.1, samples=16, **options: ZeroGrads(
+        sigma, samples, seed=seed, **options
     ),
 }
 DERIVATIVE_FREE = ("cma", "annealing", "ga", "nevergrad:<optimizer name>")

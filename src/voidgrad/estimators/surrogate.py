@@ -1,0 +1,369 @@
+r"""ZeroGrads (Fischer & Ritschel 2024): the gradient of a learned local surrogate of the loss.
+
+A network h_φ: ℝ^d → ℝ is fitted online to samples of the loss around the
+current parameters and its gradient stands in for the loss's. Each step:
+
+1. draw antithetic offsets ε_i ~ N(0, σ²I) and points x_i = θ ± ε_i;
+2. evaluate y_i = L(x_i − t_i), with inner smoothing t_i ~ N(0, (ρσ)²I)
+   (ρ = ``inner_sigma``; 0 evaluates at x_i itself);
+3. fit φ by ``fit_steps`` Adam steps on (1/|D|) Σ_{(x, y) ∈ D} (h_φ(x) − y)²,
+   D = this step's samples plus up to ``replay`` earlier steps';
+4. return ĝ = ∇_θ h_φ(θ).
+
+φ is never reset: the surrogate carries over from step to step, and that
+hysteresis (with the network's spectral bias) is what smooths the gradient
+trajectory in high dimension. The estimate is **biased**: it is the gradient
+of a fit, exact only as far as h_φ matches the smoothed loss.
+
+``unbiased=True`` uses the surrogate as a control variate instead (LAX with
+c = h): with h the surrogate *before* it sees this step's samples,
+
+    ĝ = (1/N) Σ_i [∇h(x_i) + (y_i − h(x_i)) ε_i / σ²],
+
+unbiased for ∇_θ E_ε[L(θ + ε)] (with ρ = 0) whatever h is, with variance
+small where h fits L. The surrogate is fitted afterwards, as usual.
+
+Inputs reach h standardized, u = (x − c)/s, with c and s fixed at the first
+step (c = θ₀, s = ``input_scale``); targets likewise, (y − m)/v with m, v the
+mean and standard deviation of the first step's losses, so that the default
+learning rate suits losses of any scale.
+
+The default surrogate (:class:`MLPSurrogate`) is a leaky-ReLU MLP; above
+``low_rank_above`` inputs its first layer is factorized through ``rank``
+units, so d = 200 000 costs 2·10⁵·rank weights instead of 2·10⁵·width.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from voidgrad.estimators.base import BlackBoxEstimator, Probe, check_positive, check_samples
+
+
+class MLPSurrogate(nn.Module):
+    """h(u) = MLP([u, sin(2^j u), cos(2^j u)]_{j<L}) with an optionally low-rank first layer.
+
+    Args:
+        dim: inputs d.
+        width: hidden units per layer.
+        depth: hidden layers (≥ 1).
+        encoding_levels: L, the positional-encoding frequencies (0: none).
+        rank: factorize the first layer through this many linear units
+            (``None``: a full first layer).
+        activation: ``"leaky_relu"``, ``"relu"``, ``"tanh"``, ``"silu"`` or ``"softplus"``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        width: int = 64,
+        depth: int = 3,
+        encoding_levels: int = 0,
+        rank: int | None = None,
+        activation: str = "leaky_relu",
+    ) -> None:
+        super().__init__()
+        for name, value, low in (("dim", dim, 1), ("width", width, 1), ("depth", depth, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+        if isinstance(encoding_levels, bool) or not isinstance(encoding_levels, int):
+            raise ValueError(f"encoding_levels must be an int >= 0; got {encoding_levels!r}")
+        if encoding_levels < 0:
+            raise ValueError(f"encoding_levels must be an int >= 0; got {encoding_levels!r}")
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+            raise ValueError(f"rank must be a positive int or None; got {rank!r}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(_ACTIVATIONS)}; got {activation!r}"
+            )
+        self.encoding_levels = encoding_levels
+        self.activation = activation
+        inputs = dim * (1 + 2 * encoding_levels)
+        first: list[nn.Module] = (
+            [nn.Linear(inputs, width)]
+            if rank is None
+            else [nn.Linear(inputs, rank, bias=False), nn.Linear(rank, width)]
+        )
+        hidden = [nn.Linear(width, width) for _ in range(depth - 1)]
+        self.first = nn.Sequential(*first)
+        self.hidden = nn.ModuleList(hidden)
+        self.out = nn.Linear(width, 1)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """``[n, d]`` standardized inputs -> ``[n]`` standardized losses."""
+        if self.encoding_levels:
+            frequencies = 2.0 ** torch.arange(self.encoding_levels, dtype=u.dtype, device=u.device)
+            angles = (u.unsqueeze(-1) * frequencies).flatten(-2)
+            u = torch.cat([u, torch.sin(angles), torch.cos(angles)], dim=-1)
+        act = _ACTIVATIONS[self.activation]
+        h = act(self.first(u))
+        for layer in self.hidden:
+            h = act(layer(h))
+        return self.out(h).squeeze(-1)
+
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "leaky_relu": functional.leaky_relu,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "silu": functional.silu,
+    "softplus": functional.softplus,
+}
+
+
+class ZeroGrads(BlackBoxEstimator):
+    """The gradient of a neural surrogate fitted online to local samples (see module doc).
+
+    For scalar black boxes and one parameter row at a time (the surrogate
+    belongs to one optimization trajectory).
+
+    Args:
+        sigma: σ of the sampling Gaussian.
+        samples: evaluations per step (even: antithetic pairs).
+        fit_steps: k_φ, Adam steps on the surrogate per estimate.
+        surrogate_lr: the surrogate's learning rate.
+        inner_sigma: ρ; evaluate at x_i − t_i, t_i ~ N(0, (ρσ)²I).
+        replay: earlier steps whose samples stay in the fitting set.
+        unbiased: use the surrogate as a control variate (unbiased estimate).
+        input_scale: s of the input standardization (default: σ).
+        surrogate: the network h_φ (maps ``[n, d]`` to ``[n]``); default:
+            an :class:`MLPSurrogate` built from ``width``, ``depth``,
+            ``encoding_levels``, ``activation`` and, above ``low_rank_above``
+            inputs, ``rank``.
+        seed: seeds sampling and the default surrogate's initialization.
+    """
+
+    def __init__(
+        self,
+        sigma: float,
+        samples: int = 16,
+        *,
+        fit_steps: int = 3,
+        surrogate_lr: float = 1e-3,
+        inner_sigma: float = 0.0,
+        replay: int = 0,
+        unbiased: bool = False,
+        input_scale: float | None = None,
+        surrogate: nn.Module | None = None,
+        width: int = 64,
+        depth: int = 3,
+        encoding_levels: int = 0,
+        activation: str = "leaky_relu",
+        rank: int = 32,
+        low_rank_above: int = 4096,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(seed)
+        self.sigma = check_positive("sigma", sigma)
+        self.samples = check_samples(samples, paired=True)
+        for name, value, low in (("fit_steps", fit_steps, 0), ("replay", replay, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+        if isinstance(inner_sigma, bool) or not isinstance(inner_sigma, int | float):
+            raise ValueError(f"inner_sigma must be a number >= 0; got {inner_sigma!r}")
+        if not (math.isfinite(inner_sigma) and inner_sigma >= 0):
+            raise ValueError(f"inner_sigma must be a number >= 0; got {inner_sigma!r}")
+        if surrogate is not None and not isinstance(surrogate, nn.Module):
+            raise TypeError(f"surrogate must be a torch.nn.Module; got {type(surrogate).__name__}")
+        self.fit_steps = fit_steps
+        self.surrogate_lr = check_positive("surrogate_lr", surrogate_lr)
+        self.inner_sigma = float(inner_sigma)
+        self.replay = replay
+        self.unbiased = bool(unbiased)
+        self.input_scale = (
+            self.sigma if input_scale is None else check_positive("input_scale", input_scale)
+        )
+        self.network_options: dict[str, Any] = {
+            "width": width,
+            "depth": depth,
+            "encoding_levels": encoding_levels,
+            "activation": activation,
+        }
+        self.rank = rank
+        self.low_rank_above = low_rank_above
+        self.surrogate = surrogate
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._center: torch.Tensor | None = None
+        self._target_shift = 0.0
+        self._target_scale = 1.0
+        self._buffer: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def evaluations(self, dim: int) -> int:
+        return self.samples
+
+    # -- the surrogate ---------------------------------------------------------------------------
+
+    def _ensure_surrogate(self, theta: torch.Tensor) -> nn.Module:
+        d = theta.shape[-1]
+        if self.surrogate is None:
+            rank = (
+                self.rank
+                if d * (1 + 2 * self.network_options["encoding_levels"]) > (self.low_rank_above)
+                else None
+            )
+            seed = int(torch.randint(0, 2**62, (1,), generator=self._generator))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self.surrogate = MLPSurrogate(d, rank=rank, **self.network_options)
+        if self._optimizer is None:
+            self._optimizer = torch.optim.Adam(self.surrogate.parameters(), lr=self.surrogate_lr)
+        if self._center is None:
+            self._center = theta.detach().clone()
+        return self.surrogate
+
+    def _dtype(self) -> torch.dtype:
+        assert self.surrogate is not None
+        parameter = next(self.surrogate.parameters(), None)
+        return torch.get_default_dtype() if parameter is None else parameter.dtype
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """h(x) in loss units, differentiable in x: ``[n, d]`` -> ``[n]``."""
+        assert self.surrogate is not None and self._center is not None
+        u = ((x - self._center) / self.input_scale).to(self._dtype())
+        standardized = self.surrogate(u).to(x.dtype)
+        return self._target_shift + self._target_scale * standardized
+
+    def _gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h(x) and ∇h(x) for the rows of ``x``."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            values = self.predict(x)
+            (grad,) = torch.autograd.grad(values.sum(), x)
+        return values.detach(), grad
+
+    def _fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        assert self._optimizer is not None and self._center is not None
+        if not self._buffer and self._target_scale == 1.0 and self._target_shift == 0.0:
+            self._target_shift = float(y.mean())
+            spread = float(y.std()) if y.numel() > 1 else 0.0
+            self._target_scale = spread if spread > 0 else max(abs(self._target_shift), 1.0)
+        self._buffer.append((x, y))
+        del self._buffer[: -(self.replay + 1)]
+        inputs = torch.cat([b[0] for b in self._buffer])
+        targets = torch.cat([b[1] for b in self._buffer])
+        u = ((inputs - self._center) / self.input_scale).to(self._dtype())
+        t = ((targets - self._target_shift) / self._target_scale).to(self._dtype())
+        assert self.surrogate is not None
+        with torch.enable_grad():
+            for _ in range(self.fit_steps):
+                self._optimizer.zero_grad()
+                functional.mse_loss(self.surrogate(u), t).backward()
+                self._optimizer.step()
+
+    # -- the protocol ---------------------------------------------------------------------------
+
+    def probe(self, theta: torch.Tensor) -> Probe:
+        if theta.shape[0] != 1:
+            raise ValueError(
+                "ZeroGrads keeps one surrogate per optimization: theta must be [d] or [1, d]; "
+                f"got {tuple(theta.shape)}"
+            )
+        self._ensure_surrogate(theta[0])
+        n = self.samples // 2
+        d = theta.shape[1]
+        eps = torch.randn((n, d), generator=self._generator, dtype=theta.dtype) * self.sigma
+        eps = torch.cat([eps, -eps]).to(theta.device)
+        inner = (
+            torch.randn((2 * n, d), generator=self._generator, dtype=theta.dtype).to(theta.device)
+            * (self.inner_sigma * self.sigma)
+            if self.inner_sigma > 0
+            else None
+        )
+        seeds = self._draw_seeds((1, 2 * n))
+        return _SurrogateProbe(self, theta, eps, inner, seeds)
+
+    def state_dict(self) -> dict[str, object]:
+        return {
+            **super().state_dict(),
+            "surrogate": None if self.surrogate is None else self.surrogate.state_dict(),
+            "optimizer": None if self._optimizer is None else self._optimizer.state_dict(),
+            "center": self._center,
+            "target": [self._target_shift, self._target_scale],
+            "buffer": [list(pair) for pair in self._buffer],
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        center = state["center"]
+        if center is not None:
+            assert isinstance(center, torch.Tensor)
+            self._ensure_surrogate(center)
+            assert self.surrogate is not None and self._optimizer is not None
+            self.surrogate.load_state_dict(state["surrogate"])  # type: ignore[arg-type]
+            self._optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+        self._center = center
+        super().load_state_dict(state)  # after building the surrogate, which draws a seed
+        target = state["target"]
+        assert isinstance(target, list)
+        self._target_shift, self._target_scale = float(target[0]), float(target[1])
+        buffer = state["buffer"]
+        assert isinstance(buffer, list)
+        self._buffer = [(x, y) for x, y in buffer]
+
+    def __repr__(self) -> str:
+        return (
+            f"ZeroGrads(sigma={self.sigma}, samples={self.samples}, fit_steps={self.fit_steps}, "
+            f"surrogate_lr={self.surrogate_lr}, unbiased={self.unbiased}, replay={self.replay})"
+        )
+
+
+class _SurrogateProbe(Probe):
+    """Points θ ± ε_i (minus inner offsets); the read-out fits and differentiates h."""
+
+    def __init__(
+        self,
+        estimator: ZeroGrads,
+        theta: torch.Tensor,
+        eps: torch.Tensor,
+        inner: torch.Tensor | None,
+        seeds: torch.Tensor,
+    ) -> None:
+        self.estimator = estimator
+        self.theta = theta
+        self.eps = eps
+        self.inner = inner
+        self.seeds = seeds
+        self.gradient: torch.Tensor | None = None
+
+    def points(self) -> torch.Tensor:
+        x = self.theta + self.eps
+        if self.inner is not None:
+            x = x - self.inner
+        return x.unsqueeze(0)
+
+    def value(self, outputs: torch.Tensor) -> torch.Tensor:
+        if outputs.ndim != 2:
+            raise ValueError(
+                "ZeroGrads needs a scalar loss; the black box returned outputs of shape "
+                f"{tuple(outputs.shape[2:])}: use vg.GaussianSmoothing for vector or image outputs"
+            )
+        y = outputs[0]
+        finite = torch.isfinite(y)
+        if not finite.any():
+            raise ValueError("every evaluation of this ZeroGrads step failed")
+        x = (self.theta + self.eps)[finite]
+        y = y[finite]
+        estimator = self.estimator
+        if estimator.unbiased:
+            h, grad_h = estimator._gradient(x)
+            score = self.eps[finite] / estimator.sigma**2
+            self.gradient = (grad_h + (y - h).unsqueeze(1) * score).mean(0, keepdim=True)
+            estimator._fit(x, y)
+        else:
+            estimator._fit(x, y)
+            self.gradient = estimator._gradient(self.theta)[1]
+        return y.mean().reshape(1)
+
+    def vjp(self, projected: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("the surrogate's gradient comes from backward()")
+
+    def backward(
+        self, outputs: torch.Tensor, grad_output: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        assert self.gradient is not None
+        return grad_output.reshape(-1, 1) * self.gradient, None

@@ -1,0 +1,146 @@
+"""ZeroGrads: the surrogate fits, the unbiased mode is unbiased, state round-trips, bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import voidgrad as vg
+from tests.conftest import assert_unbiased, fails_unbiased_check
+from voidgrad.estimators.surrogate import MLPSurrogate
+
+A = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+THETA = torch.tensor([0.3, -0.1, 0.8, 0.2], dtype=torch.float64)
+
+
+def quadratic(x: torch.Tensor) -> float:
+    """L(x) = Σ a_i x_i² + x_0 x_1: a Gaussian-smoothed quadratic has the same gradient."""
+    return float((A * x**2).sum() + x[0] * x[1])
+
+
+def exact_gradient(x: torch.Tensor) -> torch.Tensor:
+    grad = 2 * A * x
+    grad[0] += x[1]
+    grad[1] += x[0]
+    return grad
+
+
+def estimates(estimator: vg.ZeroGrads, K: int) -> torch.Tensor:
+    loss_fn = vg.blackbox(quadratic, estimator)
+    grads = []
+    for _ in range(K):
+        theta = THETA.clone().requires_grad_(True)
+        loss_fn(theta).backward()
+        grads.append(theta.grad)
+    return torch.stack(grads)
+
+
+def test_the_unbiased_mode_is_unbiased_while_the_surrogate_learns() -> None:
+    estimator = vg.ZeroGrads(sigma=0.2, samples=4, unbiased=True, seed=0)
+    assert_unbiased(estimates(estimator, 600), exact_gradient(THETA))
+
+
+def test_the_check_has_power_against_the_plain_surrogate_gradient_early_on() -> None:
+    """An untrained surrogate's own gradient (the biased mode) is far from the truth."""
+    estimator = vg.ZeroGrads(sigma=0.2, samples=4, fit_steps=0, seed=0)
+    assert fails_unbiased_check(estimates(estimator, 200), exact_gradient(THETA))
+
+
+def test_the_surrogate_gradient_learns_the_loss_gradient() -> None:
+    estimator = vg.ZeroGrads(sigma=0.3, samples=16, fit_steps=10, surrogate_lr=1e-2, seed=1)
+    grads = estimates(estimator, 80)
+    late = grads[-10:].mean(0)
+    truth = exact_gradient(THETA)
+    assert torch.nn.functional.cosine_similarity(late, truth, dim=0) > 0.95
+
+
+def test_replay_keeps_the_last_steps_samples() -> None:
+    estimator = vg.ZeroGrads(sigma=0.2, samples=4, replay=2, seed=2)
+    estimates(estimator, 5)
+    assert len(estimator._buffer) == 3 and all(x.shape == (4, 4) for x, _ in estimator._buffer)
+
+
+def test_inner_smoothing_evaluates_away_from_the_fitting_points() -> None:
+    seen = []
+
+    def recording(x: torch.Tensor) -> float:
+        seen.append(x.clone())
+        return quadratic(x)
+
+    estimator = vg.ZeroGrads(sigma=0.2, samples=2, inner_sigma=0.1, seed=3)
+    theta = THETA.clone().requires_grad_(True)
+    vg.blackbox(recording, estimator)(theta).backward()
+    plus, minus = seen
+    assert not torch.allclose(plus - THETA, THETA - minus)  # not an exact antithetic pair
+
+
+def test_state_dict_continues_identically() -> None:
+    first = vg.ZeroGrads(sigma=0.2, samples=4, replay=1, seed=4)
+    estimates(first, 3)
+    second = vg.ZeroGrads(sigma=0.2, samples=4, replay=1, seed=99)
+    second.load_state_dict(copy.deepcopy(first.state_dict()))  # as a save and load would
+    assert torch.equal(estimates(first, 3), estimates(second, 3))
+
+
+def test_minimize_resumes_zerograds_bit_for_bit(tmp_path) -> None:
+    x0 = torch.zeros(4, dtype=torch.float64)
+    options = {"method": "zerograds", "budget": 320, "seed": 5, "progress": False, "sigma": 0.2}
+    whole = vg.minimize(quadratic, x0, **options)
+    path = tmp_path / "zg.ckpt"
+    vg.minimize(quadratic, x0, checkpoint=path, callback=lambda r: r.step == 7, **options)
+    resumed = vg.minimize(quadratic, x0, checkpoint=path, **options)
+    assert torch.equal(resumed.x_last, whole.x_last) and resumed.fun == whole.fun
+
+
+def test_large_inputs_get_a_low_rank_first_layer() -> None:
+    full = MLPSurrogate(1000, width=64)
+    low = MLPSurrogate(200_000, width=64, rank=8)
+    assert sum(p.numel() for p in low.first.parameters()) == 200_000 * 8 + 8 * 64 + 64
+    assert sum(p.numel() for p in full.first.parameters()) == 1000 * 64 + 64
+    estimator = vg.ZeroGrads(sigma=0.1, samples=2, rank=8, low_rank_above=4096, seed=0)
+    theta = torch.zeros(5000, requires_grad=True)
+    vg.blackbox(lambda x: float((x**2).sum()), estimator)(theta).backward()
+    assert isinstance(estimator.surrogate, MLPSurrogate) and len(estimator.surrogate.first) == 2
+
+
+def test_positional_encoding_widens_the_input() -> None:
+    surrogate = MLPSurrogate(3, width=8, encoding_levels=2)
+    assert surrogate.first[0].in_features == 3 * 5
+    assert surrogate(torch.zeros(4, 3)).shape == (4,)
+
+
+def test_a_vector_output_is_refused_with_a_suggestion() -> None:
+    estimator = vg.ZeroGrads(sigma=0.1, samples=2)
+    with pytest.raises(ValueError, match="ZeroGrads needs a scalar loss.*use vg.GaussianSmoothing"):
+        vg.blackbox(lambda x: x * 2, estimator)(torch.zeros(3))
+
+
+def test_one_trajectory_at_a_time() -> None:
+    with pytest.raises(ValueError, match="one surrogate per optimization"):
+        vg.blackbox(quadratic, vg.ZeroGrads(sigma=0.1, samples=2))(torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sigma": 0}, "sigma must be a finite number > 0"),
+        ({"samples": 3}, "samples must be even"),
+        ({"fit_steps": -1}, "fit_steps must be an int >= 0"),
+        ({"replay": 1.5}, "replay must be an int >= 0"),
+        ({"inner_sigma": -0.1}, "inner_sigma must be a number >= 0"),
+        ({"surrogate_lr": 0}, "surrogate_lr must be a finite number > 0"),
+    ],
+)
+def test_bad_arguments(kwargs, message) -> None:
+    arguments = {"sigma": 0.1, "samples": 4, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        vg.ZeroGrads(**arguments)
+
+
+def test_bad_network_options() -> None:
+    with pytest.raises(ValueError, match="activation must be one of"):
+        MLPSurrogate(3, activation="gelu")
+    with pytest.raises(ValueError, match="rank must be a positive int or None"):
+        MLPSurrogate(3, rank=0)
