@@ -55,8 +55,9 @@ def test_a_failing_method_is_reported_and_the_rest_runs(tmp_path) -> None:
 
 
 def test_options_and_problem_specs_parse() -> None:
-    assert parse_problem("rastrigin:1000") == ("rastrigin", 1000)
-    assert parse_problem("plateau") == ("plateau", None)
+    assert parse_problem("rastrigin:1000") == ("rastrigin", (("dim", 1000),))
+    assert parse_problem("plateau") == ("plateau", ())
+    assert parse_problem("texture:size=8") == ("texture", (("size", 8),))
     assert parse_options(
         ["smoothing.sigma=0.5", "nevergrad:NGOpt.budget=3", "cma.diagonal=true"]
     ) == {
@@ -68,6 +69,8 @@ def test_options_and_problem_specs_parse() -> None:
         parse_problem("moon")
     with pytest.raises(ValueError, match="dimension must be a positive int"):
         parse_problem("sphere:0")
+    with pytest.raises(ValueError, match="problem 'texture' takes no 'dim'; its options:"):
+        parse_problem("texture:12")
     with pytest.raises(ValueError, match="method.key=value"):
         parse_options(["sigma=0.5"])
 

@@ -19,6 +19,7 @@ SPSA uses c = 0.1 s, both with Adam at lr = 0.05 s; CMA-ES starts with
 
 from __future__ import annotations
 
+import inspect
 import json
 import statistics
 import time
@@ -36,16 +37,20 @@ from voidgrad.estimators import LinearAnneal
 
 @dataclass(frozen=True)
 class Cell:
-    """One run: a problem (with its dimension), a method, a seed."""
+    """One run: a problem (with constructor arguments), a method, a seed."""
 
     problem: str
-    dim: int | None
+    arguments: tuple[tuple[str, Any], ...]
     method: str
     seed: int
 
     @property
     def problem_label(self) -> str:
-        return self.problem if self.dim is None else f"{self.problem}-{self.dim}"
+        if not self.arguments:
+            return self.problem
+        if len(self.arguments) == 1 and self.arguments[0][0] == "dim":
+            return f"{self.problem}-{self.arguments[0][1]}"
+        return self.problem + "".join(f"-{key}{value}" for key, value in self.arguments)
 
     @property
     def key(self) -> str:
@@ -63,16 +68,28 @@ class BenchSettings:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def parse_problem(text: str) -> tuple[str, int | None]:
-    """``"rastrigin:1000"`` -> ("rastrigin", 1000); ``"plateau"`` -> ("plateau", None)."""
-    name, _, dim = text.partition(":")
+def parse_problem(text: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """A problem spec: ``NAME``, ``NAME:DIM`` or ``NAME:KEY=VALUE[:KEY=VALUE...]``.
+
+    ``"rastrigin:1000"`` -> ("rastrigin", (("dim", 1000),));
+    ``"texture:size=64"`` -> ("texture", (("size", 64),)).
+    """
+    name, *parts = text.split(":")
     if name not in problems.PROBLEMS:
         raise ValueError(f"unknown problem {name!r}; known problems: {sorted(problems.PROBLEMS)}")
-    if not dim:
-        return name, None
-    if not dim.isdigit() or int(dim) < 1:
-        raise ValueError(f"a problem's dimension must be a positive int; got {text!r}")
-    return name, int(dim)
+    accepted = inspect.signature(problems.PROBLEMS[name]).parameters
+    arguments = []
+    for part in parts:
+        key, equals, raw = part.partition("=")
+        if not equals:
+            key, raw = "dim", part
+            if not raw.isdigit() or int(raw) < 1:
+                raise ValueError(f"a problem's dimension must be a positive int; got {text!r}")
+        if key not in accepted or key == "seed":
+            options = sorted(k for k in accepted if k != "seed")
+            raise ValueError(f"problem {name!r} takes no {key!r}; its options: {options}")
+        arguments.append((key, _literal(raw)))
+    return name, tuple(arguments)
 
 
 def parse_options(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -97,8 +114,7 @@ def _literal(raw: str) -> Any:
 
 
 def make_problem(cell: Cell) -> Any:
-    kwargs = {} if cell.dim is None else {"dim": cell.dim}
-    return problems.make(cell.problem, seed=cell.seed, **kwargs)
+    return problems.make(cell.problem, seed=cell.seed, **dict(cell.arguments))
 
 
 def problem_scale(problem: Any) -> float:
@@ -188,8 +204,8 @@ def run_cell(cell: Cell, settings: BenchSettings) -> dict[str, Any]:
 def run_bench(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
     """Run (or resume) every cell, then write results.json, report.md and the plots."""
     cells = [
-        Cell(name, dim, method, seed)
-        for name, dim in map(parse_problem, settings.problems)
+        Cell(name, arguments, method, seed)
+        for name, arguments in map(parse_problem, settings.problems)
         for method in settings.methods
         for seed in range(settings.seeds)
     ]

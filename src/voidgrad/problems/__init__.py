@@ -12,7 +12,13 @@ minimizer, a tensor ``[dim]``, or ``None``), ``optimum`` (the minimal loss),
   :class:`Rosenbrock`, :class:`Rastrigin`, the classic functions in ``dim``
   dimensions (default 10) with seeded starts and a vectorized ``loss_batch``;
 * ``"akima"``: :class:`AkimaProblem`, the 1-D Akima spline toy of ZeroGrads
-  (deterministic).
+  (deterministic);
+* ``"digits_mlp"``: :class:`DigitsMLPProblem`, the 35 152 weights of an MLP
+  whose 8-bit-quantized output must reproduce a digit;
+* ``"texture"``: :class:`TextureProblem`, a size × size RGB texture (196 608
+  parameters at 256) under a scale-independent, quantized MSE;
+* ``"splines"``: :class:`SplinesProblem`, support points of curves drawn by a
+  hard rasterizer.
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ from typing import Any, Literal, overload
 from voidgrad.problems.akima import AkimaProblem, AkimaSpline
 from voidgrad.problems.base import Point, Problem
 from voidgrad.problems.classic import Rastrigin, Rosenbrock, Sphere
+from voidgrad.problems.digits_mlp import DigitsMLPProblem
 from voidgrad.problems.plateau import PlateauProblem
+from voidgrad.problems.splines import SplinesProblem
+from voidgrad.problems.texture import TextureProblem
 
 PROBLEMS: dict[str, type[Problem]] = {
     "plateau": PlateauProblem,
@@ -31,18 +40,24 @@ PROBLEMS: dict[str, type[Problem]] = {
     "rosenbrock": Rosenbrock,
     "rastrigin": Rastrigin,
     "akima": AkimaProblem,
+    "digits_mlp": DigitsMLPProblem,
+    "texture": TextureProblem,
+    "splines": SplinesProblem,
 }
 
 __all__ = [
     "PROBLEMS",
     "AkimaProblem",
     "AkimaSpline",
+    "DigitsMLPProblem",
     "PlateauProblem",
     "Point",
     "Problem",
     "Rastrigin",
     "Rosenbrock",
     "Sphere",
+    "SplinesProblem",
+    "TextureProblem",
     "make",
 ]
 

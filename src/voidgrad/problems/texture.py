@@ -1,0 +1,212 @@
+r"""The texture problem: the pixels of an 8-bit RGB texture, matched up to brightness.
+
+The parameters are the texture itself: x ∈ ℝ^d, d = 3 · size², read as an
+image ``[size, size, 3]`` (channel-last: x[3 · (size · row + column) + channel]),
+and the "renderer" is the identity followed by 8-bit quantization,
+
+    q(x) = round(255 · clamp(x, 0, 1)) / 255      (round half to even, as ``torch.round``).
+
+The loss compares the images normalized by their mean, so that it ignores
+the overall brightness (a texture and its scaled copy c · t are equally good):
+with m(a) the mean of all 3 · size² entries of a,
+
+    L(x) = mean_k ( q_k/m(q) − t_k/m(t) )²
+         = mean_k ( (q_k/m(q) − 1) − (t_k/m(t) − 1) )²,
+
+the mean running over every pixel and channel, and one global mean (not one
+per channel), so colour balance matters and only a common scale is free.
+Where m(q) = 0 (an all-black texture) q/m(q) is taken as 1 everywhere, the
+value every constant texture has. Quantization makes L piecewise constant in x:
+a coordinate moved less than to the next rounding boundary changes nothing
+(and nothing changes below 0 or above 1), so the gradient is zero almost
+everywhere.
+
+**Target.** A procedural texture t, drawn from a ``torch.Generator`` seeded
+with ``seed`` on the pixel centres (u, v) = ((column + ½)/size, (row + ½)/size),
+so that a smaller ``size`` samples the same picture more coarsely. Per channel c,
+
+    t_c(u, v) = a_c + b_c u + e_c v                       (a colour gradient)
+              + A_c sin(2π f (u cos θ + v sin θ) + φ)       (stripes),
+
+a_c ~ U(0.3, 0.6), b_c, e_c ~ U(−0.25, 0.25), A_c ~ U(0.05, 0.15), one stripe
+frequency f ~ U(3, 8) (cycles per side), angle θ ~ U(0, π) and phase φ ~ U(0, 2π);
+then four discs (centre ~ U(0.15, 0.85)², radius ~ U(0.05, 0.15), colour
+~ U(0.1, 1)³) are painted over it in order, with hard edges (a pixel whose
+centre is inside takes the disc's colour). Finally t is clipped to
+[1/255, 1] and quantized to 8 bits, t = round(255 · t)/255, so that its
+entries lie in (0, 1] and q(t) = t.
+
+**Start, answer, threshold.** The same generator then draws the start
+x0 = 0.5 + N(0, 0.05²) per entry (a noisy grey). ``x_target`` is t flattened
+channel-last, where L = 0 = ``optimum`` (exactly: both sides are the same
+numbers); so is every x whose quantization q(x) is a positive multiple of t.
+The solved level is the fixed ``threshold`` = 1e-3, an RMS error of about 3 %
+of the mean brightness per entry; the loss at x0 is 0.046 to 0.27 for seeds
+0 … 3 (the
+variance of t/m(t), which depends on the seed, plus the start's noise,
+(0.05/0.5)² = 0.01).
+
+``loss`` evaluates one point (float64; about 0.5 ms at size 256 on one CPU
+thread), ``loss_batch`` the rows of a matrix ``[n, d]``, one row after the
+other (a texture fills the cache, so this beats a ``[n, d]`` vectorization);
+``render(x)`` returns the quantized texture q(x), float32 ``[size, size, 3]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from voidgrad.problems.base import Point
+
+__all__ = ["TextureProblem"]
+
+LEVELS = 255
+"""8-bit quantization: q = round(255 · clamp(x, 0, 1))/255."""
+
+DISCS = 4
+"""The number of discs painted on the target."""
+
+
+class TextureProblem:
+    """Recover an RGB texture from its brightness-normalized 8-bit MSE (module docstring).
+
+    Args:
+        size: the texture's side in pixels (an int ≥ 4; default 256, d = 196 608).
+        seed: a non-negative int seeding the target texture and the start.
+        threshold: the solved level (default 1e-3).
+
+    Attributes:
+        name: ``"texture"``; dim: 3 · size².
+        x0: the start 0.5 + N(0, 0.05²), a float64 tensor ``[dim]``.
+        x_target: the target texture t flattened channel-last, float64 ``[dim]``.
+        target_image: t as a float64 tensor ``[size, size, 3]``.
+        optimum: 0.0, the loss at ``x_target``; threshold: the solved level.
+    """
+
+    name = "texture"
+    optimum = 0.0
+    default_threshold = 1e-3
+
+    def __init__(self, size: int = 256, seed: int = 0, threshold: float | None = None) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 4:
+            raise ValueError(f"size must be an int >= 4 (pixels); got {size!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+        if threshold is None:
+            threshold = self.default_threshold
+        elif (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not math.isfinite(threshold)
+            or threshold <= 0
+        ):
+            raise ValueError(f"threshold must be a positive finite number; got {threshold!r}")
+        self.size = size
+        self.seed = seed
+        self.dim = 3 * size * size
+        self.threshold = float(threshold)
+        generator = torch.Generator().manual_seed(seed)
+        self.target_image = _procedural_texture(size, generator)
+        self.x_target = self.target_image.reshape(-1)
+        self.x0 = 0.5 + 0.05 * torch.randn(self.dim, generator=generator, dtype=torch.float64)
+        self._normalized_target = _normalized(self.x_target)
+
+    def loss(self, x: Point) -> float:
+        """L(x) for one point ``x`` of shape ``[dim]``, as a Python float."""
+        return float(self._loss_row(self._point(x)))
+
+    def loss_batch(self, X: torch.Tensor | Any) -> torch.Tensor:
+        """L of each row of ``X`` ``[n, dim]``: a float64 tensor ``[n]`` on ``X``'s device."""
+        batch = torch.as_tensor(X)
+        if batch.ndim != 2 or batch.shape[1] != self.dim:
+            raise ValueError(f"X must have shape [n, {self.dim}]; got shape {tuple(batch.shape)}")
+        rows = batch.detach().to("cpu", torch.float64)
+        if not _all_finite(rows):
+            raise ValueError("X must hold finite numbers only")
+        return self._losses(rows).to(batch.device)
+
+    def render(self, x: Point) -> torch.Tensor:
+        """The quantized texture q(x): float32 ``[size, size, 3]``, values k/255."""
+        levels = torch.round(LEVELS * self._point(x).clamp(0, 1))
+        return (levels / LEVELS).reshape(self.size, self.size, 3).to(torch.float32)
+
+    def _losses(self, X: torch.Tensor) -> torch.Tensor:
+        """L of each row of ``X`` ``[n, dim]`` (float64), one row at a time (cache-friendly)."""
+        if X.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.float64)
+        return torch.stack([self._loss_row(row) for row in X])
+
+    def _loss_row(self, x: torch.Tensor) -> torch.Tensor:
+        difference = _normalized(x).sub_(self._normalized_target)
+        return torch.dot(difference, difference) / self.dim
+
+    def _point(self, x: Point) -> torch.Tensor:
+        """``x`` as a float64 CPU tensor ``[dim]`` of finite numbers, or a ValueError."""
+        if isinstance(x, torch.Tensor):
+            point = x.detach().to("cpu", torch.float64)
+        else:
+            try:
+                point = torch.as_tensor(x, dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError(
+                    f"x must hold {self.dim} numbers; got a {type(x).__name__}"
+                ) from None
+        if point.shape != (self.dim,):
+            raise ValueError(
+                f"x must hold {self.dim} numbers (shape [{self.dim}]); got shape "
+                f"{tuple(point.shape)}"
+            )
+        if not _all_finite(point):
+            raise ValueError("x must hold finite numbers only")
+        return point
+
+    def __repr__(self) -> str:
+        return f"TextureProblem(size={self.size}, seed={self.seed}, threshold={self.threshold})"
+
+
+def _normalized(x: torch.Tensor) -> torch.Tensor:
+    """q/m(q) for a float64 point ``x`` ``[d]``: a new tensor ``[d]``.
+
+    The 1/255 of q cancels, so this is k/m(k) with k = round(255 · clamp(x, 0, 1))
+    the integer levels: their sum is exact in float64 (in any order), hence so
+    is the mean, and the same levels give bit-identical results.
+    """
+    levels = x.clamp(0, 1).mul_(LEVELS).round_()
+    mean = float(levels.sum()) / levels.numel()
+    return levels.div_(mean) if mean > 0 else levels.fill_(1.0)
+
+
+def _procedural_texture(size: int, generator: torch.Generator) -> torch.Tensor:
+    """The seeded target texture, float64 ``[size, size, 3]`` of multiples of 1/255 (module doc)."""
+
+    def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
+        return low + (high - low) * torch.rand(*shape, generator=generator, dtype=torch.float64)
+
+    centres = (torch.arange(size, dtype=torch.float64) + 0.5) / size
+    v, u = torch.meshgrid(centres, centres, indexing="ij")  # v grows with the row
+    offset = uniform(0.3, 0.6, 3)
+    slope_u = uniform(-0.25, 0.25, 3)
+    slope_v = uniform(-0.25, 0.25, 3)
+    amplitude = uniform(0.05, 0.15, 3)
+    frequency = float(uniform(3.0, 8.0, 1))
+    angle = float(uniform(0.0, math.pi, 1))
+    phase = float(uniform(0.0, 2 * math.pi, 1))
+    along = u * math.cos(angle) + v * math.sin(angle)
+    stripes = torch.sin(2 * math.pi * frequency * along + phase)
+    texture = offset + slope_u * u[..., None] + slope_v * v[..., None]
+    texture = texture + amplitude * stripes[..., None]
+    for _ in range(DISCS):
+        centre = uniform(0.15, 0.85, 2)
+        radius = float(uniform(0.05, 0.15, 1))
+        colour = uniform(0.1, 1.0, 3)
+        inside = (u - centre[0]) ** 2 + (v - centre[1]) ** 2 <= radius**2
+        texture = torch.where(inside[..., None], colour, texture)
+    return torch.round(LEVELS * texture.clamp(1 / LEVELS, 1)) / LEVELS
+
+
+def _all_finite(values: torch.Tensor) -> bool:
+    """Whether every entry is finite: a finite sum settles it cheaply, else look at each."""
+    return math.isfinite(float(values.sum())) or bool(torch.isfinite(values).all())
