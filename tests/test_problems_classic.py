@@ -346,6 +346,7 @@ def test_registry_names() -> None:
         "digits_mlp",
         "texture",
         "splines",
+        "caustic",
     }
 
 

@@ -18,7 +18,9 @@ minimizer, a tensor ``[dim]``, or ``None``), ``optimum`` (the minimal loss),
 * ``"texture"``: :class:`TextureProblem`, a size × size RGB texture (196 608
   parameters at 256) under a scale-independent, quantized MSE;
 * ``"splines"``: :class:`SplinesProblem`, support points of curves drawn by a
-  hard rasterizer.
+  hard rasterizer;
+* ``"caustic"``: :class:`CausticProblem`, a 32 × 32 B-spline glass heightfield
+  whose hard-splatted caustic must match a target (1 024 parameters).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, Literal, overload
 
 from voidgrad.problems.akima import AkimaProblem, AkimaSpline
 from voidgrad.problems.base import Point, Problem
+from voidgrad.problems.caustic import CausticProblem
 from voidgrad.problems.classic import Rastrigin, Rosenbrock, Sphere
 from voidgrad.problems.digits_mlp import DigitsMLPProblem
 from voidgrad.problems.plateau import PlateauProblem
@@ -43,12 +46,14 @@ PROBLEMS: dict[str, type[Problem]] = {
     "digits_mlp": DigitsMLPProblem,
     "texture": TextureProblem,
     "splines": SplinesProblem,
+    "caustic": CausticProblem,
 }
 
 __all__ = [
     "PROBLEMS",
     "AkimaProblem",
     "AkimaSpline",
+    "CausticProblem",
     "DigitsMLPProblem",
     "PlateauProblem",
     "Point",
