@@ -131,6 +131,10 @@ class Learned(Baseline):
     over the R rows of the cost batch, so m_ψ tracks E[f | θ] (NVIL's
     baseline). It sees θ, never z_i: unbiased.
 
+    A freshly initialized module predicts about 0; where costs are large
+    (an ELBO of 150 nats), start its output bias near the typical cost, or
+    the first hundreds of steps are spent climbing to it.
+
     Args:
         module: maps the features ``x`` to one baseline per independent
             expectation: ``[]`` or ``[1]`` for costs ``[N]``, ``[B]`` or
