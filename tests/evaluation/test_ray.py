@@ -6,6 +6,7 @@ Each test starts from one shared runtime; actors are per evaluator.
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 import torch
@@ -111,7 +112,9 @@ def test_close_kills_the_actors(pool) -> None:
     started = ray_worker_pids() - before
     assert started
     evaluator.close()
-    ray.get(ray.put(0))  # let the runtime settle
+    deadline = time.monotonic() + 30  # ray.kill is asynchronous
+    while ray_worker_pids() & started and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not (ray_worker_pids() & started)
 
 
