@@ -31,6 +31,7 @@ from typing import Any, Literal, overload
 from voidgrad.problems.akima import AkimaProblem, AkimaSpline
 from voidgrad.problems.base import Point, Problem
 from voidgrad.problems.caustic import CausticProblem
+from voidgrad.problems.checks import check_seed
 from voidgrad.problems.classic import Rastrigin, Rosenbrock, Sphere
 from voidgrad.problems.digits_mlp import DigitsMLPProblem
 from voidgrad.problems.plateau import PlateauProblem
@@ -97,8 +98,7 @@ def make(name: str, seed: int = 0, **kwargs: Any) -> Problem:
     """
     if name not in PROBLEMS:
         raise ValueError(f"unknown problem {name!r}; known problems: {sorted(PROBLEMS)}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    check_seed(seed)
     factory = PROBLEMS[name]
     if "seed" in inspect.signature(factory).parameters:
         kwargs = {**kwargs, "seed": seed}

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from voidgrad.problems.base import Point
+from voidgrad.problems.checks import check_threshold, is_number
 
 __all__ = ["AKIMA_NODES", "AKIMA_VALUES", "AkimaProblem", "AkimaSpline"]
 
@@ -157,14 +158,11 @@ class AkimaProblem:
     window = (-2.0, 10.0)
 
     def __init__(self, start: float = 1.1, threshold: float | None = None) -> None:
-        if not _is_number(start) or not math.isfinite(start):
+        if not is_number(start) or not math.isfinite(start):
             raise ValueError(f"start must be a finite number; got {start!r}")
-        if threshold is None:
-            threshold = 0.01
-        elif not _is_number(threshold) or not math.isfinite(threshold) or threshold <= 0:
-            raise ValueError(f"threshold must be a positive finite number; got {threshold!r}")
+        threshold = check_threshold(threshold)
         self.spline = AkimaSpline(AKIMA_NODES, AKIMA_VALUES)
-        self.threshold = float(threshold)
+        self.threshold = 0.01 if threshold is None else threshold
         self.x0 = torch.tensor([float(start)], dtype=torch.float64)
         self.x_target = torch.tensor([4.0], dtype=torch.float64)
 
@@ -214,10 +212,6 @@ class AkimaProblem:
 
     def __repr__(self) -> str:
         return f"AkimaProblem(start={float(self.x0[0])}, threshold={self.threshold})"
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _finite_vector(name: str, value: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -99,6 +99,7 @@ import numpy as np
 import torch
 
 from voidgrad.problems.base import Point
+from voidgrad.problems.checks import as_point, check_seed, check_threshold, is_number
 
 __all__ = ["CausticProblem"]
 
@@ -160,19 +161,15 @@ class CausticProblem:
         ior: float = 1.33,
         threshold: float | None = None,
     ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+        check_seed(seed)
         for label, value, least in (("grid", grid, 4), ("photons", photons, 8)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{label} must be an int >= {least}; got {value!r}")
         if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 4:
             raise ValueError(f"resolution must be an int >= 4 (bins); got {resolution!r}")
-        if not _is_number(ior) or not math.isfinite(ior) or ior <= 1:
+        if not is_number(ior) or not math.isfinite(ior) or ior <= 1:
             raise ValueError(f"ior must be a finite number > 1; got {ior!r}")
-        if threshold is not None and (
-            not _is_number(threshold) or not math.isfinite(threshold) or threshold <= 0
-        ):
-            raise ValueError(f"threshold must be a positive finite number; got {threshold!r}")
+        threshold = check_threshold(threshold)
         self.seed = seed
         self.grid = grid
         self.photons = photons
@@ -194,13 +191,11 @@ class CausticProblem:
         self.x_target = _bumps(grid, generator)
         self._target = self._image(self.x_target.numpy())
         self.target_image = torch.from_numpy(self._target.astype(np.float32))
-        if threshold is None:
-            threshold = THRESHOLD_FRACTION * self.loss(self.x0)
-        self.threshold = float(threshold)
+        self.threshold = THRESHOLD_FRACTION * self.loss(self.x0) if threshold is None else threshold
 
     def loss(self, x: Point) -> float:
         """Image MSE between the caustic of ``x`` (shape ``[dim]``) and the target, a float."""
-        image = self._image(self._point(x))
+        image = self._image(as_point(x, self.dim).numpy())
         return float(np.mean((image - self._target) ** 2))
 
     def loss_batch(self, X: torch.Tensor | Any) -> torch.Tensor:
@@ -217,14 +212,14 @@ class CausticProblem:
 
     def render(self, x: Point) -> torch.Tensor:
         """The normalized caustic of ``x``: float32 ``[resolution, resolution]`` in [0, 1]."""
-        return torch.from_numpy(self._image(self._point(x)).astype(np.float32))
+        return torch.from_numpy(self._image(as_point(x, self.dim).numpy()).astype(np.float32))
 
     def heightfield(self, x: Point) -> torch.Tensor:
         """The surface height h at the photon positions: float32 ``[photons, photons]``.
 
         Rows follow v (y) and columns u (x), as in :meth:`render`.
         """
-        along_u, slope_u = self._along_u(self._point(x))
+        along_u, slope_u = self._along_u(as_point(x, self.dim).numpy())
         blocks = [self._surface(along_u, slope_u, *rows)[0] for rows in self._blocks()]
         return torch.cat([block.to(torch.float32) for block in blocks])
 
@@ -303,22 +298,6 @@ class CausticProblem:
             counts += torch.bincount(index.view(-1), minlength=padded * padded)
         return counts.view(padded, padded)[1:-1, 1:-1].numpy()
 
-    def _point(self, x: Point) -> np.ndarray:
-        """``x`` as a float64 array ``[dim]`` of finite numbers, or a ValueError."""
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-        try:
-            point = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"x must hold {self.dim} numbers; got a {type(x).__name__}") from None
-        if point.shape != (self.dim,):
-            raise ValueError(
-                f"x must hold {self.dim} numbers (shape [{self.dim}]); got shape {point.shape}"
-            )
-        if not np.isfinite(point).all():
-            raise ValueError("x must hold finite numbers only")
-        return point
-
     def __repr__(self) -> str:
         return (
             f"CausticProblem(seed={self.seed}, grid={self.grid}, photons={self.photons}, "
@@ -360,7 +339,3 @@ def _bumps(grid: int, generator: torch.Generator) -> torch.Tensor:
     spread = 2 * widths.view(BUMPS, 1, 1) ** 2
     field = (signs * sizes).view(BUMPS, 1, 1) * torch.exp(-(du * du + dv * dv) / spread)
     return START_MEAN + field.sum(0).reshape(grid * grid)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from voidgrad.problems.base import Point
+from voidgrad.problems.checks import as_point, check_seed, check_threshold
 
 __all__ = ["Rastrigin", "Rosenbrock", "Sphere"]
 
@@ -68,20 +69,11 @@ class _ClassicProblem:
     def __init__(self, dim: int = 10, seed: int = 0, threshold: float | None = None) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < self.min_dim:
             raise ValueError(f"dim must be an int >= {self.min_dim} for {self.name}; got {dim!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int; got {seed!r}")
-        if threshold is None:
-            threshold = self.default_threshold
-        elif (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, int | float)
-            or not math.isfinite(threshold)
-            or threshold <= 0
-        ):
-            raise ValueError(f"threshold must be a positive finite number; got {threshold!r}")
+        check_seed(seed)
+        threshold = check_threshold(threshold)
         self.dim = dim
         self.seed = seed
-        self.threshold = float(threshold)
+        self.threshold = self.default_threshold if threshold is None else threshold
         generator = torch.Generator().manual_seed(seed)
         unit = torch.rand(dim, generator=generator, dtype=torch.float64)
         self.x0 = self._start(unit)
@@ -89,7 +81,7 @@ class _ClassicProblem:
 
     def loss(self, x: Point) -> float:
         """L(x) for one point ``x`` of shape ``[dim]``, as a Python float."""
-        return float(self._values(self._point(x)))
+        return float(self._values(as_point(x, self.dim).numpy()))
 
     def loss_batch(self, X: torch.Tensor | Any) -> torch.Tensor:
         """L of each row of ``X`` ``[n, dim]``: a tensor ``[n]``.
@@ -114,29 +106,13 @@ class _ClassicProblem:
         """
         if isinstance(size, bool) or not isinstance(size, int) or size < 2:
             raise ValueError(f"size must be an int >= 2 (pixels); got {size!r}")
-        point = self._point(x)
+        point = as_point(x, self.dim).numpy()
         axes = [low + (np.arange(size) + 0.5) * (high - low) / size for low, high in self.window]
         grid = np.tile(point, (size if self.dim >= 2 else 1, size, 1))
         grid[:, :, 0] = axes[0][np.newaxis, :]
         if self.dim >= 2:
             grid[:, :, 1] = axes[1][:, np.newaxis]
         return torch.from_numpy(self._values(grid).astype(np.float32))
-
-    def _point(self, x: Point) -> np.ndarray:
-        """``x`` as a float64 array ``[dim]`` of finite numbers, or a ValueError."""
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-        try:
-            point = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"x must hold {self.dim} numbers; got a {type(x).__name__}") from None
-        if point.shape != (self.dim,):
-            raise ValueError(
-                f"x must hold {self.dim} numbers (shape [{self.dim}]); got shape {point.shape}"
-            )
-        if not np.isfinite(point).all():
-            raise ValueError(f"x must hold finite numbers only; got {point.tolist()}")
-        return point
 
     def _values(self, X: Array) -> Array:
         """L of each row of ``X`` ``[..., d]`` (a tensor or an array): ``[...]``."""

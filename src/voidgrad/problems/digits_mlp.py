@@ -63,6 +63,7 @@ import torch
 from torch.nn import functional
 
 from voidgrad.problems.base import Point
+from voidgrad.problems.checks import as_point, as_rows, check_seed, check_threshold
 
 __all__ = ["DIGIT_THREE", "DigitsMLPProblem"]
 
@@ -111,19 +112,10 @@ class DigitsMLPProblem:
     x_target: torch.Tensor | None = None
 
     def __init__(self, seed: int = 0, threshold: float | None = None) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int; got {seed!r}")
-        if threshold is None:
-            threshold = self.default_threshold
-        elif (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, int | float)
-            or not math.isfinite(threshold)
-            or threshold <= 0
-        ):
-            raise ValueError(f"threshold must be a positive finite number; got {threshold!r}")
+        check_seed(seed)
+        threshold = check_threshold(threshold)
         self.seed = seed
-        self.threshold = float(threshold)
+        self.threshold = self.default_threshold if threshold is None else threshold
         generator = torch.Generator().manual_seed(seed)
         self.input = torch.rand(self.widths[0], generator=generator, dtype=torch.float64)
         pieces = []
@@ -145,26 +137,21 @@ class DigitsMLPProblem:
 
     def loss(self, x: Point) -> float:
         """L(x) for one point ``x`` of shape ``[dim]``, as a Python float."""
-        return float(self._losses(self._point(x)[None])[0])
+        return float(self._losses(as_point(x, self.dim)[None])[0])
 
     def loss_batch(self, X: torch.Tensor | Any) -> torch.Tensor:
         """L of each row of ``X`` ``[n, dim]``: a float64 tensor ``[n]`` on ``X``'s device."""
-        batch = torch.as_tensor(X)
-        if batch.ndim != 2 or batch.shape[1] != self.dim:
-            raise ValueError(f"X must have shape [n, {self.dim}]; got shape {tuple(batch.shape)}")
-        rows = batch.detach().to("cpu", torch.float64)
-        if not _all_finite(rows):
-            raise ValueError("X must hold finite numbers only")
-        return self._losses(rows).to(batch.device)
+        rows, device = as_rows(X, self.dim)
+        return self._losses(rows).to(device)
 
     def render(self, x: Point) -> torch.Tensor:
         """The quantized output image q at ``x``: float32 ``[28, 28]``, values k/255."""
-        levels = self._levels(self._point(x)[None])[0]
+        levels = self._levels(as_point(x, self.dim)[None])[0]
         return (levels / LEVELS).reshape(self.image_size, self.image_size).to(torch.float32)
 
     def unpack(self, x: Point) -> tuple[torch.Tensor, ...]:
         """``x`` split into (W₁, b₁, W₂, b₂, W₃, b₃), float64 views of shapes [32, 256], [32], …"""
-        return tuple(t[0] for t in self._layers(self._point(x)[None]))
+        return tuple(t[0] for t in self._layers(as_point(x, self.dim)[None]))
 
     def _layers(self, X: torch.Tensor) -> list[torch.Tensor]:
         """The weights and biases of each row of ``X`` ``[n, dim]``: [n, out, in] and [n, out]."""
@@ -190,30 +177,5 @@ class DigitsMLPProblem:
         difference = self._levels(X) - self._target_levels
         return (difference * difference).mean(1) / LEVELS**2
 
-    def _point(self, x: Point) -> torch.Tensor:
-        """``x`` as a float64 CPU tensor ``[dim]`` of finite numbers, or a ValueError."""
-        if isinstance(x, torch.Tensor):
-            point = x.detach().to("cpu", torch.float64)
-        else:
-            try:
-                point = torch.as_tensor(x, dtype=torch.float64)
-            except (TypeError, ValueError, RuntimeError):
-                raise ValueError(
-                    f"x must hold {self.dim} numbers; got a {type(x).__name__}"
-                ) from None
-        if point.shape != (self.dim,):
-            raise ValueError(
-                f"x must hold {self.dim} numbers (shape [{self.dim}]); got shape "
-                f"{tuple(point.shape)}"
-            )
-        if not _all_finite(point):
-            raise ValueError("x must hold finite numbers only")
-        return point
-
     def __repr__(self) -> str:
         return f"DigitsMLPProblem(seed={self.seed}, threshold={self.threshold})"
-
-
-def _all_finite(values: torch.Tensor) -> bool:
-    """Whether every entry is finite: a finite sum settles it cheaply, else look at each."""
-    return math.isfinite(float(values.sum())) or bool(torch.isfinite(values).all())

@@ -68,6 +68,7 @@ from typing import Any
 import torch
 
 from voidgrad.problems.base import Point
+from voidgrad.problems.checks import as_point, check_seed, check_threshold
 
 __all__ = ["SplinesProblem"]
 
@@ -125,10 +126,8 @@ class SplinesProblem:
         _check_number("width", width, positive=True)
         _check_number("blur", blur, positive=False)
         _check_number("offset", offset, positive=False)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int; got {seed!r}")
-        if threshold is not None:
-            _check_number("threshold", threshold, positive=True)
+        check_seed(seed)
+        threshold = check_threshold(threshold)
         self.curves = curves
         self.points = points
         self.canvas = canvas
@@ -163,13 +162,11 @@ class SplinesProblem:
         self.target_image = target[0].to(torch.float32)
         self._blurred_target = self._blurred(target)[0]
         self.blank_loss = float((self._blurred_target**2).mean())
-        self.threshold = (
-            SOLVED_FRACTION * self.blank_loss if threshold is None else float(threshold)
-        )
+        self.threshold = SOLVED_FRACTION * self.blank_loss if threshold is None else threshold
 
     def loss(self, x: Point) -> float:
         """L(x) for one point ``x`` of shape ``[dim]``, as a Python float."""
-        return float(self._losses(self._point(x)[None])[0])
+        return float(self._losses(as_point(x, self.dim)[None])[0])
 
     def loss_batch(self, X: torch.Tensor | Any) -> torch.Tensor:
         """L of each row of ``X`` ``[n, dim]``: a float64 tensor ``[n]`` on ``X``'s device."""
@@ -183,7 +180,7 @@ class SplinesProblem:
 
     def render(self, x: Point) -> torch.Tensor:
         """The binary image I(x): float32 ``[canvas, canvas]`` of 0 and 1 (row i grows with y)."""
-        return self._images(self._point(x)[None])[0].to(torch.float32)
+        return self._images(as_point(x, self.dim)[None])[0].to(torch.float32)
 
     def _losses(self, X: torch.Tensor) -> torch.Tensor:
         if X.shape[0] == 0:
@@ -229,26 +226,6 @@ class SplinesProblem:
         images = torch.zeros(dump + 1, dtype=torch.float64)
         images.index_fill_(0, index, 1.0)
         return images[:-1].reshape(n, size, size)
-
-    def _point(self, x: Point) -> torch.Tensor:
-        """``x`` as a float64 CPU tensor ``[dim]`` of finite numbers, or a ValueError."""
-        if isinstance(x, torch.Tensor):
-            point = x.detach().to("cpu", torch.float64)
-        else:
-            try:
-                point = torch.as_tensor(x, dtype=torch.float64)
-            except (TypeError, ValueError, RuntimeError):
-                raise ValueError(
-                    f"x must hold {self.dim} numbers; got a {type(x).__name__}"
-                ) from None
-        if point.shape != (self.dim,):
-            raise ValueError(
-                f"x must hold {self.dim} numbers (shape [{self.dim}]); got shape "
-                f"{tuple(point.shape)}"
-            )
-        if not bool(torch.isfinite(point).all()):
-            raise ValueError("x must hold finite numbers only")
-        return point
 
     def __repr__(self) -> str:
         return (

@@ -60,6 +60,7 @@ from typing import Any
 import torch
 
 from voidgrad.problems.base import Point
+from voidgrad.problems.checks import as_point, as_rows, check_seed, check_threshold
 
 __all__ = ["TextureProblem"]
 
@@ -93,21 +94,12 @@ class TextureProblem:
     def __init__(self, size: int = 256, seed: int = 0, threshold: float | None = None) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 4:
             raise ValueError(f"size must be an int >= 4 (pixels); got {size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int; got {seed!r}")
-        if threshold is None:
-            threshold = self.default_threshold
-        elif (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, int | float)
-            or not math.isfinite(threshold)
-            or threshold <= 0
-        ):
-            raise ValueError(f"threshold must be a positive finite number; got {threshold!r}")
+        check_seed(seed)
+        threshold = check_threshold(threshold)
         self.size = size
         self.seed = seed
         self.dim = 3 * size * size
-        self.threshold = float(threshold)
+        self.threshold = self.default_threshold if threshold is None else threshold
         generator = torch.Generator().manual_seed(seed)
         self.target_image = _procedural_texture(size, generator)
         self.x_target = self.target_image.reshape(-1)
@@ -116,21 +108,16 @@ class TextureProblem:
 
     def loss(self, x: Point) -> float:
         """L(x) for one point ``x`` of shape ``[dim]``, as a Python float."""
-        return float(self._loss_row(self._point(x)))
+        return float(self._loss_row(as_point(x, self.dim)))
 
     def loss_batch(self, X: torch.Tensor | Any) -> torch.Tensor:
         """L of each row of ``X`` ``[n, dim]``: a float64 tensor ``[n]`` on ``X``'s device."""
-        batch = torch.as_tensor(X)
-        if batch.ndim != 2 or batch.shape[1] != self.dim:
-            raise ValueError(f"X must have shape [n, {self.dim}]; got shape {tuple(batch.shape)}")
-        rows = batch.detach().to("cpu", torch.float64)
-        if not _all_finite(rows):
-            raise ValueError("X must hold finite numbers only")
-        return self._losses(rows).to(batch.device)
+        rows, device = as_rows(X, self.dim)
+        return self._losses(rows).to(device)
 
     def render(self, x: Point) -> torch.Tensor:
         """The quantized texture q(x): float32 ``[size, size, 3]``, values k/255."""
-        levels = torch.round(LEVELS * self._point(x).clamp(0, 1))
+        levels = torch.round(LEVELS * as_point(x, self.dim).clamp(0, 1))
         return (levels / LEVELS).reshape(self.size, self.size, 3).to(torch.float32)
 
     def _losses(self, X: torch.Tensor) -> torch.Tensor:
@@ -142,26 +129,6 @@ class TextureProblem:
     def _loss_row(self, x: torch.Tensor) -> torch.Tensor:
         difference = _normalized(x).sub_(self._normalized_target)
         return torch.dot(difference, difference) / self.dim
-
-    def _point(self, x: Point) -> torch.Tensor:
-        """``x`` as a float64 CPU tensor ``[dim]`` of finite numbers, or a ValueError."""
-        if isinstance(x, torch.Tensor):
-            point = x.detach().to("cpu", torch.float64)
-        else:
-            try:
-                point = torch.as_tensor(x, dtype=torch.float64)
-            except (TypeError, ValueError, RuntimeError):
-                raise ValueError(
-                    f"x must hold {self.dim} numbers; got a {type(x).__name__}"
-                ) from None
-        if point.shape != (self.dim,):
-            raise ValueError(
-                f"x must hold {self.dim} numbers (shape [{self.dim}]); got shape "
-                f"{tuple(point.shape)}"
-            )
-        if not _all_finite(point):
-            raise ValueError("x must hold finite numbers only")
-        return point
 
     def __repr__(self) -> str:
         return f"TextureProblem(size={self.size}, seed={self.seed}, threshold={self.threshold})"
@@ -205,8 +172,3 @@ def _procedural_texture(size: int, generator: torch.Generator) -> torch.Tensor:
         inside = (u - centre[0]) ** 2 + (v - centre[1]) ** 2 <= radius**2
         texture = torch.where(inside[..., None], colour, texture)
     return torch.round(LEVELS * texture.clamp(1 / LEVELS, 1)) / LEVELS
-
-
-def _all_finite(values: torch.Tensor) -> bool:
-    """Whether every entry is finite: a finite sum settles it cheaply, else look at each."""
-    return math.isfinite(float(values.sum())) or bool(torch.isfinite(values).all())
