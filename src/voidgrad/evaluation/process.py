@@ -30,7 +30,6 @@ import signal
 import sys
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -39,8 +38,9 @@ from typing import Any
 import cloudpickle
 import torch
 
-from voidgrad.errors import EvaluationTimeout, WorkerDied, WorkerInitError
+from voidgrad.errors import WorkerInitError
 from voidgrad.evaluation.backends import Outcome
+from voidgrad.evaluation.batch import PoolBatch
 
 
 def _die_with_parent() -> None:
@@ -243,41 +243,36 @@ class ProcessBackend:
 
     # -- evaluation -----------------------------------------------------------------------------
 
-    def _send(self, worker: _Worker, fn: Callable[..., object], index: int, X, seeds) -> None:
+    def _send(self, worker: _Worker, fn: Callable[..., object], batch: PoolBatch, X, seeds) -> None:
         if self._fn_bytes is None or self._fn_bytes[0] != id(fn):
             self._fn_bytes = (id(fn), cloudpickle.dumps(fn))
         fn_id, fn_bytes = self._fn_bytes
         payload = None if worker.fn_id == fn_id else fn_bytes
+        index, worker.deadline = batch.take()
         seed = None if seeds is None else seeds[index]
         row = X[index].clone()  # a view would pickle all of X
         worker.conn.send_bytes(pickle.dumps(("eval", payload, index, row, seed)))
         worker.fn_id = fn_id
         worker.task = index
-        worker.deadline = None if self.timeout is None else time.monotonic() + self.timeout
 
     def evaluate(
         self, fn: Callable[..., object], X: torch.Tensor, seeds: Sequence[int] | None
     ) -> list[Outcome]:
-        n = X.shape[0]
         self._ensure_pool()
-        outcomes: list[Outcome | None] = [None] * n
-        attempts = [0] * n
-        queue = deque(range(n))
+        batch = PoolBatch(X.shape[0], self.retries, self.timeout)
         try:
-            while queue or any(w.task is not None for w in self._pool):
+            while batch.waiting or any(w.task is not None for w in self._pool):
                 for worker in self._pool:
-                    if worker.task is None and queue:
-                        index = queue.popleft()
-                        attempts[index] += 1
-                        self._send(worker, fn, index, X, seeds)
-                self._collect(outcomes, attempts, queue)
+                    if worker.task is None and batch.waiting:
+                        self._send(worker, fn, batch, X, seeds)
+                self._collect(batch)
         except BaseException:
             # Ctrl-C or an internal error: the pool's state is unknown; start afresh next time.
             _stop_all(self._pool)
             raise
-        return [outcome for outcome in outcomes if outcome is not None]
+        return batch.outcomes()
 
-    def _collect(self, outcomes: list[Outcome | None], attempts: list[int], queue: deque) -> None:
+    def _collect(self, batch: PoolBatch) -> None:
         """Wait for the next event (a result, a death, a timeout) and record it."""
         busy = [w for w in self._pool if w.task is not None]
         deadlines = [w.deadline for w in busy if w.deadline is not None]
@@ -295,9 +290,7 @@ class ProcessBackend:
                     hung_up = True  # the worker is dying: handled as a death below
                 else:
                     assert done == index
-                    outcomes[index] = Outcome(
-                        value=value, error=error, seconds=seconds, attempts=attempts[index]
-                    )
+                    batch.finished(index, value, error, seconds)
                     worker.task = worker.deadline = None
                     continue
             if hung_up or worker.process.sentinel in ready or not worker.process.is_alive():
@@ -305,23 +298,11 @@ class ProcessBackend:
                 code = worker.process.exitcode
                 worker.task = worker.deadline = None
                 self._replace(worker)
-                if attempts[index] <= self.retries:
-                    queue.appendleft(index)
-                else:
-                    outcomes[index] = Outcome(
-                        error=WorkerDied(f"the worker process died (exit code {code})"),
-                        attempts=attempts[index],
-                    )
+                batch.died(index, f"the worker process died (exit code {code})")
             elif worker.deadline is not None and time.monotonic() >= worker.deadline:
                 worker.task = worker.deadline = None
                 self._replace(worker)
-                outcomes[index] = Outcome(
-                    error=EvaluationTimeout(
-                        f"the evaluation ran past the {self.timeout} s timeout"
-                    ),
-                    seconds=float(self.timeout or 0.0),
-                    attempts=attempts[index],
-                )
+                batch.timed_out(index)
 
     def close(self) -> None:
         """Stop every worker; a later evaluation starts a fresh pool."""

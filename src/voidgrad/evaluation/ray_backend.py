@@ -21,15 +21,15 @@ import contextlib
 import os
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from voidgrad.errors import EvaluationTimeout, WorkerDied, WorkerInitError
+from voidgrad.errors import WorkerInitError
 from voidgrad.evaluation.backends import Outcome
+from voidgrad.evaluation.batch import PoolBatch
 from voidgrad.evaluation.process import check_pool_options
 
 
@@ -190,30 +190,23 @@ class RayBackend:
     ) -> list[Outcome]:
         ray = self._ray
         self._ensure_pool()
-        n = X.shape[0]
         fn_ref = ray.put(fn)
-        outcomes: list[Outcome | None] = [None] * n
-        attempts = [0] * n
-        queue = deque(range(n))
+        batch = PoolBatch(X.shape[0], self.retries, self.timeout)
         try:
-            while queue or any(a.task is not None for a in self._actors):
+            while batch.waiting or any(a.task is not None for a in self._actors):
                 for actor in self._actors:
-                    if actor.task is None and queue:
-                        index = queue.popleft()
-                        attempts[index] += 1
+                    if actor.task is None and batch.waiting:
+                        index, actor.deadline = batch.take()
                         seed = None if seeds is None else seeds[index]
                         actor.ref = actor.handle.run.remote(fn_ref, X[index].clone(), seed)
                         actor.task = index
-                        actor.deadline = (
-                            None if self.timeout is None else time.monotonic() + self.timeout
-                        )
-                self._collect(outcomes, attempts, queue)
+                self._collect(batch)
         except BaseException:
             _shutdown(ray, self._actors, owns_runtime=False)
             raise
-        return [outcome for outcome in outcomes if outcome is not None]
+        return batch.outcomes()
 
-    def _collect(self, outcomes: list[Outcome | None], attempts: list[int], queue: deque) -> None:
+    def _collect(self, batch: PoolBatch) -> None:
         ray = self._ray
         busy = [a for a in self._actors if a.task is not None]
         deadlines = [a.deadline for a in busy if a.deadline is not None]
@@ -229,27 +222,13 @@ class RayBackend:
                     value, error, seconds = ray.get(actor.ref)
                 except ray.exceptions.RayActorError as died:
                     self._replace(actor)
-                    if attempts[index] <= self.retries:
-                        queue.appendleft(index)
-                    else:
-                        outcomes[index] = Outcome(
-                            error=WorkerDied(f"the Ray actor died: {type(died).__name__}"),
-                            attempts=attempts[index],
-                        )
+                    batch.died(index, f"the Ray actor died: {type(died).__name__}")
                 else:
-                    outcomes[index] = Outcome(
-                        value=value, error=error, seconds=seconds, attempts=attempts[index]
-                    )
+                    batch.finished(index, value, error, seconds)
             elif actor.deadline is not None and time.monotonic() >= actor.deadline:
                 actor.task = actor.deadline = None
                 self._replace(actor)
-                outcomes[index] = Outcome(
-                    error=EvaluationTimeout(
-                        f"the evaluation ran past the {self.timeout} s timeout"
-                    ),
-                    seconds=float(self.timeout or 0.0),
-                    attempts=attempts[index],
-                )
+                batch.timed_out(index)
 
     def close(self) -> None:
         """Kill the actors; shut Ray down if this backend started it."""
