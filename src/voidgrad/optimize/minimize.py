@@ -285,9 +285,7 @@ def _minimize_gradient(
             grad_norm=grad_norm,
             variance=estimator.last_variance,
         )
-        run.history.append(record)
-        _show(bar, record, cost)
-        if callback is not None and callback(record) is True:
+        if _after_step(run, record, cost, bar, callback):
             message = "stopped by the callback"
             break
         if checkpoint is not None and step % checkpoint_every == 0:
@@ -362,9 +360,7 @@ def _minimize_dfo(
                 best=run.best,
                 seconds=run.seconds(),
             )
-            run.history.append(record)
-            _show(bar, record, X.shape[0])
-            if callback is not None and callback(record) is True:
+            if _after_step(run, record, X.shape[0], bar, callback):
                 message = "stopped by the callback"
                 break
             if checkpoint is not None and step % checkpoint_every == 0:
@@ -436,9 +432,18 @@ def _result(
     )
 
 
-def _show(bar: Any, record: StepRecord, spent: int) -> None:
+def _after_step(
+    run: _Progress,
+    record: StepRecord,
+    spent: int,
+    bar: Any,
+    callback: Callable[[StepRecord], bool | None] | None,
+) -> bool:
+    """Record a finished step, show it, and ask the callback; True when it says stop."""
+    run.history.append(record)
     bar.update(spent)
     bar.set_postfix(best=f"{record.best:.4g}", loss=f"{record.loss:.4g}", refresh=False)
+    return callback is not None and callback(record) is True
 
 
 def _check_x0(x0: Any) -> torch.Tensor:
