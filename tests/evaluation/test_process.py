@@ -3,6 +3,7 @@ per-worker set-up and clean shutdown (checked in the process table)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -59,19 +60,28 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.fixture
-def pool():
+@contextlib.contextmanager
+def evaluators_on(backend: str):
+    """A factory of Evaluators on ``backend`` (2 workers unless told), all closed on exit."""
     evaluators: list[vg.Evaluator] = []
 
     def make(fn, **options) -> vg.Evaluator:
         options.setdefault("workers", 2)
-        evaluator = vg.Evaluator(fn, backend="process", **options)
+        evaluator = vg.Evaluator(fn, backend=backend, **options)
         evaluators.append(evaluator)
         return evaluator
 
-    yield make
-    for evaluator in evaluators:
-        evaluator.close()
+    try:
+        yield make
+    finally:
+        for evaluator in evaluators:
+            evaluator.close()
+
+
+@pytest.fixture
+def pool():
+    with evaluators_on("process") as make:
+        yield make
 
 
 def test_results_come_back_in_input_order_and_equal_serial(pool) -> None:

@@ -12,7 +12,14 @@ import pytest
 import torch
 
 import voidgrad as vg
-from tests.evaluation.test_process import BAD_ROWS, load_scene, misbehave, scene_info, stochastic
+from tests.evaluation.test_process import (
+    BAD_ROWS,
+    evaluators_on,
+    load_scene,
+    misbehave,
+    scene_info,
+    stochastic,
+)
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -36,17 +43,8 @@ def runtime():
 
 @pytest.fixture
 def pool(runtime):
-    evaluators: list[vg.Evaluator] = []
-
-    def make(fn, **options) -> vg.Evaluator:
-        options.setdefault("workers", 2)
-        evaluator = vg.Evaluator(fn, backend="ray", **options)
-        evaluators.append(evaluator)
-        return evaluator
-
-    yield make
-    for evaluator in evaluators:
-        evaluator.close()
+    with evaluators_on("ray") as make:
+        yield make
 
 
 def test_results_come_back_in_order_and_equal_serial_and_process(pool) -> None:
