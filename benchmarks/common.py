@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -68,3 +69,15 @@ def run_metadata(benchmark: str, measures: str, **settings: Any) -> dict[str, An
         "load_average_at_end": list(os.getloadavg()),
         "settings": settings,
     }
+
+
+def write_results(
+    out: Path, benchmark: str, measures: str, results: list[Any], **settings: Any
+) -> Path:
+    """Write ``{"metadata": ..., "results": results}`` to ``out/<benchmark>.json``; print where."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{benchmark}.json"
+    metadata = run_metadata(benchmark, measures, **settings)
+    path.write_text(json.dumps({"metadata": metadata, "results": results}, indent=2))
+    print(f"wrote {path}")
+    return path

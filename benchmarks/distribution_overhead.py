@@ -36,7 +36,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -47,7 +46,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Distribution, Normal
 
 import voidgrad as vg
-from common import run_metadata
+from common import write_results
 
 SAMPLES = 16
 
@@ -149,9 +148,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"{row['evals_per_step']:.0f} evaluations/step",
                 flush=True,
             )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "distribution_overhead.json"
-    meta = run_metadata(
+    write_results(
+        args.out,
         "distribution_overhead",
         "wall time of vg.expectation(...) + backward per step minus the seconds inside f",
         samples=SAMPLES,
@@ -160,9 +158,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         warmup=args.warmup,
         repeats=args.repeats,
         dtype="float32",
+        results=results,
     )
-    path.write_text(json.dumps({"metadata": meta, "results": results}, indent=2))
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

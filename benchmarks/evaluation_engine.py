@@ -27,7 +27,6 @@ skipped)::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ from pathlib import Path
 import torch
 
 import voidgrad as vg
-from common import run_metadata
+from common import write_results
 
 
 def trivial(row: torch.Tensor) -> float:
@@ -129,18 +128,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{row['backend']:8s} {row['startup_s']:8.2f}s {row['overhead_ms_per_eval']:11.3f} ms "
             f"{row['speedup_20ms']:14.2f}x {row['speedup_200ms']:15.2f}x  {row['same_as_serial']}"
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "evaluation_engine.json"
-    meta = run_metadata(
+    write_results(
+        args.out,
         "evaluation_engine",
         "start-up, per-evaluation overhead (1000 trivial calls), speed-up over serial for "
         "20 ms and 200 ms CPU-bound calls, identical Gaussian-smoothing runs",
         workers=args.workers,
         calls=args.calls,
         backends=args.backends,
+        results=rows,
     )
-    path.write_text(json.dumps({"metadata": meta, "results": rows}, indent=2))
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

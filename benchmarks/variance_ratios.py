@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from torch import nn
 from torch.distributions import Bernoulli
 
 import voidgrad as vg
-from common import run_metadata
+from common import write_results
 
 WEIGHTS = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
 
@@ -144,18 +143,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{row['total_variance']:11.4g} {row['ratio_to_reinforce']:9.3g} "
             f"{row['max_bias_in_se']:8.2f}"
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "variance_ratios.json"
-    meta = run_metadata(
+    write_results(
+        args.out,
         "variance_ratios",
         "total gradient variance of each estimator / REINFORCE's at equal evaluations",
         evals=args.evals,
         draws=args.draws,
         train_steps=args.train_steps,
         seed=args.seed,
+        results=rows,
     )
-    path.write_text(json.dumps({"metadata": meta, "results": rows}, indent=2))
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from common import run_metadata
+from common import write_results
 
 CHILD = """
 import json, resource, sys, time, torch, voidgrad as vg
@@ -104,9 +104,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"surrogate {row['surrogate_parameters']:,} parameters",
             flush=True,
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "zerograds_scaling.json"
-    meta = run_metadata(
+    write_results(
+        args.out,
         "zerograds_scaling",
         "ms per ZeroGrads step (excluding fn) and peak RSS at several d, 1 thread",
         dims=args.dims,
@@ -114,9 +113,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         samples=16,
         started=time.strftime("%H:%M:%S"),
         parent_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        results=rows,
     )
-    path.write_text(json.dumps({"metadata": meta, "results": rows}, indent=2))
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
