@@ -6,8 +6,16 @@ import json
 
 import pytest
 
-from voidgrad import cli
-from voidgrad.bench import BenchSettings, parse_options, parse_problem, run_bench
+from voidgrad import cli, problems
+from voidgrad.bench import (
+    BenchSettings,
+    method_options,
+    minimize_method,
+    parse_options,
+    parse_problem,
+    problem_scale,
+    run_bench,
+)
 
 
 def settings(tmp_path, **changes) -> BenchSettings:
@@ -98,3 +106,27 @@ def test_the_command_line_runs_a_small_benchmark(tmp_path, capsys) -> None:
     cell = json.loads((tmp_path / "results.json").read_text())["cells"][0]
     assert cell["options"]["sigma"] == 0.3
     assert "report:" in capsys.readouterr().out
+
+
+def test_the_zerograds_presets_run_under_their_bench_names(tmp_path) -> None:
+    results = run_bench(
+        settings(
+            tmp_path, problems=["sphere:3"], methods=["zerograds", "zerograds-reference"], seeds=1
+        ),
+        log=lambda line: None,
+    )
+    options = {c["method"]: c["options"] for c in results["cells"]}
+    assert all(c["error"] is None and c["nevals"] <= 160 for c in results["cells"])
+    assert options["zerograds"]["unbiased"] is True
+    assert options["zerograds-reference"]["frame"] == "fixed"
+    assert minimize_method("zerograds-reference") == "zerograds"
+    high = method_options("zerograds-reference", 1.0, 100, {}, dim=5000)
+    assert (high["width"], high["depth"], high["encoding_levels"]) == (128, 8, 6)
+
+
+def test_the_scale_is_the_rms_distance_to_the_answer_or_the_spread_of_x0() -> None:
+    sphere = problems.make("sphere", dim=4, seed=0)
+    expected = float((sphere.x0 - sphere.x_target).double().pow(2).mean().sqrt())
+    assert problem_scale(sphere) == pytest.approx(expected)
+    digits = problems.make("digits_mlp", seed=0)
+    assert problem_scale(digits) == pytest.approx(float(digits.x0.double().std()))

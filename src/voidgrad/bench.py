@@ -9,11 +9,15 @@ median and range of the final best loss, evaluations to reach the problem's
 threshold, wall time) and one PNG per problem (best loss against
 evaluations, log scale).
 
-Method options default to the problem's scale s (the largest coordinate of
-x0 − x_target, or 1 when the answer is unknown): smoothing starts at
+Method options default to the problem's scale s (the root-mean-square
+coordinate of x0 − x_target; when the answer is unknown, the spread of x0's
+coordinates): smoothing starts at
 σ = 0.5 s and anneals linearly to 0.05 s over the budget (PRDPT's schedule),
 SPSA uses c = 0.1 s, both with Adam at lr = 0.05 s; CMA-ES starts with
-σ0 = 0.3 s. The same defaults serve every problem: none is tuned per problem.
+σ0 = 0.3 s; ZeroGrads samples with σ = 0.2 s and steps with Adam at lr = 0.05 s
+(``zerograds-reference`` runs the reference code's settings, see
+:func:`reference_zerograds_options`). The same defaults serve every problem:
+none is tuned per problem.
 ``--option method.key=value`` overrides any of them.
 """
 
@@ -118,13 +122,31 @@ def make_problem(cell: Cell) -> Any:
 
 
 def problem_scale(problem: Any) -> float:
-    if problem.x_target is None:
-        return 1.0
-    return max(float((problem.x0 - problem.x_target).abs().max()), 1e-3)
+    """s: the root-mean-square distance per coordinate from x0 to the answer.
+
+    When the answer is unknown, the spread of x0's own coordinates stands in
+    (for a network's weights, the scale of their initialization); 1 when x0 is
+    a single number or constant.
+    """
+    x0 = problem.x0.double()
+    if problem.x_target is not None:
+        spread = float((x0 - problem.x_target.double()).pow(2).mean().sqrt())
+    else:
+        spread = float(x0.std()) if x0.numel() > 1 else 0.0
+    return max(spread, 1e-3) if problem.x_target is not None or spread > 0 else 1.0
+
+
+PRESETS: dict[str, str] = {"zerograds-reference": "zerograds"}
+"""Bench method names that are ``vg.minimize`` methods with other settings."""
+
+
+def minimize_method(method: str) -> str:
+    """The ``vg.minimize`` method a bench method name runs."""
+    return PRESETS.get(method, method)
 
 
 def method_options(
-    method: str, scale: float, budget: int, overrides: dict[str, Any]
+    method: str, scale: float, budget: int, overrides: dict[str, Any], dim: int = 1
 ) -> dict[str, Any]:
     """The options ``vg.minimize`` gets for ``method`` on a problem of scale ``scale``."""
     defaults: dict[str, dict[str, Any]] = {
@@ -137,15 +159,61 @@ def method_options(
         "spsa": {"c": 0.1 * scale, "samples": 2, "lr": 0.05 * scale},
         "fd": {"h": 1e-3 * scale, "lr": 0.05 * scale},
         "cma": {"sigma0": 0.3 * scale},
+        "zerograds": {
+            "sigma": 0.2 * scale,
+            "samples": ZEROGRADS_SAMPLES,
+            "lr": 0.05 * scale,
+            "unbiased": True,
+        },
+        "zerograds-reference": reference_zerograds_options(scale, dim),
     }
     return {**defaults.get(method, {}), **overrides}
+
+
+ZEROGRADS_SAMPLES = 4
+
+
+def reference_zerograds_options(scale: float, dim: int) -> dict[str, Any]:
+    """ZeroGrads as the reference code sets it up, at this benchmark's budgets.
+
+    Kept from the reference: σ ≈ 0.2 s, 20 evaluations per step, inner
+    smoothing ρ = 0.1, k_φ = 3 fits at lr_φ = 1e-4, inputs relative to θ₀
+    (``frame="fixed"``), PyTorch's default initialization, and its two
+    networks: 3×64 without encoding below 1 000 parameters, 8×128 with six
+    positional-encoding frequencies above. Changed: lr_θ = 0.01 s, because
+    the reference's 1e-5–1e-4 moves θ by almost nothing in a few hundred
+    steps, and a rank-32 first layer above 200 000 encoded inputs, because the
+    reference's full first layer there (up to 327M weights) does not fit a
+    2-core time budget.
+    """
+    network = (
+        {"width": 128, "depth": 8, "encoding_levels": 6}
+        if dim >= 1000
+        else {"width": 64, "depth": 3, "encoding_levels": 0}
+    )
+    return {
+        "sigma": 0.2 * scale,
+        "samples": 20,
+        "lr": 0.01 * scale,
+        "inner_sigma": 0.1,
+        "fit_steps": 3,
+        "surrogate_lr": 1e-4,
+        "frame": "fixed",
+        "zero_output": False,
+        "low_rank_above": 200_000,
+        **network,
+    }
 
 
 def run_cell(cell: Cell, settings: BenchSettings) -> dict[str, Any]:
     """Run one cell; failures are recorded, not raised."""
     problem = make_problem(cell)
     options = method_options(
-        cell.method, problem_scale(problem), settings.budget, settings.options.get(cell.method, {})
+        cell.method,
+        problem_scale(problem),
+        settings.budget,
+        settings.options.get(cell.method, {}),
+        problem.dim,
     )
     backend = "process" if settings.workers > 1 else "serial"
     workers = settings.workers if settings.workers > 1 else None
@@ -170,7 +238,7 @@ def run_cell(cell: Cell, settings: BenchSettings) -> dict[str, Any]:
             result = vg.minimize(
                 evaluator,
                 problem.x0.double(),
-                method=cell.method,
+                method=minimize_method(cell.method),
                 budget=settings.budget,
                 seed=cell.seed,
                 evaluator=evaluator,

@@ -162,7 +162,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--methods",
         required=True,
-        help="comma-separated methods (smoothing, spsa, fd, cma, annealing, ga, nevergrad:NAME)",
+        help=(
+            "comma-separated methods (smoothing, spsa, fd, zerograds, zerograds-reference, "
+            "cma, annealing, ga, nevergrad:NAME)"
+        ),
     )
     bench.add_argument("--budget", type=_positive_int, required=True, help="evaluations per run")
     bench.add_argument("--seeds", type=_positive_int, default=3, help="seeds per cell (default 3)")
@@ -181,7 +184,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from voidgrad.bench import BenchSettings, parse_options, parse_problem, run_bench
+    from voidgrad.bench import (
+        BenchSettings,
+        minimize_method,
+        parse_options,
+        parse_problem,
+        run_bench,
+    )
     from voidgrad.optimize.minimize import check_method
 
     problems = [p for p in args.problems.split(",") if p]
@@ -190,7 +199,7 @@ def _bench(args: argparse.Namespace) -> int:
         for problem in problems:
             parse_problem(problem)
         for method in methods:
-            check_method(method)
+            check_method(minimize_method(method))
         options = parse_options(args.option)
     except ValueError as error:
         print(f"voidgrad bench: {error}", file=sys.stderr)

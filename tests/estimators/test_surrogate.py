@@ -43,17 +43,38 @@ def test_the_unbiased_mode_is_unbiased_while_the_surrogate_learns() -> None:
 
 
 def test_the_check_has_power_against_the_plain_surrogate_gradient_early_on() -> None:
-    """An untrained surrogate's own gradient (the biased mode) is far from the truth."""
-    estimator = vg.ZeroGrads(sigma=0.2, samples=4, fit_steps=0, seed=0)
+    """A barely trained surrogate's own gradient (the biased mode) is far from the truth."""
+    estimator = vg.ZeroGrads(sigma=0.2, samples=4, fit_steps=1, unbiased=False, seed=0)
     assert fails_unbiased_check(estimates(estimator, 200), exact_gradient(THETA))
 
 
-def test_the_surrogate_gradient_learns_the_loss_gradient() -> None:
-    estimator = vg.ZeroGrads(sigma=0.3, samples=16, fit_steps=10, surrogate_lr=1e-2, seed=1)
+@pytest.mark.parametrize("frame", ["moving", "fixed"])
+def test_the_surrogate_gradient_learns_the_loss_gradient(frame) -> None:
+    estimator = vg.ZeroGrads(
+        sigma=0.3, samples=16, fit_steps=10, surrogate_lr=1e-2, unbiased=False, frame=frame, seed=1
+    )
     grads = estimates(estimator, 80)
     late = grads[-10:].mean(0)
     truth = exact_gradient(THETA)
     assert torch.nn.functional.cosine_similarity(late, truth, dim=0) > 0.95
+
+
+def test_a_zero_output_layer_gives_no_gradient_before_any_fit() -> None:
+    estimator = vg.ZeroGrads(sigma=0.2, samples=4, fit_steps=0, unbiased=False, seed=0)
+    assert torch.equal(estimates(estimator, 1)[0], torch.zeros(4, dtype=torch.float64))
+    random_start = vg.ZeroGrads(
+        sigma=0.2, samples=4, fit_steps=0, unbiased=False, zero_output=False, seed=0
+    )
+    assert estimates(random_start, 1)[0].abs().sum() > 0
+
+
+def test_the_moving_frame_centres_inputs_on_the_current_parameters() -> None:
+    moving = vg.ZeroGrads(sigma=0.2, samples=4, seed=0)
+    fixed = vg.ZeroGrads(sigma=0.2, samples=4, frame="fixed", seed=0)
+    for estimator in (moving, fixed):
+        for theta in (THETA, THETA + 1):
+            vg.blackbox(quadratic, estimator)(theta.clone().requires_grad_(True)).backward()
+    assert torch.equal(moving._center, THETA + 1) and torch.equal(fixed._center, THETA)
 
 
 def test_replay_keeps_the_last_steps_samples() -> None:
@@ -131,6 +152,7 @@ def test_one_trajectory_at_a_time() -> None:
         ({"replay": 1.5}, "replay must be an int >= 0"),
         ({"inner_sigma": -0.1}, "inner_sigma must be a number >= 0"),
         ({"surrogate_lr": 0}, "surrogate_lr must be a finite number > 0"),
+        ({"frame": "absolute"}, "frame must be 'moving' or 'fixed'"),
     ],
 )
 def test_bad_arguments(kwargs, message) -> None:

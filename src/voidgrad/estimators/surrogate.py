@@ -23,10 +23,16 @@ c = h): with h the surrogate *before* it sees this step's samples,
 unbiased for ∇_θ E_ε[L(θ + ε)] (with ρ = 0) whatever h is, with variance
 small where h fits L. The surrogate is fitted afterwards, as usual.
 
-Inputs reach h standardized, u = (x − c)/s, with c and s fixed at the first
-step (c = θ₀, s = ``input_scale``); targets likewise, (y − m)/v with m, v the
-mean and standard deviation of the first step's losses, so that the default
-learning rate suits losses of any scale.
+Where h lives (``frame``):
+
+* ``"moving"`` (default): h models the loss as a function of the offset from
+  the *current* parameters, u = (x − θ_t)/s (s = ``input_scale``), on targets
+  centred per step, y_i − ȳ (only differences carry gradient information),
+  divided by their spread over the fitting set. As θ travels many σ, the
+  inputs stay O(1) and the previous fit remains a good prior for the next;
+* ``"fixed"`` (the reference's): u = (x − θ₀)/s with θ₀ the first step's
+  parameters, on targets standardized once by the first step's mean and
+  spread, so h models the loss landscape itself.
 
 The default surrogate (:class:`MLPSurrogate`) is a leaky-ReLU MLP; above
 ``low_rank_above`` inputs its first layer is factorized through ``rank``
@@ -57,6 +63,9 @@ class MLPSurrogate(nn.Module):
         rank: factorize the first layer through this many linear units
             (``None``: a full first layer).
         activation: ``"leaky_relu"``, ``"relu"``, ``"tanh"``, ``"silu"`` or ``"softplus"``.
+        zero_output: start the output layer at zero, so that h ≡ 0 and ∇h = 0
+            until data has been fitted (``False``: PyTorch's default
+            initialization, whose random gradient the first steps would follow).
     """
 
     def __init__(
@@ -67,6 +76,7 @@ class MLPSurrogate(nn.Module):
         encoding_levels: int = 0,
         rank: int | None = None,
         activation: str = "leaky_relu",
+        zero_output: bool = True,
     ) -> None:
         super().__init__()
         for name, value, low in (("dim", dim, 1), ("width", width, 1), ("depth", depth, 1)):
@@ -94,6 +104,9 @@ class MLPSurrogate(nn.Module):
         self.first = nn.Sequential(*first)
         self.hidden = nn.ModuleList(hidden)
         self.out = nn.Linear(width, 1)
+        if zero_output:  # h ≡ 0 until fitted: no gradient from a random initialization
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """``[n, d]`` standardized inputs -> ``[n]`` standardized losses."""
@@ -130,31 +143,37 @@ class ZeroGrads(BlackBoxEstimator):
         surrogate_lr: the surrogate's learning rate.
         inner_sigma: ρ; evaluate at x_i − t_i, t_i ~ N(0, (ρσ)²I).
         replay: earlier steps whose samples stay in the fitting set.
-        unbiased: use the surrogate as a control variate (unbiased estimate).
+        unbiased: use the surrogate as a control variate (the default; an
+            unbiased estimate). ``False`` returns the reference's ∇h(θ).
         input_scale: s of the input standardization (default: σ).
+        frame: ``"moving"`` (inputs relative to the current θ, targets
+            centred per step) or ``"fixed"`` (relative to the first θ); see
+            the module doc.
         surrogate: the network h_φ (maps ``[n, d]`` to ``[n]``); default:
             an :class:`MLPSurrogate` built from ``width``, ``depth``,
-            ``encoding_levels``, ``activation`` and, above ``low_rank_above``
-            inputs, ``rank``.
+            ``encoding_levels``, ``activation``, ``zero_output`` and, above
+            ``low_rank_above`` inputs, ``rank``.
         seed: seeds sampling and the default surrogate's initialization.
     """
 
     def __init__(
         self,
         sigma: float,
-        samples: int = 16,
+        samples: int = 4,
         *,
         fit_steps: int = 3,
         surrogate_lr: float = 1e-3,
         inner_sigma: float = 0.0,
         replay: int = 0,
-        unbiased: bool = False,
+        unbiased: bool = True,
         input_scale: float | None = None,
+        frame: str = "moving",
         surrogate: nn.Module | None = None,
         width: int = 64,
         depth: int = 3,
         encoding_levels: int = 0,
         activation: str = "leaky_relu",
+        zero_output: bool = True,
         rank: int = 32,
         low_rank_above: int = 4096,
         seed: int | None = None,
@@ -169,6 +188,8 @@ class ZeroGrads(BlackBoxEstimator):
             raise ValueError(f"inner_sigma must be a number >= 0; got {inner_sigma!r}")
         if not (math.isfinite(inner_sigma) and inner_sigma >= 0):
             raise ValueError(f"inner_sigma must be a number >= 0; got {inner_sigma!r}")
+        if frame not in ("moving", "fixed"):
+            raise ValueError(f"frame must be 'moving' or 'fixed'; got {frame!r}")
         if surrogate is not None and not isinstance(surrogate, nn.Module):
             raise TypeError(f"surrogate must be a torch.nn.Module; got {type(surrogate).__name__}")
         self.fit_steps = fit_steps
@@ -176,6 +197,7 @@ class ZeroGrads(BlackBoxEstimator):
         self.inner_sigma = float(inner_sigma)
         self.replay = replay
         self.unbiased = bool(unbiased)
+        self.frame = frame
         self.input_scale = (
             self.sigma if input_scale is None else check_positive("input_scale", input_scale)
         )
@@ -184,6 +206,7 @@ class ZeroGrads(BlackBoxEstimator):
             "depth": depth,
             "encoding_levels": encoding_levels,
             "activation": activation,
+            "zero_output": bool(zero_output),
         }
         self.rank = rank
         self.low_rank_above = low_rank_above
@@ -192,6 +215,7 @@ class ZeroGrads(BlackBoxEstimator):
         self._center: torch.Tensor | None = None
         self._target_shift = 0.0
         self._target_scale = 1.0
+        self._scale_set = False
         self._buffer: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def evaluations(self, dim: int) -> int:
@@ -213,7 +237,7 @@ class ZeroGrads(BlackBoxEstimator):
                 self.surrogate = MLPSurrogate(d, rank=rank, **self.network_options)
         if self._optimizer is None:
             self._optimizer = torch.optim.Adam(self.surrogate.parameters(), lr=self.surrogate_lr)
-        if self._center is None:
+        if self._center is None or self.frame == "moving":
             self._center = theta.detach().clone()
         return self.surrogate
 
@@ -239,14 +263,21 @@ class ZeroGrads(BlackBoxEstimator):
 
     def _fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
         assert self._optimizer is not None and self._center is not None
-        if not self._buffer and self._target_scale == 1.0 and self._target_shift == 0.0:
+        if self.frame == "moving":
+            y = y - y.mean()
+        elif not self._scale_set:
             self._target_shift = float(y.mean())
-            spread = float(y.std()) if y.numel() > 1 else 0.0
-            self._target_scale = spread if spread > 0 else max(abs(self._target_shift), 1.0)
         self._buffer.append((x, y))
         del self._buffer[: -(self.replay + 1)]
         inputs = torch.cat([b[0] for b in self._buffer])
         targets = torch.cat([b[1] for b in self._buffer])
+        if self.frame == "moving" or not self._scale_set:
+            spread = float(targets.std()) if targets.numel() > 1 else 0.0
+            if spread > 0:
+                self._target_scale = spread
+            elif not self._scale_set:
+                self._target_scale = max(abs(self._target_shift), 1.0)
+            self._scale_set = True
         u = ((inputs - self._center) / self.input_scale).to(self._dtype())
         t = ((targets - self._target_shift) / self._target_scale).to(self._dtype())
         assert self.surrogate is not None
@@ -284,7 +315,7 @@ class ZeroGrads(BlackBoxEstimator):
             "surrogate": None if self.surrogate is None else self.surrogate.state_dict(),
             "optimizer": None if self._optimizer is None else self._optimizer.state_dict(),
             "center": self._center,
-            "target": [self._target_shift, self._target_scale],
+            "target": [self._target_shift, self._target_scale, self._scale_set],
             "buffer": [list(pair) for pair in self._buffer],
         }
 
@@ -301,6 +332,7 @@ class ZeroGrads(BlackBoxEstimator):
         target = state["target"]
         assert isinstance(target, list)
         self._target_shift, self._target_scale = float(target[0]), float(target[1])
+        self._scale_set = bool(target[2])
         buffer = state["buffer"]
         assert isinstance(buffer, list)
         self._buffer = [(x, y) for x, y in buffer]
@@ -308,7 +340,8 @@ class ZeroGrads(BlackBoxEstimator):
     def __repr__(self) -> str:
         return (
             f"ZeroGrads(sigma={self.sigma}, samples={self.samples}, fit_steps={self.fit_steps}, "
-            f"surrogate_lr={self.surrogate_lr}, unbiased={self.unbiased}, replay={self.replay})"
+            f"surrogate_lr={self.surrogate_lr}, unbiased={self.unbiased}, replay={self.replay}, "
+            f"frame={self.frame!r})"
         )
 
 

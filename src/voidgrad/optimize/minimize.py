@@ -59,7 +59,7 @@ GRADIENT_METHODS: dict[str, Callable[..., BlackBoxEstimator]] = {
     "fd": lambda seed, h=1e-3, scheme="central", **options: FiniteDifferences(
         h, scheme, seed=seed, **options
     ),
-    "zerograds": lambda seed, sigma=0.1, samples=16, **options: ZeroGrads(
+    "zerograds": lambda seed, sigma=0.1, samples=4, **options: ZeroGrads(
         sigma, samples, seed=seed, **options
     ),
 }
