@@ -2,30 +2,34 @@
 
 What is measured
 ----------------
-``vg.minimize(fn, x0, method="zerograds", budget=...)`` on a trivial black
-box (``fn(x) = ‖x‖²/d``, vectorized) for ``--steps`` steps, in a fresh
-process per dimension so that peak memory is its own:
+``--steps`` steps of Adam on ``vg.ZeroGrads`` on a trivial vectorized black
+box (``fn(x) = ‖x‖²/d``, whose cost is negligible), in a fresh process per
+(dimension, network) so that peak memory is its own:
 
-- **ms per step**: wall time of the run minus the seconds inside ``fn``,
-  divided by the steps (sampling, the surrogate's fit and its gradient, the
-  optimizer step), after a two-step warm-up run that pays the one-time imports
-  (the first ``torch.optim.Adam`` imports torch._dynamo: about 4 s);
-- **peak RSS**: the process's maximum resident set size after the run
-  (``getrusage``), and the same for a process that only imports voidgrad and
-  allocates x0, so the difference is what the run added;
-- **surrogate parameters**: the default surrogate's size at that d (a low-rank
-  first layer above 4 096 inputs).
+- **ms per step**: sampling, the evaluation call, the surrogate's fit and its
+  gradient, and the optimizer step, after a two-step warm-up that pays the
+  one-time imports (the first ``torch.optim.Adam`` imports torch._dynamo);
+- **peak RSS**: the process's maximum resident set size (``getrusage``), and
+  the increase over a process that only imports voidgrad and allocates x0;
+- **surrogate parameters**.
+
+Two networks: ``ours``, the defaults (4 samples, 3 × 64 leaky-ReLU MLP, no
+encoding, a rank-32 first layer above 4 096 inputs), and ``reference``, the
+reference code's high-dimensional surrogate (20 samples, 8 × 128, six
+positional-encoding frequencies, a full first layer: 327M weights at
+d = 196 608). ``--networks`` picks which; the reference at 196 608 needs
+about 6 GB and tens of seconds per step.
 
 Run from the repository root::
 
     .venv/bin/python benchmarks/zerograds_scaling.py
+    .venv/bin/python benchmarks/zerograds_scaling.py --networks reference --dims 1024 35152
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -38,32 +42,49 @@ CHILD = """
 import json, resource, sys, time, torch, voidgrad as vg
 torch.set_num_threads(1)
 d, steps, baseline = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+options = json.loads(sys.argv[4])
 x0 = torch.full((d,), 0.5)
 if baseline:
     print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     sys.exit()
-ev = vg.Evaluator(lambda X: (X ** 2).mean(1), backend="vectorized")
-vg.minimize(ev, x0, method="zerograds", budget=32, progress=False)  # one-time imports (dynamo)
-ev = vg.Evaluator(lambda X: (X ** 2).mean(1), backend="vectorized")
+fn = lambda X: (X ** 2).mean(1)
+
+def run(steps):
+    estimator = vg.ZeroGrads(sigma=0.025, seed=0, **options)
+    theta = x0.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([theta], lr=1e-3)
+    loss = vg.blackbox(vg.Evaluator(fn, backend="vectorized"), estimator)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss(theta).backward()
+        optimizer.step()
+    return estimator
+
+run(2)  # one-time costs: the first Adam step imports torch._dynamo (about 4 s)
 start = time.perf_counter()
-result = vg.minimize(ev, x0, method="zerograds", budget=16 * steps, sigma=0.025, lr=1e-3,
-                     progress=False)
+estimator = run(steps)
 wall = time.perf_counter() - start
 print(json.dumps({
-    "ms_per_step": 1e3 * (wall - ev.stats.seconds) / result.nsteps,
-    "steps": result.nsteps,
+    "ms_per_step": 1e3 * wall / steps,
     "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    "loss_start": float((x0 ** 2).mean()), "loss_best": result.fun,
+    "surrogate_parameters": sum(p.numel() for p in estimator.surrogate.parameters()),
 }))
 """
 
-SURROGATE = """
-import json, sys, torch, voidgrad as vg
-d = int(sys.argv[1])
-est = vg.ZeroGrads(sigma=0.025, samples=16)
-est._ensure_surrogate(torch.zeros(d))
-print(json.dumps({"parameters": sum(p.numel() for p in est.surrogate.parameters())}))
-"""
+NETWORKS = {
+    "ours": {},
+    "reference": {
+        "samples": 20,
+        "width": 128,
+        "depth": 8,
+        "encoding_levels": 6,
+        "inner_sigma": 0.1,
+        "frame": "fixed",
+        "zero_output": False,
+        "unbiased": False,
+        "low_rank_above": 10**12,
+    },
+}
 
 
 def child(script: str, *args: object) -> dict[str, float]:
@@ -79,6 +100,7 @@ def child(script: str, *args: object) -> dict[str, float]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dims", type=int, nargs="+", default=[1024, 35152, 196608])
+    parser.add_argument("--networks", nargs="+", default=["ours"], choices=sorted(NETWORKS))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     return parser.parse_args(argv)
@@ -87,32 +109,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     rows = []
-    for d in args.dims:
-        run = child(CHILD, d, args.steps, 0)
-        base = child(CHILD, d, args.steps, 1)
-        size = child(SURROGATE, d)
-        row = {
-            "dim": d,
-            **run,
-            "rss_added_mb": run["rss_mb"] - base["rss_mb"],
-            "surrogate_parameters": size["parameters"],
-        }
-        rows.append(row)
-        print(
-            f"d={d:>7d}  {row['ms_per_step']:8.1f} ms/step  peak RSS {row['rss_mb']:7.0f} MB "
-            f"(+{row['rss_added_mb']:.0f} MB over import)  "
-            f"surrogate {row['surrogate_parameters']:,} parameters",
-            flush=True,
-        )
+    for network in args.networks:
+        options = json.dumps(NETWORKS[network])
+        for d in args.dims:
+            run = child(CHILD, d, args.steps, 0, options)
+            base = child(CHILD, d, args.steps, 1, options)
+            row = {
+                "network": network,
+                "dim": d,
+                **run,
+                "rss_added_mb": run["rss_mb"] - base["rss_mb"],
+            }
+            rows.append(row)
+            print(
+                f"{network:9s} d={d:>7d}  {row['ms_per_step']:9.1f} ms/step  "
+                f"peak RSS {row['rss_mb']:7.0f} MB (+{row['rss_added_mb']:.0f} MB over import)  "
+                f"surrogate {row['surrogate_parameters']:,} parameters",
+                flush=True,
+            )
     write_results(
         args.out,
         "zerograds_scaling",
-        "ms per ZeroGrads step (excluding fn) and peak RSS at several d, 1 thread",
+        "ms per ZeroGrads step and peak RSS at several d, 1 thread, ours and the reference's "
+        "surrogate",
         dims=args.dims,
+        networks={name: NETWORKS[name] for name in args.networks},
         steps=args.steps,
-        samples=16,
         started=time.strftime("%H:%M:%S"),
-        parent_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         results=rows,
     )
 

@@ -37,9 +37,17 @@ def estimates(estimator: vg.ZeroGrads, K: int) -> torch.Tensor:
     return torch.stack(grads)
 
 
-def test_the_unbiased_mode_is_unbiased_while_the_surrogate_learns() -> None:
-    estimator = vg.ZeroGrads(sigma=0.2, samples=4, unbiased=True, seed=0)
+@pytest.mark.parametrize("control_scale", [None, 1.0])
+def test_the_unbiased_mode_is_unbiased_while_the_surrogate_learns(control_scale) -> None:
+    estimator = vg.ZeroGrads(sigma=0.2, samples=4, control_scale=control_scale, seed=0)
     assert_unbiased(estimates(estimator, 600), exact_gradient(THETA))
+
+
+def test_the_control_coefficient_grows_as_the_surrogate_learns_the_loss() -> None:
+    estimator = vg.ZeroGrads(sigma=0.3, samples=16, fit_steps=10, surrogate_lr=1e-2, seed=1)
+    assert estimator._control_coefficient() == 0.0  # h ≡ 0 at first: plain smoothing
+    estimates(estimator, 80)
+    assert estimator._control_coefficient() > 0.8
 
 
 def test_the_check_has_power_against_the_plain_surrogate_gradient_early_on() -> None:
@@ -153,6 +161,7 @@ def test_one_trajectory_at_a_time() -> None:
         ({"inner_sigma": -0.1}, "inner_sigma must be a number >= 0"),
         ({"surrogate_lr": 0}, "surrogate_lr must be a finite number > 0"),
         ({"frame": "absolute"}, "frame must be 'moving' or 'fixed'"),
+        ({"control_scale": float("nan")}, "control_scale must be a finite number or None"),
     ],
 )
 def test_bad_arguments(kwargs, message) -> None:
@@ -166,3 +175,18 @@ def test_bad_network_options() -> None:
         MLPSurrogate(3, activation="gelu")
     with pytest.raises(ValueError, match="rank must be a positive int or None"):
         MLPSurrogate(3, rank=0)
+
+
+def test_a_schedule_anneals_sigma_and_the_moving_frame_follows_it() -> None:
+    schedule = vg.LinearAnneal(0.05, total_steps=4)
+    estimator = vg.ZeroGrads(sigma=0.2, samples=4, schedule=schedule, seed=0)
+    loss_fn = vg.blackbox(quadratic, estimator)
+    for _ in range(4):
+        loss_fn(THETA.clone().requires_grad_(True)).backward()
+        estimator.step()
+    assert estimator.sigma == pytest.approx(0.05) and estimator.input_scale == pytest.approx(0.05)
+    fixed = vg.ZeroGrads(sigma=0.2, samples=4, schedule=schedule, frame="fixed")
+    fixed.steps = 4
+    assert fixed.sigma == pytest.approx(0.05) and fixed.input_scale == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="must not exceed sigma"):
+        vg.ZeroGrads(sigma=0.01, schedule=schedule)

@@ -10,18 +10,28 @@ current parameters and its gradient stands in for the loss's. Each step:
    D = this step's samples plus up to ``replay`` earlier steps';
 4. return ĝ = ∇_θ h_φ(θ).
 
+σ is fixed in the reference; ``schedule`` anneals it as PRDPT does (σ_t, and
+the moving frame's input scale with it).
+
 φ is never reset: the surrogate carries over from step to step, and that
 hysteresis (with the network's spectral bias) is what smooths the gradient
 trajectory in high dimension. The estimate is **biased**: it is the gradient
 of a fit, exact only as far as h_φ matches the smoothed loss.
 
-``unbiased=True`` uses the surrogate as a control variate instead (LAX with
-c = h): with h the surrogate *before* it sees this step's samples,
+``unbiased=True`` (the default) uses the surrogate as a control variate
+instead (LAX with c = β h): with h the surrogate *before* it sees this step's
+samples,
 
-    ĝ = (1/N) Σ_i [∇h(x_i) + (y_i − h(x_i)) ε_i / σ²],
+    ĝ = (1/N) Σ_i [β ∇h(x_i) + (y_i − β h(x_i)) ε_i / σ²],
 
-unbiased for ∇_θ E_ε[L(θ + ε)] (with ρ = 0) whatever h is, with variance
-small where h fits L. The surrogate is fitted afterwards, as usual.
+unbiased for ∇_θ E_ε[L(θ + ε)] (with ρ = 0) whatever h and β are (Stein's
+lemma: E[∇h(θ + ε)] = E[h(θ + ε) ε]/σ²), with variance small where h fits L.
+The surrogate is fitted afterwards, as usual. A surrogate that has not yet
+learned the loss would *add* variance at β = 1, so by default β is the
+variance-minimizing coefficient Cov(Δy, Δh)/Var(Δh) of the antithetic
+differences Δy = y(θ+ε) − y(θ−ε), Δh likewise, estimated from the earlier
+steps only (so β is independent of this step's noise and ĝ stays unbiased),
+clipped to [0, 1]; ``control_scale`` fixes it instead.
 
 Where h lives (``frame``):
 
@@ -50,6 +60,7 @@ from torch import nn
 from torch.nn import functional
 
 from voidgrad.estimators.base import BlackBoxEstimator, Probe, check_positive, check_samples
+from voidgrad.estimators.schedules import LinearAnneal, SigmaSchedule
 
 
 class MLPSurrogate(nn.Module):
@@ -145,7 +156,12 @@ class ZeroGrads(BlackBoxEstimator):
         replay: earlier steps whose samples stay in the fitting set.
         unbiased: use the surrogate as a control variate (the default; an
             unbiased estimate). ``False`` returns the reference's ∇h(θ).
-        input_scale: s of the input standardization (default: σ).
+        schedule: maps (σ_0, step) to σ_t, e.g. :class:`voidgrad.LinearAnneal`;
+            ``None`` keeps σ constant (the reference). Advance it with
+            :meth:`step`.
+        input_scale: s of the input standardization (default: the current σ
+            in the moving frame, the initial σ in the fixed one).
+        control_scale: β of the unbiased mode (``None``: estimated online).
         frame: ``"moving"`` (inputs relative to the current θ, targets
             centred per step) or ``"fixed"`` (relative to the first θ); see
             the module doc.
@@ -166,7 +182,9 @@ class ZeroGrads(BlackBoxEstimator):
         inner_sigma: float = 0.0,
         replay: int = 0,
         unbiased: bool = True,
+        schedule: SigmaSchedule | None = None,
         input_scale: float | None = None,
+        control_scale: float | None = None,
         frame: str = "moving",
         surrogate: nn.Module | None = None,
         width: int = 64,
@@ -179,7 +197,15 @@ class ZeroGrads(BlackBoxEstimator):
         seed: int | None = None,
     ) -> None:
         super().__init__(seed)
-        self.sigma = check_positive("sigma", sigma)
+        self.sigma0 = check_positive("sigma", sigma)
+        if isinstance(schedule, LinearAnneal) and schedule.sigma_min > self.sigma0:
+            raise ValueError(
+                f"schedule.sigma_min ({schedule.sigma_min}) must not exceed sigma ({self.sigma0})"
+            )
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"schedule must be callable or None; got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.steps = 0
         self.samples = check_samples(samples, paired=True)
         for name, value, low in (("fit_steps", fit_steps, 0), ("replay", replay, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -188,6 +214,14 @@ class ZeroGrads(BlackBoxEstimator):
             raise ValueError(f"inner_sigma must be a number >= 0; got {inner_sigma!r}")
         if not (math.isfinite(inner_sigma) and inner_sigma >= 0):
             raise ValueError(f"inner_sigma must be a number >= 0; got {inner_sigma!r}")
+        if control_scale is not None and (
+            isinstance(control_scale, bool)
+            or not isinstance(control_scale, int | float)
+            or not math.isfinite(control_scale)
+        ):
+            raise ValueError(
+                f"control_scale must be a finite number or None; got {control_scale!r}"
+            )
         if frame not in ("moving", "fixed"):
             raise ValueError(f"frame must be 'moving' or 'fixed'; got {frame!r}")
         if surrogate is not None and not isinstance(surrogate, nn.Module):
@@ -197,9 +231,12 @@ class ZeroGrads(BlackBoxEstimator):
         self.inner_sigma = float(inner_sigma)
         self.replay = replay
         self.unbiased = bool(unbiased)
+        self.control_scale = None if control_scale is None else float(control_scale)
         self.frame = frame
-        self.input_scale = (
-            self.sigma if input_scale is None else check_positive("input_scale", input_scale)
+        # running sums of Δy·Δh and Δh² over earlier steps, for β
+        self._control_moments = [0.0, 0.0]
+        self.fixed_input_scale = (
+            None if input_scale is None else check_positive("input_scale", input_scale)
         )
         self.network_options: dict[str, Any] = {
             "width": width,
@@ -217,6 +254,24 @@ class ZeroGrads(BlackBoxEstimator):
         self._target_scale = 1.0
         self._scale_set = False
         self._buffer: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def sigma(self) -> float:
+        """The current σ_t."""
+        if self.schedule is None:
+            return self.sigma0
+        return check_positive("the schedule's sigma", self.schedule(self.sigma0, self.steps))
+
+    @property
+    def input_scale(self) -> float:
+        """s: inputs reach h as (x − centre)/s."""
+        if self.fixed_input_scale is not None:
+            return self.fixed_input_scale
+        return self.sigma if self.frame == "moving" else self.sigma0
+
+    def step(self) -> None:
+        """Advance the σ schedule by one optimization step."""
+        self.steps += 1
 
     def evaluations(self, dim: int) -> int:
         return self.samples
@@ -287,6 +342,24 @@ class ZeroGrads(BlackBoxEstimator):
                 functional.mse_loss(self.surrogate(u), t).backward()
                 self._optimizer.step()
 
+    def _control_coefficient(self) -> float:
+        """β: fixed, or Cov(Δy, Δh)/Var(Δh) over earlier steps, clipped to [0, 1]."""
+        if self.control_scale is not None:
+            return self.control_scale
+        cross, square = self._control_moments
+        return min(max(cross / square, 0.0), 1.0) if square > 0 else 0.0
+
+    def _record_control(self, y: torch.Tensor, h: torch.Tensor) -> None:
+        """Add this step's antithetic differences to β's moments (older steps decay by 0.9)."""
+        n = y.numel() // 2
+        dy, dh = y[:n] - y[n:], h[:n] - h[n:]
+        paired = torch.isfinite(dy) & torch.isfinite(dh)
+        cross, square = self._control_moments
+        self._control_moments = [
+            0.9 * cross + float((dy[paired] * dh[paired]).sum()),
+            0.9 * square + float((dh[paired] ** 2).sum()),
+        ]
+
     # -- the protocol ---------------------------------------------------------------------------
 
     def probe(self, theta: torch.Tensor) -> Probe:
@@ -298,16 +371,17 @@ class ZeroGrads(BlackBoxEstimator):
         self._ensure_surrogate(theta[0])
         n = self.samples // 2
         d = theta.shape[1]
-        eps = torch.randn((n, d), generator=self._generator, dtype=theta.dtype) * self.sigma
+        sigma = self.sigma
+        eps = torch.randn((n, d), generator=self._generator, dtype=theta.dtype) * sigma
         eps = torch.cat([eps, -eps]).to(theta.device)
         inner = (
             torch.randn((2 * n, d), generator=self._generator, dtype=theta.dtype).to(theta.device)
-            * (self.inner_sigma * self.sigma)
+            * (self.inner_sigma * sigma)
             if self.inner_sigma > 0
             else None
         )
         seeds = self._draw_seeds((1, 2 * n))
-        return _SurrogateProbe(self, theta, eps, inner, seeds)
+        return _SurrogateProbe(self, theta, sigma, eps, inner, seeds)
 
     def state_dict(self) -> dict[str, object]:
         return {
@@ -317,6 +391,8 @@ class ZeroGrads(BlackBoxEstimator):
             "center": self._center,
             "target": [self._target_shift, self._target_scale, self._scale_set],
             "buffer": [list(pair) for pair in self._buffer],
+            "control_moments": list(self._control_moments),
+            "steps": self.steps,
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
@@ -336,10 +412,16 @@ class ZeroGrads(BlackBoxEstimator):
         buffer = state["buffer"]
         assert isinstance(buffer, list)
         self._buffer = [(x, y) for x, y in buffer]
+        moments = state["control_moments"]
+        assert isinstance(moments, list)
+        self._control_moments = [float(moments[0]), float(moments[1])]
+        steps = state["steps"]
+        assert isinstance(steps, int)
+        self.steps = steps
 
     def __repr__(self) -> str:
         return (
-            f"ZeroGrads(sigma={self.sigma}, samples={self.samples}, fit_steps={self.fit_steps}, "
+            f"ZeroGrads(sigma={self.sigma0}, samples={self.samples}, fit_steps={self.fit_steps}, "
             f"surrogate_lr={self.surrogate_lr}, unbiased={self.unbiased}, replay={self.replay}, "
             f"frame={self.frame!r})"
         )
@@ -352,12 +434,14 @@ class _SurrogateProbe(Probe):
         self,
         estimator: ZeroGrads,
         theta: torch.Tensor,
+        sigma: float,
         eps: torch.Tensor,
         inner: torch.Tensor | None,
         seeds: torch.Tensor,
     ) -> None:
         self.estimator = estimator
         self.theta = theta
+        self.sigma = sigma
         self.eps = eps
         self.inner = inner
         self.seeds = seeds
@@ -384,8 +468,13 @@ class _SurrogateProbe(Probe):
         estimator = self.estimator
         if estimator.unbiased:
             h, grad_h = estimator._gradient(x)
-            score = self.eps[finite] / estimator.sigma**2
-            self.gradient = (grad_h + (y - h).unsqueeze(1) * score).mean(0, keepdim=True)
+            beta = estimator._control_coefficient()
+            score = self.eps[finite] / self.sigma**2
+            terms = beta * grad_h + (y - beta * h).unsqueeze(1) * score
+            self.gradient = terms.mean(0, keepdim=True)
+            h_all = torch.full_like(outputs[0], math.nan)
+            h_all[finite] = h
+            estimator._record_control(outputs[0], h_all)
             estimator._fit(x, y)
         else:
             estimator._fit(x, y)
