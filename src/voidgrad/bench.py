@@ -20,7 +20,7 @@ coordinate of x0 − x_target; when the answer is unknown, the spread of x0's
 coordinates): smoothing starts at
 σ = 0.5 s and anneals linearly to 0.05 s over the budget (PRDPT's schedule),
 SPSA uses c = 0.1 s, both with Adam at lr = 0.05 s; CMA-ES starts with
-σ0 = 0.3 s; ZeroGrads (4 samples a step) anneals σ from 0.3 s to 0.03 s and
+σ0 = 0.3 s; ZeroGrads (4 samples a step) anneals σ as smoothing does and
 steps with Adam at lr = 0.05 s
 (``zerograds-reference`` runs the reference code's settings, see
 :func:`reference_zerograds_options`). The same defaults serve every problem:
@@ -167,10 +167,10 @@ def method_options(
         "fd": {"h": 1e-3 * scale, "lr": 0.05 * scale},
         "cma": {"sigma0": 0.3 * scale},
         "zerograds": {
-            "sigma": 0.3 * scale,
+            "sigma": 0.5 * scale,
             "samples": ZEROGRADS_SAMPLES,
             "lr": 0.05 * scale,
-            "schedule": LinearAnneal(0.03 * scale, total_steps=max(2, budget // ZEROGRADS_SAMPLES)),
+            "schedule": LinearAnneal(0.05 * scale, total_steps=max(2, budget // ZEROGRADS_SAMPLES)),
         },
         "zerograds-reference": reference_zerograds_options(scale, dim),
     }

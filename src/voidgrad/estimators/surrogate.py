@@ -22,16 +22,17 @@ of a fit, exact only as far as h_φ matches the smoothed loss.
 instead (LAX with c = β h): with h the surrogate *before* it sees this step's
 samples,
 
-    ĝ = (1/N) Σ_i [β ∇h(x_i) + (y_i − β h(x_i)) ε_i / σ²],
+    ĝ = a + β b,   a = (1/N) Σ_i y_i ε_i / σ²,   b = (1/N) Σ_i [∇h(x_i) − h(x_i) ε_i / σ²],
 
 unbiased for ∇_θ E_ε[L(θ + ε)] (with ρ = 0) whatever h and β are (Stein's
 lemma: E[∇h(θ + ε)] = E[h(θ + ε) ε]/σ²), with variance small where h fits L.
-The surrogate is fitted afterwards, as usual. A surrogate that has not yet
-learned the loss would *add* variance at β = 1, so by default β is the
-variance-minimizing coefficient Cov(Δy, Δh)/Var(Δh) of the antithetic
-differences Δy = y(θ+ε) − y(θ−ε), Δh likewise, estimated from the earlier
-steps only (so β is independent of this step's noise and ĝ stays unbiased),
-clipped to [0, 1]; ``control_scale`` fixes it instead.
+The surrogate is fitted afterwards, as usual. b has mean zero; a surrogate
+that has not yet learned the loss (or whose gradient is wild away from its
+fitting points) would *add* variance at β = 1, so by default β is the
+variance-minimizing coefficient −E[a·b]/E[b·b], estimated from the earlier
+steps only (so β is independent of this step's noise and ĝ stays unbiased)
+with weights decaying by 0.9 a step, clipped to [0, 1]; ``control_scale``
+fixes it instead.
 
 Where h lives (``frame``):
 
@@ -343,21 +344,18 @@ class ZeroGrads(BlackBoxEstimator):
                 self._optimizer.step()
 
     def _control_coefficient(self) -> float:
-        """β: fixed, or Cov(Δy, Δh)/Var(Δh) over earlier steps, clipped to [0, 1]."""
+        """β: fixed, or −⟨a, b⟩/⟨b, b⟩ over earlier steps, clipped to [0, 1] (module doc)."""
         if self.control_scale is not None:
             return self.control_scale
         cross, square = self._control_moments
-        return min(max(cross / square, 0.0), 1.0) if square > 0 else 0.0
+        return min(max(-cross / square, 0.0), 1.0) if square > 0 else 0.0
 
-    def _record_control(self, y: torch.Tensor, h: torch.Tensor) -> None:
-        """Add this step's antithetic differences to β's moments (older steps decay by 0.9)."""
-        n = y.numel() // 2
-        dy, dh = y[:n] - y[n:], h[:n] - h[n:]
-        paired = torch.isfinite(dy) & torch.isfinite(dh)
+    def _record_control(self, plain: torch.Tensor, control: torch.Tensor) -> None:
+        """Add this step's a·b and b·b to β's moments (older steps decay by 0.9)."""
         cross, square = self._control_moments
         self._control_moments = [
-            0.9 * cross + float((dy[paired] * dh[paired]).sum()),
-            0.9 * square + float((dh[paired] ** 2).sum()),
+            0.9 * cross + float(plain @ control),
+            0.9 * square + float(control @ control),
         ]
 
     # -- the protocol ---------------------------------------------------------------------------
@@ -468,13 +466,11 @@ class _SurrogateProbe(Probe):
         estimator = self.estimator
         if estimator.unbiased:
             h, grad_h = estimator._gradient(x)
-            beta = estimator._control_coefficient()
             score = self.eps[finite] / self.sigma**2
-            terms = beta * grad_h + (y - beta * h).unsqueeze(1) * score
-            self.gradient = terms.mean(0, keepdim=True)
-            h_all = torch.full_like(outputs[0], math.nan)
-            h_all[finite] = h
-            estimator._record_control(outputs[0], h_all)
+            plain = (y.unsqueeze(1) * score).mean(0)
+            control = (grad_h - h.unsqueeze(1) * score).mean(0)  # zero mean, any h
+            self.gradient = (plain + estimator._control_coefficient() * control).unsqueeze(0)
+            estimator._record_control(plain, control)
             estimator._fit(x, y)
         else:
             estimator._fit(x, y)
