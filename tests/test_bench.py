@@ -40,6 +40,7 @@ def test_every_cell_runs_at_the_same_budget_and_the_report_lists_them(tmp_path) 
     assert {c["problem"] for c in cells} == {"sphere-3", "akima"}
     report = (tmp_path / "report.md").read_text()
     assert "## sphere-3 (d = 3" in report and "| smoothing |" in report and "| spsa |" in report
+    assert "answer / start (median)" in report
     assert (tmp_path / "sphere-3.png").exists() and (tmp_path / "akima.png").exists()
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["settings"]["budget"] == 160 and len(saved["cells"]) == 8

@@ -363,7 +363,9 @@ def format_report(results: dict[str, Any]) -> str:
         "lowest loss among the budgeted evaluations alone (for smoothing-type methods these "
         "are perturbed points, never the iterate). To threshold = evaluations until the best "
         "evaluated loss first reached the problem's threshold (median over the seeds that "
-        "reached it, and how many did).",
+        "reached it, and how many did). Answer / start = (answer − optimum)/(start loss − "
+        "optimum), comparable across seeds whose problems differ; the start loss in each "
+        "heading is seed 0's.",
     ]
     for problem, methods in _by_problem(results["cells"]).items():
         first = next(iter(methods.values()))[0]
@@ -372,14 +374,14 @@ def format_report(results: dict[str, Any]) -> str:
             f"## {problem} (d = {first['dim']}, start loss {first['start_loss']:.4g}, "
             f"optimum {first['optimum']:.4g}, threshold {first['threshold']:.4g})",
             "",
-            "| method | answer (median) | [min, max] | best evaluated (median) | to threshold "
-            "| wall s (median) |",
-            "|---|---|---|---|---|---|",
+            "| method | answer (median) | [min, max] | answer / start (median) "
+            "| best evaluated (median) | to threshold | wall s (median) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for method, cells in methods.items():
             done = [c for c in cells if c["error"] is None]
             if not done:
-                lines.append(f"| {method} | error: {cells[0]['error']} | | | | |")
+                lines.append(f"| {method} | error: {cells[0]['error']} | | | | | |")
                 continue
             answers = [c["answer"] for c in done]
             reached = [c["evals_to_threshold"] for c in done if c["evals_to_threshold"] is not None]
@@ -391,10 +393,17 @@ def format_report(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {method} | {statistics.median(answers):.4g} | "
                 f"[{min(answers):.4g}, {max(answers):.4g}] | "
+                f"{statistics.median(_relative(c) for c in done):.3g} | "
                 f"{statistics.median(c['fun'] for c in done):.4g} | {to_threshold} | "
                 f"{statistics.median(c['seconds'] for c in done):.2f} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _relative(cell: dict[str, Any]) -> float:
+    """(answer − optimum)/(start − optimum): below 1 is progress, comparable across seeds."""
+    gap = cell["start_loss"] - cell["optimum"]
+    return (cell["answer"] - cell["optimum"]) / gap if gap > 0 else float("nan")
 
 
 def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
