@@ -121,6 +121,7 @@ def test_the_zerograds_presets_run_under_their_bench_names(tmp_path) -> None:
     assert all(c["error"] is None and c["nevals"] <= 160 for c in results["cells"])
     assert "LinearAnneal" in options["zerograds"]["schedule"]
     assert options["zerograds-reference"]["frame"] == "fixed"
+    assert options["zerograds-reference"]["unbiased"] is False
     assert minimize_method("zerograds-reference") == "zerograds"
     high = method_options("zerograds-reference", 1.0, 100, {}, dim=5000)
     assert (high["width"], high["depth"], high["encoding_levels"]) == (128, 8, 6)
