@@ -143,6 +143,9 @@ def problem_scale(problem: Any) -> float:
     return max(spread, 1e-3) if problem.x_target is not None or spread > 0 else 1.0
 
 
+ZEROGRADS_SAMPLES = 4
+"""Evaluations per step of the bench's ``zerograds`` (its σ schedule counts steps)."""
+
 PRESETS: dict[str, str] = {"zerograds-reference": "zerograds"}
 """Bench method names that are ``vg.minimize`` methods with other settings."""
 
@@ -175,9 +178,6 @@ def method_options(
         "zerograds-reference": reference_zerograds_options(scale, dim),
     }
     return {**defaults.get(method, {}), **overrides}
-
-
-ZEROGRADS_SAMPLES = 4
 
 
 def reference_zerograds_options(scale: float, dim: int) -> dict[str, Any]:

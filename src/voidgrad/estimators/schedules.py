@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from voidgrad.estimators.base import check_positive
+
 
 class SigmaSchedule(Protocol):
     """Maps the initial bandwidth and the step count to the current bandwidth."""
@@ -54,3 +56,21 @@ class LinearAnneal:
             f"LinearAnneal(sigma_min={self.sigma_min}, total_steps={self.total_steps}, "
             f"constant_steps={self.constant_steps})"
         )
+
+
+def check_schedule(schedule: SigmaSchedule | None, sigma0: float) -> SigmaSchedule | None:
+    """``schedule``, refused if it is not callable or (a LinearAnneal) would raise σ above σ_0."""
+    if schedule is not None and not callable(schedule):
+        raise TypeError(f"schedule must be callable or None; got {type(schedule).__name__}")
+    if isinstance(schedule, LinearAnneal) and schedule.sigma_min > sigma0:
+        raise ValueError(
+            f"schedule.sigma_min ({schedule.sigma_min}) must not exceed sigma ({sigma0})"
+        )
+    return schedule
+
+
+def scheduled_sigma(schedule: SigmaSchedule | None, sigma0: float, step: int) -> float:
+    """σ_t at optimization step ``step``: σ_0 without a schedule, else the schedule's (> 0)."""
+    if schedule is None:
+        return sigma0
+    return check_positive("the schedule's sigma", schedule(sigma0, step))

@@ -49,7 +49,7 @@ from voidgrad.estimators.base import (
     check_positive,
     check_samples,
 )
-from voidgrad.estimators.schedules import LinearAnneal, SigmaSchedule
+from voidgrad.estimators.schedules import SigmaSchedule, check_schedule, scheduled_sigma
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -85,24 +85,16 @@ class GaussianSmoothing(BlackBoxEstimator):
         super().__init__(seed)
         self.sigma0 = check_positive("sigma", sigma)
         self.samples = check_samples(samples, paired=antithetic)
-        if isinstance(schedule, LinearAnneal) and schedule.sigma_min > self.sigma0:
-            raise ValueError(
-                f"schedule.sigma_min ({schedule.sigma_min}) must not exceed sigma ({self.sigma0})"
-            )
-        if schedule is not None and not callable(schedule):
-            raise TypeError(f"schedule must be callable or None; got {type(schedule).__name__}")
         self.antithetic = bool(antithetic)
         self.importance = bool(importance)
-        self.schedule = schedule
+        self.schedule = check_schedule(schedule, self.sigma0)
         self.common_random_numbers = bool(common_random_numbers)
         self.steps = 0
 
     @property
     def sigma(self) -> float:
         """The current bandwidth σ_t."""
-        if self.schedule is None:
-            return self.sigma0
-        return check_positive("the schedule's sigma", self.schedule(self.sigma0, self.steps))
+        return scheduled_sigma(self.schedule, self.sigma0, self.steps)
 
     def step(self) -> None:
         """Advance the sigma schedule by one optimisation step."""

@@ -8,15 +8,17 @@ current parameters and its gradient stands in for the loss's. Each step:
    (ρ = ``inner_sigma``; 0 evaluates at x_i itself);
 3. fit φ by ``fit_steps`` Adam steps on (1/|D|) Σ_{(x, y) ∈ D} (h_φ(x) − y)²,
    D = this step's samples plus up to ``replay`` earlier steps';
-4. return ĝ = ∇_θ h_φ(θ).
+4. with ``unbiased=False`` (the reference), return ĝ = ∇_θ h_φ(θ); by
+   default, the control-variate estimate below.
 
 σ is fixed in the reference; ``schedule`` anneals it as PRDPT does (σ_t, and
 the moving frame's input scale with it).
 
 φ is never reset: the surrogate carries over from step to step, and that
 hysteresis (with the network's spectral bias) is what smooths the gradient
-trajectory in high dimension. The estimate is **biased**: it is the gradient
-of a fit, exact only as far as h_φ matches the smoothed loss.
+trajectory in high dimension. The reference's estimate ∇h_φ(θ) is
+**biased**: it is the gradient of a fit, exact only as far as h_φ matches the
+smoothed loss.
 
 ``unbiased=True`` (the default) uses the surrogate as a control variate
 instead (LAX with c = β h): with h the surrogate *before* it sees this step's
@@ -61,7 +63,7 @@ from torch import nn
 from torch.nn import functional
 
 from voidgrad.estimators.base import BlackBoxEstimator, Probe, check_positive, check_samples
-from voidgrad.estimators.schedules import LinearAnneal, SigmaSchedule
+from voidgrad.estimators.schedules import SigmaSchedule, check_schedule, scheduled_sigma
 
 
 class MLPSurrogate(nn.Module):
@@ -199,13 +201,7 @@ class ZeroGrads(BlackBoxEstimator):
     ) -> None:
         super().__init__(seed)
         self.sigma0 = check_positive("sigma", sigma)
-        if isinstance(schedule, LinearAnneal) and schedule.sigma_min > self.sigma0:
-            raise ValueError(
-                f"schedule.sigma_min ({schedule.sigma_min}) must not exceed sigma ({self.sigma0})"
-            )
-        if schedule is not None and not callable(schedule):
-            raise TypeError(f"schedule must be callable or None; got {type(schedule).__name__}")
-        self.schedule = schedule
+        self.schedule = check_schedule(schedule, self.sigma0)
         self.steps = 0
         self.samples = check_samples(samples, paired=True)
         for name, value, low in (("fit_steps", fit_steps, 0), ("replay", replay, 0)):
@@ -234,7 +230,7 @@ class ZeroGrads(BlackBoxEstimator):
         self.unbiased = bool(unbiased)
         self.control_scale = None if control_scale is None else float(control_scale)
         self.frame = frame
-        # running sums of Δy·Δh and Δh² over earlier steps, for β
+        # decayed sums of a·b and b·b over earlier steps, for β (module doc)
         self._control_moments = [0.0, 0.0]
         self.fixed_input_scale = (
             None if input_scale is None else check_positive("input_scale", input_scale)
@@ -259,9 +255,7 @@ class ZeroGrads(BlackBoxEstimator):
     @property
     def sigma(self) -> float:
         """The current σ_t."""
-        if self.schedule is None:
-            return self.sigma0
-        return check_positive("the schedule's sigma", self.schedule(self.sigma0, self.steps))
+        return scheduled_sigma(self.schedule, self.sigma0, self.steps)
 
     @property
     def input_scale(self) -> float:
