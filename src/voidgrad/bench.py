@@ -137,10 +137,9 @@ def problem_scale(problem: Any) -> float:
     """
     x0 = problem.x0.double()
     if problem.x_target is not None:
-        spread = float((x0 - problem.x_target.double()).pow(2).mean().sqrt())
-    else:
-        spread = float(x0.std()) if x0.numel() > 1 else 0.0
-    return max(spread, 1e-3) if problem.x_target is not None or spread > 0 else 1.0
+        return max(float((x0 - problem.x_target.double()).pow(2).mean().sqrt()), 1e-3)
+    spread = float(x0.std()) if x0.numel() > 1 else 0.0
+    return max(spread, 1e-3) if spread > 0 else 1.0
 
 
 ZEROGRADS_SAMPLES = 4
@@ -185,14 +184,13 @@ def reference_zerograds_options(scale: float, dim: int) -> dict[str, Any]:
 
     Kept from the reference: its estimate ∇h(θ) (``unbiased=False``), σ ≈ 0.2 s,
     20 evaluations per step, inner smoothing ρ = 0.1, k_φ = 3 fits at
-    lr_φ = 1e-4, inputs relative to θ₀
-    (``frame="fixed"``), PyTorch's default initialization, and its two
-    networks: 3×64 without encoding below 1 000 parameters, 8×128 with six
-    positional-encoding frequencies above. Changed: lr_θ = 0.01 s, because
-    the reference's 1e-5–1e-4 moves θ by almost nothing in a few hundred
-    steps, and a rank-32 first layer above 200 000 encoded inputs, because the
-    reference's full first layer there (up to 327M weights) does not fit a
-    2-core time budget.
+    lr_φ = 1e-4, inputs relative to θ₀ (``frame="fixed"``), PyTorch's default
+    initialization, and its two networks: 3×64 without encoding below 1 000
+    parameters, 8×128 with six positional-encoding frequencies above.
+    Changed: lr_θ = 0.01 s, because the reference's 1e-5–1e-4 moves θ by
+    almost nothing in a few hundred steps, and a rank-32 first layer above
+    200 000 encoded inputs, because the reference's full first layer there (up
+    to 327M weights) does not fit a 2-core time budget.
     """
     network = (
         {"width": 128, "depth": 8, "encoding_levels": 6}
