@@ -1,6 +1,7 @@
 """voidgrad: gradient-based optimization through programs that have no useful gradient."""
 
 from voidgrad import baselines
+from voidgrad.adversarial import adversarial
 from voidgrad.blackbox import BlackBox, blackbox
 from voidgrad.errors import (
     BudgetExhausted,
@@ -57,6 +58,7 @@ __all__ = [
     "WorkerDied",
     "WorkerInitError",
     "ZeroGrads",
+    "adversarial",
     "baselines",
     "blackbox",
     "expectation",

@@ -21,6 +21,11 @@ minimizer, a tensor ``[dim]``, or ``None``), ``optimum`` (the minimal loss),
   hard rasterizer;
 * ``"caustic"``: :class:`CausticProblem`, a 32 × 32 B-spline glass heightfield
   whose hard-splatted caustic must match a target (1 024 parameters).
+
+Not a black box to minimize but a distribution to match (for
+:func:`voidgrad.adversarial`): :class:`SupershapeMatching`, whose target images
+are hard-edged supershapes (:func:`render_supershapes`) drawn from a hidden
+log-normal distribution of two shape parameters.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from voidgrad.problems.classic import Rastrigin, Rosenbrock, Sphere
 from voidgrad.problems.digits_mlp import DigitsMLPProblem
 from voidgrad.problems.plateau import PlateauProblem
 from voidgrad.problems.splines import SplinesProblem
+from voidgrad.problems.supershape import SupershapeMatching, render_supershapes
 from voidgrad.problems.texture import TextureProblem
 
 PROBLEMS: dict[str, type[Problem]] = {
@@ -63,8 +69,10 @@ __all__ = [
     "Rosenbrock",
     "Sphere",
     "SplinesProblem",
+    "SupershapeMatching",
     "TextureProblem",
     "make",
+    "render_supershapes",
 ]
 
 

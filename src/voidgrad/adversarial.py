@@ -1,0 +1,431 @@
+r"""``vg.adversarial``: match a distribution of scenes to target images through a renderer.
+
+Seed 000's idea. Scene parameters z are drawn from p(z | Ω), a distribution
+whose parameters Ω are learned; a renderer G, which need not be
+differentiable, turns z into an image; a discriminator D(·; Ω_D) learns to tell
+renders from target images x. The two play the GAN game
+
+    min_Ω max_{Ω_D}  E_x[log D(x)] + E_{z~p(z|Ω)}[log(1 − D(G(z)))].
+
+D is trained by binary cross-entropy, targets labelled 1 and renders 0. Ω is
+trained on the non-saturating cost f(z) = −log D(G(z)), whose expectation
+S(Ω) = E_{z~p(z|Ω)}[f(z)] has the score-function gradient
+
+    ∇_Ω S = E[(f(z) − b) ∇_Ω log p(z | Ω)]
+
+(seed 000, eq. 4–5, with a baseline b). The gradient of S is estimated by
+:func:`voidgrad.expectation` with any distribution estimator that only
+*evaluates* f; the renderer is never differentiated.
+
+Renders pass through an :class:`~voidgrad.Evaluator`, so they can run in
+worker processes or on a Ray cluster. An Evaluator returns row i of its output
+for row i of its input whatever order the workers finish in, so every image is
+scored against the sample it was rendered from: pairing is by construction,
+not by the order in which images arrive.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+from torch.nn import functional
+from tqdm.auto import tqdm
+
+from voidgrad.estimators.distributional import DistributionEstimator
+from voidgrad.estimators.score import ScoreFunction
+from voidgrad.evaluation.evaluator import Evaluator
+from voidgrad.expectation import expectation
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["AdversarialResult", "ConvDiscriminator", "adversarial"]
+
+
+class ConvDiscriminator(nn.Module):
+    """A small convolutional discriminator returning one logit per image.
+
+    Three stride-2 4×4 convolutions (``width``, 2·``width``, 4·``width``
+    channels) with LeakyReLU(0.2), adaptive average pooling to 4×4 and a
+    linear layer: about 0.2M weights at ``width=32``, for any image of at
+    least 16×16 pixels. Weights start from N(0, 0.02) as in DCGAN.
+
+    Args:
+        channels: image channels C of inputs ``[N, C, H, W]``.
+        width: channels of the first convolution.
+    """
+
+    def __init__(self, channels: int, width: int = 32) -> None:
+        super().__init__()
+        for name, value in (("channels", channels), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        layers: list[nn.Module] = []
+        inputs = channels
+        for outputs in (width, 2 * width, 4 * width):
+            layers += [nn.Conv2d(inputs, outputs, 4, 2, 1), nn.LeakyReLU(0.2)]
+            inputs = outputs
+        layers += [nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(16 * inputs, 1)]
+        self.net = nn.Sequential(*layers)
+        for module in self.net:
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+                nn.init.zeros_(module.bias)  # type: ignore[arg-type]  # built with a bias
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N]`` of "this is a target image" for images ``[N, C, H, W]``."""
+        if images.ndim != 4:
+            raise ValueError(f"images must have shape [N, C, H, W]; got {tuple(images.shape)}")
+        return self.net(images).squeeze(1)
+
+
+@dataclass
+class AdversarialResult:
+    """What :func:`adversarial` returns.
+
+    Attributes:
+        parameters: final values of the distribution's parameters, by name.
+        history: one record per step: ``step``; ``d_real`` and ``d_fake``,
+            the discriminator's mean probability of "target" on the step's
+            target and rendered batches before its update; ``cost``, the mean
+            of f = −log D(G(z)) after it; ``discriminator_updated`` and
+            ``distribution_updated``; ``parameters``, the values after the step.
+        discriminator: the trained discriminator.
+        samples: the last step's samples z.
+        renders: the last step's renders; row i is the render of ``samples[i]``.
+        renders_evaluated: renders made over the run (the Evaluator's count).
+    """
+
+    parameters: dict[str, torch.Tensor]
+    history: list[dict[str, Any]]
+    discriminator: nn.Module
+    samples: torch.Tensor
+    renders: torch.Tensor
+    renders_evaluated: int
+
+    def parameter_history(self) -> dict[str, torch.Tensor]:
+        """Each parameter's value after every step, stacked: ``{name: [steps, *shape]}``."""
+        return {
+            name: torch.stack([record["parameters"][name] for record in self.history])
+            for name in self.parameters
+        }
+
+    def figure(self, targets: torch.Tensor, columns: int = 8) -> Figure:
+        """Target images over the last renders, and the parameters against steps.
+
+        Needs matplotlib (``pip install voidgrad[plot]``).
+        """
+        figure_class = _import_figure()
+        columns = min(columns, len(targets), len(self.renders))
+        figure = figure_class(figsize=(1.6 * columns, 5.6), layout="constrained")
+        grid = figure.add_gridspec(3, columns)
+        for row, (images, label) in enumerate(((targets, "target"), (self.renders, "rendered"))):
+            for column in range(columns):
+                axes = figure.add_subplot(grid[row, column])
+                axes.imshow(_as_picture(images[column]), cmap="gray", vmin=0.0, vmax=1.0)
+                axes.set_xticks([])
+                axes.set_yticks([])
+                if column == 0:
+                    axes.set_ylabel(label)
+        curves = figure.add_subplot(grid[2, :])
+        for name, values in self.parameter_history().items():
+            flat = values.reshape(len(values), -1)
+            for index in range(flat.shape[1]):
+                suffix = f"[{index}]" if flat.shape[1] > 1 else ""
+                curves.plot(flat[:, index].numpy(), label=f"{name}{suffix}")
+        curves.set_xlabel("step")
+        curves.legend(fontsize="small", ncols=4)
+        return figure
+
+    def save_figure(self, path: str | Path, targets: torch.Tensor, columns: int = 8) -> Path:
+        """Write :meth:`figure` to ``path`` (PNG, PDF, ... by suffix); return the path."""
+        path = Path(path)
+        self.figure(targets, columns).savefig(path, dpi=100)
+        return path
+
+
+def adversarial(
+    distribution: nn.Module | Callable[[], Distribution],
+    render: Callable[..., object] | Evaluator,
+    targets: torch.Tensor,
+    *,
+    steps: int = 500,
+    samples: int = 64,
+    parameters: Iterable[torch.Tensor] | None = None,
+    discriminator: nn.Module | None = None,
+    estimator: DistributionEstimator | None = None,
+    lr: float = 0.02,
+    lr_decay: float = 0.1,
+    discriminator_lr: float = 1e-3,
+    max_gap: float | None = 0.7,
+    seed: int | None = None,
+    progress: bool = True,
+) -> AdversarialResult:
+    r"""Learn the parameters of a scene distribution so its renders look like ``targets``.
+
+    Each step draws ``samples`` scenes z ~ p(z | Ω), renders them, then
+
+    1. updates the discriminator by binary cross-entropy (a batch of targets
+       drawn without replacement, labelled 1, against the renders, labelled 0)
+       when its lead d_real − d_fake is below ``max_gap``, so it cannot run
+       away from the distribution;
+    2. updates Ω by Adam on ``estimator``'s gradient of E[−log D(G(z))], once
+       the discriminator's lead has first reached ``max_gap`` (a warm-up that
+       gives the distribution a useful signal from the start).
+
+    Args:
+        distribution: an ``nn.Module`` whose ``forward()`` returns the
+            ``torch.distributions`` object of the current parameters, or a
+            callable doing the same together with ``parameters``. It is called
+            anew every step, so the distribution always reflects the updated
+            parameters.
+        render: maps a batch of samples ``[N, *event_shape]`` to images
+            ``[N, *targets.shape[1:]]`` (vectorized); or an Evaluator, e.g.
+            ``vg.Evaluator(render_one, backend="process", workers=4)`` for a
+            renderer that draws one scene per call.
+        targets: target images ``[M, C, H, W]``, M ≥ ``samples``.
+        steps: number of steps (each renders ``samples`` scenes).
+        samples: scenes rendered per step.
+        parameters: the learned tensors when ``distribution`` is not a module.
+        discriminator: maps images ``[N, C, H, W]`` to logits ``[N]``;
+            default :class:`ConvDiscriminator` (``C`` channels, width 32).
+        estimator: any estimator of :func:`voidgrad.expectation` that does not
+            differentiate f; default ``vg.ScoreFunction(baseline="leave_one_out")``.
+        lr: Adam step size of Ω (betas 0.7, 0.999) at the first step.
+        lr_decay: the step size of Ω follows a half cosine from ``lr`` down to
+            ``lr_decay · lr`` at the last step (1 keeps it constant). A
+            constant step makes the parameters jitter around the answer, and
+            the discriminator then sees a wider spread than σ, which the
+            distribution pays for with a too-small σ.
+        discriminator_lr: Adam step size of the discriminator (betas 0.5, 0.999).
+        max_gap: the discriminator's largest lead (a probability difference in
+            (0, 1]); ``None`` updates both players every step.
+        seed: seeds the default discriminator's weights, the estimator's
+            sampling (unless the estimator was given) and the target batches.
+        progress: show a progress bar.
+
+    Returns:
+        An :class:`AdversarialResult` with the final parameters and the history.
+    """
+    build, learned = _resolve_distribution(distribution, parameters)
+    targets = _check_targets(targets, samples)
+    _check_options(steps, lr, lr_decay, discriminator_lr, max_gap)
+    estimator = (
+        ScoreFunction(baseline="leave_one_out", seed=seed) if estimator is None else estimator
+    )
+    if not isinstance(estimator, DistributionEstimator):
+        raise TypeError(
+            f"estimator must be a distribution estimator such as vg.ScoreFunction; "
+            f"got {type(estimator).__name__}"
+        )
+    renders = render if isinstance(render, Evaluator) else Evaluator(render, backend="vectorized")
+    if discriminator is None:
+        discriminator = _default_discriminator(targets.shape[1], seed)
+    optimizer = torch.optim.Adam(learned.values(), lr=lr, betas=(0.7, 0.999))
+    discriminator_optimizer = torch.optim.Adam(
+        discriminator.parameters(), lr=discriminator_lr, betas=(0.5, 0.999)
+    )
+    batches = _TargetBatches(targets, samples, seed)
+    gap = math.inf if max_gap is None else max_gap
+    started = max_gap is None
+    history: list[dict[str, Any]] = []
+    last: dict[str, Any] = {}
+
+    def cost(z: torch.Tensor) -> torch.Tensor:
+        images = renders(z)
+        if images.shape[1:] != targets.shape[1:]:
+            raise ValueError(
+                f"render must return images of shape [N, {', '.join(map(str, targets.shape[1:]))}] "
+                f"like the targets; got {tuple(images.shape)}"
+            )
+        last.update(samples=z.detach(), renders=images)
+        last.update(
+            _discriminator_step(discriminator, discriminator_optimizer, batches.next(), images, gap)
+        )
+        with torch.no_grad():
+            return functional.softplus(-discriminator(images))
+
+    with tqdm(total=steps, unit="step", disable=not progress, desc="adversarial") as bar:
+        for step in range(steps):
+            loss = expectation(cost, build(), samples, estimator)
+            started = started or last["d_real"] - last["d_fake"] >= gap
+            if started:
+                for group in optimizer.param_groups:
+                    group["lr"] = cosine_step_size(lr, lr_decay, step, steps)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            history.append(
+                {
+                    "step": step,
+                    "d_real": last["d_real"],
+                    "d_fake": last["d_fake"],
+                    "cost": float(loss.detach()),
+                    "discriminator_updated": last["updated"],
+                    "distribution_updated": started,
+                    "parameters": {name: value.detach().clone() for name, value in learned.items()},
+                }
+            )
+            bar.set_postfix(
+                gap=f"{last['d_real'] - last['d_fake']:.2f}", cost=f"{float(loss.detach()):.3f}"
+            )
+            bar.update()
+    return AdversarialResult(
+        parameters={name: value.detach().clone() for name, value in learned.items()},
+        history=history,
+        discriminator=discriminator,
+        samples=last["samples"],
+        renders=last["renders"],
+        renders_evaluated=renders.stats.evals,
+    )
+
+
+def cosine_step_size(lr: float, decay: float, step: int, steps: int) -> float:
+    """lr · (decay + (1 − decay) · (1 + cos(π t / T)) / 2): lr at t = 0, decay · lr at t = T."""
+    return lr * (decay + (1 - decay) * (1 + math.cos(math.pi * step / steps)) / 2)
+
+
+def _discriminator_step(
+    discriminator: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    max_gap: float,
+) -> dict[str, Any]:
+    """One BCE step on real (label 1) vs fake (label 0), skipped when D leads by ``max_gap``."""
+    with torch.enable_grad():  # the cost is evaluated under no_grad
+        return _bce_step(discriminator, optimizer, real, fake, max_gap)
+
+
+def _bce_step(
+    discriminator: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    max_gap: float,
+) -> dict[str, Any]:
+    real_logits, fake_logits = discriminator(real), discriminator(fake.detach())
+    d_real = float(torch.sigmoid(real_logits.detach()).mean())
+    d_fake = float(torch.sigmoid(fake_logits.detach()).mean())
+    updated = d_real - d_fake < max_gap
+    if updated:
+        loss = functional.binary_cross_entropy_with_logits(
+            real_logits, torch.ones_like(real_logits)
+        ) + functional.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return {"d_real": d_real, "d_fake": d_fake, "updated": updated}
+
+
+class _TargetBatches:
+    """Batches of targets without replacement, reshuffled after each pass."""
+
+    def __init__(self, targets: torch.Tensor, size: int, seed: int | None) -> None:
+        self._targets = targets
+        self._size = size
+        self._generator = torch.Generator()
+        if seed is None:
+            self._generator.seed()
+        else:
+            self._generator.manual_seed(seed)
+        self._order = torch.empty(0, dtype=torch.long)
+
+    def next(self) -> torch.Tensor:
+        if len(self._order) < self._size:
+            self._order = torch.randperm(len(self._targets), generator=self._generator)
+        batch, self._order = self._order[: self._size], self._order[self._size :]
+        return self._targets[batch]
+
+
+def _resolve_distribution(
+    distribution: nn.Module | Callable[[], Distribution],
+    parameters: Iterable[torch.Tensor] | None,
+) -> tuple[Callable[[], Distribution], dict[str, torch.Tensor]]:
+    learned: dict[str, torch.Tensor]
+    if isinstance(distribution, nn.Module):
+        if parameters is not None:
+            raise ValueError("pass parameters only with a callable; a module brings its own")
+        learned = dict(distribution.named_parameters())
+    elif callable(distribution):
+        if parameters is None:
+            raise ValueError(
+                "a distribution callable needs parameters=[...], the tensors it is built from"
+            )
+        learned = {f"param{i}": p for i, p in enumerate(parameters)}
+    else:
+        raise TypeError(
+            "distribution must be an nn.Module or a callable returning a "
+            f"torch.distributions object; got {type(distribution).__name__}"
+        )
+    if not learned:
+        raise ValueError("the distribution has no parameters to learn")
+    for name, value in learned.items():
+        if not (isinstance(value, torch.Tensor) and value.is_leaf and value.requires_grad):
+            raise ValueError(f"parameter {name} must be a leaf tensor with requires_grad=True")
+    build = distribution
+
+    def checked() -> Distribution:
+        dist = build()
+        if not isinstance(dist, Distribution):
+            raise TypeError(
+                "the distribution must return a torch.distributions object; "
+                f"got {type(dist).__name__}"
+            )
+        return dist
+
+    return checked, learned
+
+
+def _check_targets(targets: torch.Tensor, samples: int) -> torch.Tensor:
+    if not isinstance(targets, torch.Tensor) or targets.ndim != 4:
+        shape = (
+            tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
+        )
+        raise ValueError(f"targets must be a tensor [M, C, H, W]; got {shape}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+        raise ValueError(f"samples must be an int >= 2; got {samples!r}")
+    if len(targets) < samples:
+        raise ValueError(f"need at least samples = {samples} targets; got {len(targets)}")
+    return targets.detach().float()
+
+
+def _check_options(
+    steps: int, lr: float, lr_decay: float, discriminator_lr: float, max_gap: float | None
+) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int; got {steps!r}")
+    for name, value in (("lr", lr), ("discriminator_lr", discriminator_lr)):
+        if not (isinstance(value, int | float) and value > 0):
+            raise ValueError(f"{name} must be positive; got {value!r}")
+    if not (isinstance(lr_decay, int | float) and 0 < lr_decay <= 1):
+        raise ValueError(f"lr_decay must be in (0, 1]; got {lr_decay!r}")
+    if max_gap is not None and not (isinstance(max_gap, int | float) and 0 < max_gap <= 1):
+        raise ValueError(f"max_gap must be in (0, 1] or None; got {max_gap!r}")
+
+
+def _default_discriminator(channels: int, seed: int | None) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return ConvDiscriminator(channels)
+
+
+def _as_picture(image: torch.Tensor) -> Any:
+    picture = image.detach().float().clamp(0, 1)
+    return picture[0].numpy() if picture.shape[0] == 1 else picture.permute(1, 2, 0).numpy()
+
+
+def _import_figure() -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError("pictures need matplotlib: pip install voidgrad[plot]") from error
+    return Figure
