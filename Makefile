@@ -4,8 +4,12 @@ PYTHON := $(VENV)/bin/python
 PIP_INSTALL := $(PYTHON) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 STAMP := $(VENV)/.installed
 STAMP_ALL := $(VENV)/.installed-all
+# Real renderers get a venv of their own: bpy pins NumPy < 2 and needs Python 3.11.
+VENV_INTEGRATIONS := .venv-integrations
+STAMP_INTEGRATIONS := $(VENV_INTEGRATIONS)/.installed
+PIP_INTEGRATIONS := $(VENV_INTEGRATIONS)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test test-all bench lint format clean
+.PHONY: demo test test-all test-integrations bench lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -18,6 +22,12 @@ $(STAMP_ALL): $(STAMP)
 	$(PIP_INSTALL) -e ".[dev,plot,ray,bench]"
 	touch $(STAMP_ALL)
 
+$(STAMP_INTEGRATIONS): pyproject.toml constraints.txt
+	python3 -m venv $(VENV_INTEGRATIONS)
+	$(PIP_INTEGRATIONS) torch==2.13.0
+	$(PIP_INTEGRATIONS) -e ".[dev,plot,mitsuba,blender]"
+	touch $(STAMP_INTEGRATIONS)
+
 demo: $(STAMP)
 	$(VENV)/bin/voidgrad demo
 
@@ -26,6 +36,10 @@ test: $(STAMP)
 
 test-all: $(STAMP_ALL)
 	$(PYTHON) -m pytest -q
+
+# Mitsuba 3 and Blender render for real (Mitsuba's llvm variant also needs libllvm19).
+test-integrations: $(STAMP_INTEGRATIONS)
+	$(VENV_INTEGRATIONS)/bin/python -m pytest -q tests/integrations
 
 bench: $(STAMP_ALL)
 	$(PYTHON) benchmarks/estimator_overhead.py
@@ -41,4 +55,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks examples
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_INTEGRATIONS) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from torch.distributions import Distribution, Normal
+from torch.distributions import Distribution, Independent, LogNormal, Normal
 
 import voidgrad as vg
-from voidgrad.adversarial import AdversarialResult, ConvDiscriminator, adversarial
+from voidgrad.adversarial import AdversarialResult, ConvDiscriminator, adversarial, cosine_step_size
+from voidgrad.problems.supershape import SupershapeMatching
 
 SIZE = 16
 
@@ -119,6 +120,12 @@ def test_the_picture_is_written(tmp_path: Path) -> None:
     assert path.stat().st_size > 1000
 
 
+def test_the_step_size_decays_along_half_a_cosine() -> None:
+    assert cosine_step_size(0.02, 0.1, 0, 100) == pytest.approx(0.02)
+    assert cosine_step_size(0.02, 0.1, 50, 100) == pytest.approx(0.011)
+    assert cosine_step_size(0.02, 0.1, 100, 100) == pytest.approx(0.002)
+
+
 def test_the_default_discriminator_gives_one_logit_per_image() -> None:
     assert ConvDiscriminator(3)(torch.zeros(5, 3, 20, 24)).shape == (5,)
     with pytest.raises(ValueError, match="N, C, H, W"):
@@ -160,3 +167,33 @@ def test_bad_input_is_rejected(change: dict[str, object], error: type, message: 
     arguments.update(change)
     with pytest.raises(error, match=message):
         adversarial(**arguments)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_supershape_distribution_is_recovered_within_ten_percent() -> None:
+    """Seed 000's task: mean and std of both shape parameters end within 10 % (~7 min)."""
+    task = SupershapeMatching(seed=1000)
+    targets = task.targets(1024)
+
+    class Shapes(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.loc = nn.Parameter(task.start_loc.clone())
+            self.log_scale = nn.Parameter(task.start_scale.log())
+
+        def forward(self) -> Distribution:
+            return Independent(LogNormal(self.loc, self.log_scale.exp()), 1)
+
+    result = adversarial(Shapes(), task.render, targets, steps=800, seed=0, progress=False)
+    loc, scale = result.parameters["loc"], result.parameters["log_scale"].exp()
+
+    def moments(mu: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = (mu + sigma**2 / 2).exp()
+        return mean, mean * (sigma**2).expm1().sqrt()
+
+    (mean, std), (hidden_mean, hidden_std) = (
+        moments(loc, scale),
+        moments(task.hidden_loc, task.hidden_scale),
+    )
+    assert torch.all((mean - hidden_mean).abs() <= 0.1 * hidden_mean), (mean, hidden_mean)
+    assert torch.all((std - hidden_std).abs() <= 0.1 * hidden_std), (std, hidden_std)

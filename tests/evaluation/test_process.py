@@ -287,3 +287,34 @@ def test_spawned_workers_run_closures_defined_at_run_time() -> None:
     backend = ProcessBackend(2, start_method="spawn")
     with vg.Evaluator(shifted, backend=backend) as evaluator:
         assert torch.equal(evaluator(torch.ones(4, 2)), torch.full((4,), 4.5))
+
+
+class _ForkUnsafe:
+    """A black box that, like a Blender renderer, must not run in a forked process."""
+
+    process_start_method = "spawn"
+
+    def __call__(self, row: torch.Tensor) -> torch.Tensor:
+        """1 where the parent's module state was inherited (a fork), 0 in a fresh process."""
+        return torch.tensor(float("parent" in _INHERITED))
+
+
+_INHERITED: dict[str, bool] = {}
+
+
+def test_a_black_box_can_ask_for_spawned_workers() -> None:
+    _INHERITED["parent"] = True
+    with vg.Evaluator(_ForkUnsafe(), backend="process", workers=1) as evaluator:
+        backend = evaluator.backend
+        assert isinstance(backend, ProcessBackend)
+        assert backend._context.get_start_method() == "spawn"
+        assert evaluator(torch.zeros(2, 1)).tolist() == [0.0, 0.0]
+    with vg.Evaluator(lambda row: row.sum(), backend="process", workers=1) as evaluator:
+        assert evaluator.backend._context.get_start_method() == "fork"  # type: ignore[attr-defined]
+
+
+def test_a_start_method_that_is_not_a_name_is_rejected() -> None:
+    box = _ForkUnsafe()
+    box.process_start_method = 3  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="process_start_method"):
+        vg.Evaluator(box, backend="process")

@@ -69,6 +69,10 @@ class Evaluator:
         retries: further tries of a row whose worker died.
         init: called once per worker before its first evaluation (load a
             scene, open a renderer); ``"process"`` and ``"ray"`` only.
+            A ``fn`` that cannot run in a forked copy of this process (one
+            holding an engine's threads, such as Blender) says so with an
+            attribute ``process_start_method = "spawn"`` (or ``"forkserver"``),
+            which the ``"process"`` backend then uses instead of fork.
         ray_address: ``None`` starts a local Ray runtime; an address such as
             ``"ray://head:10001"`` or ``"auto"`` joins an existing cluster.
         seed: run seed. When a caller passes no seeds, row i of the k-th
@@ -97,7 +101,9 @@ class Evaluator:
         if not callable(fn):
             raise TypeError(f"fn must be callable; got {type(fn).__name__}")
         if isinstance(backend, str):
-            backend = _make_backend(backend, workers, timeout, retries, init, ray_address)
+            backend = _make_backend(
+                backend, workers, timeout, retries, init, ray_address, _start_method(fn)
+            )
         elif not isinstance(backend, Backend):
             raise TypeError(
                 "backend must be a name or an object with evaluate() and close(); "
@@ -322,6 +328,7 @@ def _make_backend(
     retries: int,
     init: Callable[[], object] | None,
     ray_address: str | None,
+    start_method: str | None = None,
 ) -> Backend:
     """The backend called ``name``, with the pool options only pooled backends accept."""
     if name in _IN_PROCESS:
@@ -345,7 +352,9 @@ def _make_backend(
             raise ValueError("ray_address needs backend='ray'")
         from voidgrad.evaluation.process import ProcessBackend
 
-        return ProcessBackend(workers, init=init, timeout=timeout, retries=retries)
+        return ProcessBackend(
+            workers, init=init, timeout=timeout, retries=retries, start_method=start_method
+        )
     if name == "ray":
         from voidgrad.evaluation.ray_backend import RayBackend
 
@@ -354,6 +363,14 @@ def _make_backend(
         f"backend must be one of {sorted(_IN_PROCESS + _POOLED)} or a Backend instance; "
         f"got {name!r}"
     )
+
+
+def _start_method(fn: Callable[..., object]) -> str | None:
+    """The process start method ``fn`` asks for, if any (see ``Evaluator``)."""
+    method = getattr(fn, "process_start_method", None)
+    if method is not None and not isinstance(method, str):
+        raise TypeError(f"fn.process_start_method must be a str; got {type(method).__name__}")
+    return method
 
 
 def _accepts_seed(fn: Callable[..., object]) -> bool:
