@@ -106,3 +106,30 @@ def test_bad_paths_lengths_and_scenes_are_named(tmp_path: Any) -> None:
         BlenderRenderer(lambda bpy: None, [f"{BALL}.location"])(torch.zeros(3))
     with pytest.raises(FileNotFoundError):
         BlenderRenderer(tmp_path / "missing.blend", [f"{BALL}.location"])(torch.zeros(3))
+
+
+def ball_with_bevelled_box(bpy: Any) -> None:
+    """ball_scene plus a cube with a Bevel modifier."""
+    ball_scene(bpy)
+    bpy.ops.mesh.primitive_cube_add(size=0.6, location=(-1, -1, 0.3))
+    bpy.context.object.name = "Box"
+    bpy.context.object.modifiers.new("Bevel", "BEVEL")
+
+
+def test_modifier_inputs_are_parameters() -> None:
+    render = BlenderRenderer(
+        ball_with_bevelled_box, ['objects["Box"].modifiers["Bevel"].width'], resolution=(16, 16)
+    )
+    assert render.dim == 1
+    render(torch.tensor([0.2]))
+    assert bpy.data.objects["Box"].modifiers["Bevel"].width == pytest.approx(0.2)
+
+
+def test_a_saved_blend_file_renders_like_the_scene_it_came_from(tmp_path: Any) -> None:
+    x = torch.tensor([0.5, 0.0, 0.5])
+    built = renderer()
+    image = built(x)
+    path = tmp_path / "ball.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    opened = BlenderRenderer(path, [f"{BALL}.location"], resolution=(24, 16), samples=4)
+    assert torch.allclose(opened(x), image, atol=1e-5)
