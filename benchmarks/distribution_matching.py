@@ -31,26 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from torch.distributions import Distribution, Independent, LogNormal
 
 import voidgrad as vg
 from common import write_results
 from voidgrad.problems.supershape import SupershapeMatching
 
 SHAPE_PARAMETERS = ("m", "n")
-
-
-class SceneDistribution(nn.Module):
-    """Independent log-normals over (m, n) with learned μ and log σ."""
-
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
-        super().__init__()
-        self.loc = nn.Parameter(loc.clone())
-        self.log_scale = nn.Parameter(scale.log())
-
-    def forward(self) -> Distribution:
-        return Independent(LogNormal(self.loc, self.log_scale.exp()), 1)
 
 
 def moments(loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,10 +49,15 @@ def run(seed: int, steps: int, samples: int, targets: int) -> tuple[dict[str, An
     torch.set_num_threads(1)
     task = SupershapeMatching(seed=1000 + seed)
     target_images = task.targets(targets)
-    scene = SceneDistribution(task.start_loc, task.start_scale)
     started = time.perf_counter()
     result = vg.adversarial(
-        scene, task.render, target_images, steps=steps, samples=samples, seed=seed, progress=False
+        task.learner(),
+        task.render,
+        target_images,
+        steps=steps,
+        samples=samples,
+        seed=seed,
+        progress=False,
     )
     seconds = time.perf_counter() - started
     history = result.parameter_history()

@@ -15,24 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-from torch import nn
-from torch.distributions import Distribution, Independent, LogNormal
-
 import voidgrad as vg
 from voidgrad.problems import SupershapeMatching
-
-
-class ShapeDistribution(nn.Module):
-    """(m, n) ~ LogNormal(loc, exp(log_scale)), independent per component."""
-
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
-        super().__init__()
-        self.loc = nn.Parameter(loc.clone())
-        self.log_scale = nn.Parameter(scale.log())
-
-    def forward(self) -> Distribution:
-        return Independent(LogNormal(self.loc, self.log_scale.exp()), 1)
 
 
 def main() -> None:
@@ -43,8 +27,7 @@ def main() -> None:
 
     task = SupershapeMatching(seed=0)
     targets = task.targets(1024)
-    shapes = ShapeDistribution(task.start_loc, task.start_scale)
-    result = vg.adversarial(shapes, task.render, targets, steps=arguments.steps, seed=0)
+    result = vg.adversarial(task.learner(), task.render, targets, steps=arguments.steps, seed=0)
 
     scale = result.parameters["log_scale"].exp()
     print(f"learned μ = {result.parameters['loc'].tolist()}, σ = {scale.tolist()}")

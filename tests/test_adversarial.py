@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, LogNormal, Normal
+from torch.distributions import Distribution, Normal
 
 import voidgrad as vg
 from voidgrad.adversarial import AdversarialResult, ConvDiscriminator, adversarial, cosine_step_size
@@ -175,16 +175,7 @@ def test_supershape_distribution_is_recovered_within_ten_percent() -> None:
     task = SupershapeMatching(seed=1000)
     targets = task.targets(1024)
 
-    class Shapes(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.loc = nn.Parameter(task.start_loc.clone())
-            self.log_scale = nn.Parameter(task.start_scale.log())
-
-        def forward(self) -> Distribution:
-            return Independent(LogNormal(self.loc, self.log_scale.exp()), 1)
-
-    result = adversarial(Shapes(), task.render, targets, steps=800, seed=0, progress=False)
+    result = adversarial(task.learner(), task.render, targets, steps=800, seed=0, progress=False)
     loc, scale = result.parameters["loc"], result.parameters["log_scale"].exp()
 
     def moments(mu: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

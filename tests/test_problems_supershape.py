@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from voidgrad.problems.supershape import SupershapeMatching, render_supershapes
+from voidgrad.problems.supershape import LearnedLogNormal, SupershapeMatching, render_supershapes
 
 
 def test_renders_binary_images_of_the_requested_size() -> None:
@@ -63,3 +63,20 @@ def test_targets_are_seeded_draws_from_the_hidden_distribution() -> None:
     assert task.targets(5).shape == (5, 1, 32, 32)
     sample = task.hidden_distribution().sample((4000,))
     assert sample.log().mean(0) == pytest.approx(task.hidden_loc.tolist(), abs=0.02)
+
+
+def test_the_learner_starts_at_the_tasks_start() -> None:
+    task = SupershapeMatching()
+    learner = task.learner()
+    dist = learner()
+    assert dist.event_shape == (2,)
+    assert torch.allclose(dist.base_dist.loc, task.start_loc)
+    assert torch.allclose(dist.base_dist.scale, task.start_scale)
+    assert {name for name, _ in learner.named_parameters()} == {"loc", "log_scale"}
+
+
+def test_the_learner_rejects_mismatched_or_negative_scales() -> None:
+    with pytest.raises(ValueError, match="one shape"):
+        LearnedLogNormal(torch.zeros(2), torch.ones(3))
+    with pytest.raises(ValueError, match="positive"):
+        LearnedLogNormal(torch.zeros(2), torch.tensor([1.0, 0.0]))

@@ -292,6 +292,7 @@ def cosine_step_size(lr: float, decay: float, step: int, steps: int) -> float:
     return lr * (decay + (1 - decay) * (1 + math.cos(math.pi * step / steps)) / 2)
 
 
+@torch.enable_grad()  # it runs inside the cost, which the Evaluator calls under no_grad
 def _discriminator_step(
     discriminator: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -300,17 +301,6 @@ def _discriminator_step(
     max_gap: float,
 ) -> dict[str, Any]:
     """One BCE step on real (label 1) vs fake (label 0), skipped when D leads by ``max_gap``."""
-    with torch.enable_grad():  # the cost is evaluated under no_grad
-        return _bce_step(discriminator, optimizer, real, fake, max_gap)
-
-
-def _bce_step(
-    discriminator: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    real: torch.Tensor,
-    fake: torch.Tensor,
-    max_gap: float,
-) -> dict[str, Any]:
     real_logits, fake_logits = discriminator(real), discriminator(fake.detach())
     d_real = float(torch.sigmoid(real_logits.detach()).mean())
     d_fake = float(torch.sigmoid(fake_logits.detach()).mean())

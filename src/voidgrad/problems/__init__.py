@@ -41,7 +41,7 @@ from voidgrad.problems.classic import Rastrigin, Rosenbrock, Sphere
 from voidgrad.problems.digits_mlp import DigitsMLPProblem
 from voidgrad.problems.plateau import PlateauProblem
 from voidgrad.problems.splines import SplinesProblem
-from voidgrad.problems.supershape import SupershapeMatching, render_supershapes
+from voidgrad.problems.supershape import LearnedLogNormal, SupershapeMatching, render_supershapes
 from voidgrad.problems.texture import TextureProblem
 
 PROBLEMS: dict[str, type[Problem]] = {
@@ -62,6 +62,7 @@ __all__ = [
     "AkimaSpline",
     "CausticProblem",
     "DigitsMLPProblem",
+    "LearnedLogNormal",
     "PlateauProblem",
     "Point",
     "Problem",

@@ -25,12 +25,13 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 from torch.distributions import Distribution, Independent, LogNormal
 
 _N1 = 0.5
 _FILL = 0.9  # fraction of the half-frame the largest radius reaches
 
-__all__ = ["SupershapeMatching", "render_supershapes", "superformula_radius"]
+__all__ = ["LearnedLogNormal", "SupershapeMatching", "render_supershapes", "superformula_radius"]
 
 
 def superformula_radius(phi: torch.Tensor, m: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -66,6 +67,28 @@ def render_supershapes(shapes: torch.Tensor, size: int = 64) -> torch.Tensor:
     return inside.to(torch.float32).unsqueeze(1)
 
 
+class LearnedLogNormal(nn.Module):
+    """Independent log-normals whose parameters are learned: ``loc`` μ and ``log_scale`` log σ.
+
+    ``forward()`` returns ``Independent(LogNormal(μ, exp(log σ)), 1)``, the
+    distribution :func:`voidgrad.adversarial` expects from a module.
+    """
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        if loc.shape != scale.shape or loc.ndim != 1:
+            raise ValueError(
+                f"loc and scale must be vectors of one shape; got {loc.shape}, {scale.shape}"
+            )
+        if not bool((scale > 0).all()):
+            raise ValueError("scale must be positive")
+        self.loc = nn.Parameter(loc.detach().clone().float())
+        self.log_scale = nn.Parameter(scale.detach().float().log())
+
+    def forward(self) -> Distribution:
+        return Independent(LogNormal(self.loc, self.log_scale.exp()), 1)
+
+
 @dataclass(frozen=True)
 class SupershapeMatching:
     r"""Recover a hidden log-normal distribution of supershape parameters from images.
@@ -91,6 +114,10 @@ class SupershapeMatching:
     start_scale: torch.Tensor = field(default_factory=lambda: torch.tensor([0.4, 0.4]))
     size: int = 64
     seed: int = 0
+
+    def learner(self) -> LearnedLogNormal:
+        """A :class:`LearnedLogNormal` at this task's start (μ₀, σ₀)."""
+        return LearnedLogNormal(self.start_loc, self.start_scale)
 
     def hidden_distribution(self) -> Distribution:
         """The log-normal the targets come from."""
