@@ -1,6 +1,6 @@
 """voidgrad: gradient-based optimization through programs that have no useful gradient."""
 
-from voidgrad import baselines
+from voidgrad import baselines, meta
 from voidgrad.adversarial import adversarial
 from voidgrad.blackbox import BlackBox, blackbox
 from voidgrad.errors import (
@@ -62,5 +62,6 @@ __all__ = [
     "baselines",
     "blackbox",
     "expectation",
+    "meta",
     "minimize",
 ]

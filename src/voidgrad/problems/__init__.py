@@ -26,6 +26,10 @@ Not a black box to minimize but a distribution to match (for
 :func:`voidgrad.adversarial`): :class:`SupershapeMatching`, whose target images
 are hard-edged supershapes (:func:`render_supershapes`) drawn from a hidden
 log-normal distribution of two shape parameters.
+
+Task families for meta-learning (:mod:`voidgrad.meta`): :class:`TextureFamily`
+(procedural textures, f(u, v) → RGB) and :class:`BRDFFamily` (GGX materials,
+f(ω_i, ω_o) → RGB), each with held-out tasks and a suitable :class:`FourierMLP`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import inspect
 from typing import Any, Literal, overload
 
 from voidgrad.problems.akima import AkimaProblem, AkimaSpline
+from voidgrad.problems.appearance import BRDFFamily, FourierMLP, TextureFamily
 from voidgrad.problems.base import Point, Problem
 from voidgrad.problems.caustic import CausticProblem
 from voidgrad.problems.checks import check_seed
@@ -60,8 +65,10 @@ __all__ = [
     "PROBLEMS",
     "AkimaProblem",
     "AkimaSpline",
+    "BRDFFamily",
     "CausticProblem",
     "DigitsMLPProblem",
+    "FourierMLP",
     "LearnedLogNormal",
     "PlateauProblem",
     "Point",
@@ -71,6 +78,7 @@ __all__ = [
     "Sphere",
     "SplinesProblem",
     "SupershapeMatching",
+    "TextureFamily",
     "TextureProblem",
     "make",
     "render_supershapes",

@@ -1,0 +1,240 @@
+r"""``vg.meta``: meta-learned initialisation and per-parameter step sizes (Metappearance).
+
+Seed 002 §3.1. A *task* is a differentiable loss L_τ of a network f_θ, e.g.
+the error of f_θ(u, v) against one texture. The inner loop adapts θ to one
+task by k steps of gradient descent with a learned step size per parameter
+(Meta-SGD):
+
+    θ_0 = θ*,    θ_{i+1} = θ_i − α ⊙ ∇_θ L_τ(θ_i),    i = 0 … k−1.
+
+The outer loop learns the initialisation θ* and the step sizes α by
+minimizing the loss after adaptation, averaged over tasks drawn from a
+family (MAML):
+
+    min_{θ*, α}  E_τ [ L_τ(θ_k(θ*, α)) ].
+
+Its gradient differentiates through the k inner steps, second derivatives
+included (``first_order=False``, via ``torch.func``); ``first_order=True``
+drops the terms that differentiate ∇_θ L_τ(θ_i), so ∂θ_k/∂θ* ≈ I — cheaper,
+and usually nearly as good. A new task of the family then converges in the
+k steps the initialisation was trained for.
+
+A task is any callable ``task(f) -> loss`` that takes the network as a
+function of its input and returns a scalar tensor; it may draw a new batch of
+its data on every call (each inner step and the outer loss see fresh samples).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad
+from tqdm.auto import tqdm
+
+__all__ = ["MetaLearner", "Task", "TaskSampler"]
+
+Params = dict[str, torch.Tensor]
+
+
+class Task(Protocol):
+    """A differentiable loss of a network: ``task(f)`` → scalar tensor."""
+
+    def __call__(self, f: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor: ...
+
+
+class TaskSampler(Protocol):
+    """Draws a task of a family with the generator it is given."""
+
+    def __call__(self, generator: torch.Generator) -> Task: ...
+
+
+class MetaLearner:
+    """Meta-learns a model's initialisation and (optionally) per-parameter step sizes.
+
+    Args:
+        model: any ``nn.Module``; its current parameters are the first θ*.
+        inner_steps: k, the gradient steps of adaptation (≥ 1).
+        inner_lr: the initial step size α (every entry).
+        learn_lr: learn α per parameter entry (Meta-SGD); otherwise α stays
+            ``inner_lr``.
+        first_order: drop second derivatives from the meta-gradient.
+        meta_lr: Adam step size of the outer loop.
+        meta_batch: tasks per outer step.
+        seed: seeds the task draws of :meth:`meta_fit`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inner_steps: int = 5,
+        inner_lr: float = 1e-2,
+        *,
+        learn_lr: bool = True,
+        first_order: bool = False,
+        meta_lr: float = 1e-3,
+        meta_batch: int = 4,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+        _check_int("inner_steps", inner_steps, 1)
+        _check_int("meta_batch", meta_batch, 1)
+        for name, value in (("inner_lr", inner_lr), ("meta_lr", meta_lr)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{name} must be a positive number; got {value!r}")
+        init = {
+            name: p.detach().clone().requires_grad_(True)
+            for name, p in model.named_parameters()
+            if p.requires_grad
+        }
+        if not init:
+            raise ValueError("model has no trainable parameters to meta-learn")
+        self.model = model
+        self.inner_steps = inner_steps
+        self.first_order = bool(first_order)
+        self.learn_lr = bool(learn_lr)
+        self.meta_batch = meta_batch
+        self.init: Params = init
+        self.lr: Params = {
+            name: torch.full_like(p, float(inner_lr)).requires_grad_(self.learn_lr)
+            for name, p in init.items()
+        }
+        learned = [*init.values(), *(self.lr.values() if self.learn_lr else ())]
+        self._optimizer = torch.optim.Adam(learned, lr=meta_lr)
+        self._generator = torch.Generator()
+        if seed is None:
+            self._generator.seed()
+        else:
+            self._generator.manual_seed(seed)
+        self.history: list[dict[str, float]] = []
+
+    # -- the inner loop ------------------------------------------------------------------------
+
+    def _function(self, params: Params) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda inputs: functional_call(self.model, params, (inputs,))
+
+    def _loss(self, task: Task, params: Params) -> torch.Tensor:
+        loss = task(self._function(params))
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"a task must return a scalar loss tensor; got {shape}")
+        return loss
+
+    def _adapt(self, task: Task, steps: int, differentiable: bool) -> Iterator[Params]:
+        """θ_0, θ_1, …, θ_steps; kept in the graph of (θ*, α) when ``differentiable``."""
+        params = (
+            dict(self.init) if differentiable else {n: p.detach() for n, p in self.init.items()}
+        )
+        lr = self.lr if differentiable else {n: a.detach() for n, a in self.lr.items()}
+        yield params
+        for _ in range(steps):
+            gradient = grad(lambda p: self._loss(task, p))(params)
+            if not differentiable or self.first_order:
+                gradient = {n: g.detach() for n, g in gradient.items()}
+            params = {n: params[n] - lr[n] * gradient[n] for n in params}
+            yield params
+
+    def meta_loss(self, tasks: list[Task]) -> torch.Tensor:
+        """(1/|tasks|) Σ_τ L_τ(θ_k), differentiable in θ* and α."""
+        if not tasks:
+            raise ValueError("meta_loss needs at least one task")
+        losses = []
+        for task in tasks:
+            *_, adapted = self._adapt(task, self.inner_steps, differentiable=True)
+            losses.append(self._loss(task, adapted))
+        return torch.stack(losses).mean()
+
+    # -- the outer loop ------------------------------------------------------------------------
+
+    def meta_fit(
+        self, task_sampler: TaskSampler, steps: int, *, progress: bool = True
+    ) -> list[dict[str, float]]:
+        """Run ``steps`` outer steps on tasks from ``task_sampler``; return the history.
+
+        Each record has ``step`` and ``meta_loss`` (the mean loss after
+        adaptation on that step's tasks, before the update).
+        """
+        _check_int("steps", steps, 1)
+        if not callable(task_sampler):
+            raise TypeError("task_sampler must be callable: task_sampler(generator) -> task")
+        with tqdm(total=steps, unit="step", disable=not progress, desc="meta_fit") as bar:
+            for _ in range(steps):
+                tasks = [task_sampler(self._generator) for _ in range(self.meta_batch)]
+                loss = self.meta_loss(tasks)
+                self._optimizer.zero_grad()
+                loss.backward()
+                self._optimizer.step()
+                record = {"step": float(len(self.history)), "meta_loss": float(loss.detach())}
+                self.history.append(record)
+                bar.set_postfix(meta_loss=f"{record['meta_loss']:.4g}")
+                bar.update()
+        return self.history
+
+    def adapt(self, task: Task, steps: int | None = None) -> nn.Module:
+        """A copy of the model adapted to ``task`` by ``steps`` (default k) inner steps.
+
+        Steps beyond k reuse the learned step sizes.
+        """
+        steps = self.inner_steps if steps is None else steps
+        _check_int("steps", steps, 0)
+        *_, params = self._adapt(task, steps, differentiable=False)
+        adapted = copy.deepcopy(self.model)
+        with torch.no_grad():
+            for name, value in adapted.named_parameters():
+                if name in params:
+                    value.copy_(params[name])
+        return adapted
+
+    def adaptation_losses(self, task: Task, steps: int | None = None) -> list[float]:
+        """L_τ(θ_0), …, L_τ(θ_steps) along :meth:`adapt` (one fresh task call each)."""
+        steps = self.inner_steps if steps is None else steps
+        _check_int("steps", steps, 0)
+        return [float(self._loss(task, p).detach()) for p in self._adapt(task, steps, False)]
+
+    # -- saving --------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The meta-learned state: initialisation, step sizes and settings (tensors and ints)."""
+        return {
+            "init": {n: p.detach().clone() for n, p in self.init.items()},
+            "lr": {n: a.detach().clone() for n, a in self.lr.items()},
+            "inner_steps": self.inner_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back a :meth:`state_dict` taken from a learner of the same model."""
+        for key in ("init", "lr"):
+            if set(state[key]) != set(self.init):
+                raise ValueError(
+                    f"state {key!r} holds parameters {sorted(state[key])}; this model has "
+                    f"{sorted(self.init)}"
+                )
+        with torch.no_grad():
+            for name in self.init:
+                self.init[name].copy_(state["init"][name])
+                self.lr[name].copy_(state["lr"][name])
+        self.inner_steps = int(state["inner_steps"])
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`state_dict` with ``torch.save``."""
+        torch.save(self.state_dict(), Path(path))
+
+    def load(self, path: str | Path) -> None:
+        """Read a file written by :meth:`save` (``weights_only=True``: no code is run)."""
+        self.load_state_dict(torch.load(Path(path), weights_only=True))
+
+    def __repr__(self) -> str:
+        return (
+            f"MetaLearner(inner_steps={self.inner_steps}, learn_lr={self.learn_lr}, "
+            f"first_order={self.first_order}, meta_batch={self.meta_batch})"
+        )
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")

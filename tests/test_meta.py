@@ -1,0 +1,167 @@
+"""vg.meta: meta-learned initialisation and step sizes (Metappearance, Meta-SGD)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from voidgrad.meta import MetaLearner
+from voidgrad.problems.appearance import FourierMLP, TextureFamily
+
+X = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+Y = torch.randn(8, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def regression(f: nn.Module) -> torch.Tensor:
+    return (f(X) - Y).pow(2).mean()
+
+
+def tiny_model() -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+
+
+def central_difference(learner: MetaLearner, tensor: torch.Tensor, index: tuple[int, ...]) -> float:
+    h = 1e-6
+    values = []
+    for sign in (1, -1):
+        with torch.no_grad():
+            tensor[index] += sign * h
+            values.append(float(learner.meta_loss([regression])))
+            tensor[index] -= sign * h
+    return (values[0] - values[1]) / (2 * h)
+
+
+@pytest.mark.parametrize(
+    ("which", "name", "index"),
+    [("init", "0.weight", (1, 0)), ("lr", "2.bias", (0,)), ("lr", "0.weight", (3, 1))],
+)
+def test_second_order_meta_gradient_matches_finite_differences(
+    which: str, name: str, index: tuple[int, ...]
+) -> None:
+    learner = MetaLearner(tiny_model(), inner_steps=3, inner_lr=0.3)
+    learner.meta_loss([regression]).backward()
+    tensor = getattr(learner, which)[name]
+    assert tensor.grad is not None
+    assert float(tensor.grad[index]) == pytest.approx(
+        central_difference(learner, tensor, index), rel=1e-6, abs=1e-9
+    )
+
+
+def test_first_order_meta_gradient_is_the_loss_gradient_at_the_adapted_point() -> None:
+    learner = MetaLearner(tiny_model(), inner_steps=3, inner_lr=0.3, first_order=True)
+    learner.meta_loss([regression]).backward()
+    adapted = learner.adapt(regression)
+    regression(adapted).backward()
+    for (name, value), (_, parameter) in zip(
+        learner.init.items(), adapted.named_parameters(), strict=True
+    ):
+        assert value.grad is not None and parameter.grad is not None
+        assert torch.allclose(value.grad, parameter.grad, atol=1e-12), name
+    second = MetaLearner(tiny_model(), inner_steps=3, inner_lr=0.3)
+    second.meta_loss([regression]).backward()
+    assert not torch.allclose(second.init["0.weight"].grad, learner.init["0.weight"].grad)  # type: ignore[arg-type]
+
+
+def test_adaptation_is_meta_sgd_from_the_initialisation() -> None:
+    learner = MetaLearner(tiny_model(), inner_steps=2, inner_lr=0.3)
+    assert torch.equal(learner.adapt(regression, steps=0)[0].weight, learner.init["0.weight"])
+    manual = tiny_model()
+    for _ in range(2):
+        manual.zero_grad()
+        regression(manual).backward()
+        with torch.no_grad():
+            for p in manual.parameters():
+                p -= 0.3 * p.grad  # type: ignore[operator]
+    adapted = learner.adapt(regression)
+    for a, b in zip(adapted.parameters(), manual.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-12)
+    losses = learner.adaptation_losses(regression)
+    assert len(losses) == 3 and losses[-1] < losses[0]
+
+
+def small_texture_model(seed: int) -> FourierMLP:
+    return FourierMLP(2, 3, width=32, depth=2, frequencies=8, scale=2.0, seed=seed)
+
+
+def sgd_errors(task: object, model: nn.Module, steps: int, lr: float) -> float:
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = task(model)  # type: ignore[operator]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return task.error(model)  # type: ignore[attr-defined]
+
+
+def test_meta_learned_initialisation_beats_random_init_on_held_out_textures() -> None:
+    family = TextureFamily(batch=128)
+    learner = MetaLearner(
+        small_texture_model(0), inner_steps=3, inner_lr=0.05, meta_batch=4, seed=0
+    )
+    history = learner.meta_fit(family, steps=60, progress=False)
+    assert len(history) == 60
+    assert sum(r["meta_loss"] for r in history[-10:]) < sum(r["meta_loss"] for r in history[:10])
+    for task in family.held_out(4):
+        meta_error = task.error(learner.adapt(task))
+        random_error = sgd_errors(task, small_texture_model(1), steps=3, lr=0.05)
+        assert meta_error < 0.5 * random_error
+
+
+def test_fixed_step_sizes_stay_fixed() -> None:
+    learner = MetaLearner(
+        small_texture_model(0), inner_steps=1, inner_lr=0.05, learn_lr=False, seed=0
+    )
+    learner.meta_fit(TextureFamily(batch=32), steps=2, progress=False)
+    assert all(bool((a == 0.05).all()) for a in learner.lr.values())
+
+
+def test_saved_state_loads_with_weights_only(tmp_path: Path) -> None:
+    family = TextureFamily(batch=32)
+    learner = MetaLearner(small_texture_model(0), inner_steps=2, inner_lr=0.05, seed=0)
+    learner.meta_fit(family, steps=3, progress=False)
+    learner.save(tmp_path / "meta.pt")
+    fresh = MetaLearner(small_texture_model(5), inner_steps=1, inner_lr=0.5)
+    fresh.load(tmp_path / "meta.pt")
+    assert fresh.inner_steps == 2
+    for name in learner.init:
+        assert torch.equal(fresh.init[name], learner.init[name])
+        assert torch.equal(fresh.lr[name], learner.lr[name])
+    with pytest.raises(ValueError, match="parameters"):
+        MetaLearner(tiny_model()).load(tmp_path / "meta.pt")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"inner_steps": 0}, "inner_steps"),
+        ({"inner_lr": 0.0}, "inner_lr"),
+        ({"meta_batch": 0}, "meta_batch"),
+        ({"model": nn.ReLU()}, "no trainable parameters"),
+    ],
+)
+def test_bad_settings_are_rejected(arguments: dict[str, object], message: str) -> None:
+    options: dict[str, object] = {"model": tiny_model()}
+    options.update(arguments)
+    with pytest.raises(ValueError, match=message):
+        MetaLearner(**options)  # type: ignore[arg-type]
+
+
+def test_bad_tasks_and_calls_are_named() -> None:
+    learner = MetaLearner(tiny_model(), inner_steps=1)
+    with pytest.raises(ValueError, match="scalar"):
+        learner.meta_loss([lambda f: (f(X) - Y).pow(2)])
+    with pytest.raises(ValueError, match="scalar"):
+        learner.meta_loss([lambda f: 1.0])  # type: ignore[list-item,return-value]
+    with pytest.raises(ValueError, match="at least one"):
+        learner.meta_loss([])
+    with pytest.raises(ValueError, match="steps"):
+        learner.meta_fit(TextureFamily(), steps=0)
+    with pytest.raises(TypeError, match="task_sampler"):
+        learner.meta_fit(3, steps=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="nn.Module"):
+        MetaLearner(lambda x: x)  # type: ignore[arg-type]
