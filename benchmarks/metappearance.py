@@ -17,7 +17,8 @@ outer steps (``--meta-batch`` tasks each) on tasks drawn from the family. On
 - **samples per task**: batch × steps (what one adaptation sees).
 
 A picture shows held-out tasks reconstructed at 25/50/75/100 % of the
-largest k's inner steps, by the meta-learned model and by random init + Adam.
+largest k's inner steps, by the meta-learned model and by random init + Adam
+(at the step size that was best for k steps).
 
 Run from the repository root::
 
@@ -121,7 +122,12 @@ def run_family(name: str, arguments: argparse.Namespace) -> tuple[dict[str, Any]
     return record, learners
 
 
-def picture(path: Path, arguments: argparse.Namespace, learners: dict[str, dict[int, Any]]) -> None:
+def picture(
+    path: Path,
+    arguments: argparse.Namespace,
+    learners: dict[str, dict[int, Any]],
+    adam_lrs: dict[str, float],
+) -> None:
     from matplotlib.figure import Figure
 
     k = max(arguments.ks)
@@ -137,15 +143,16 @@ def picture(path: Path, arguments: argparse.Namespace, learners: dict[str, dict[
         panels += [(f"meta, {s} steps", task.render(learner.adapt(task, s))) for s in steps]
         for s in steps:
             model = family.model(seed=1)
-            optimizer = torch.optim.Adam(model.parameters(), lr=max(arguments.adam_lrs))
+            optimizer = torch.optim.Adam(model.parameters(), lr=adam_lrs[name])
             for _ in range(s):
                 loss = task(model)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
             panels.append((f"random + Adam, {s}", task.render(model)))
+        exposure = 1 / float(panels[0][1].max().clamp(min=1e-6))  # the reference fills the range
         for axis, (title, image) in zip(axes[row], panels, strict=True):
-            axis.imshow(image.numpy())
+            axis.imshow((image * exposure).clamp(0, 1).numpy())
             axis.set_title(title, fontsize=7)
             axis.set_xticks([])
             axis.set_yticks([])
@@ -162,7 +169,7 @@ def main() -> None:
     parser.add_argument("--meta-lr", type=float, default=1e-3)
     parser.add_argument("--inner-lr", type=float, default=0.05)
     parser.add_argument("--held-out", type=int, default=8)
-    parser.add_argument("--adam-lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2, 3e-2])
+    parser.add_argument("--adam-lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2, 3e-2, 1e-1])
     parser.add_argument("--long-steps", type=int, default=3000)
     parser.add_argument("--long-lr", type=float, default=3e-3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/metappearance"))
@@ -179,7 +186,9 @@ def main() -> None:
         records,
         **{k: v for k, v in vars(arguments).items() if k != "out"},
     )
-    picture(arguments.out / "metappearance.png", arguments, learners)
+    k = max(arguments.ks)
+    best = {r["family"]: r["ks"][k]["random_init_adam_lr"] for r in records}
+    picture(arguments.out / "metappearance.png", arguments, learners, best)
 
 
 if __name__ == "__main__":
