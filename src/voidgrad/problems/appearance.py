@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -86,6 +87,27 @@ def _uniform(generator: torch.Generator, low: float, high: float, *shape: int) -
     return low + (high - low) * torch.rand(*shape, generator=generator)
 
 
+class _Family:
+    """What both families share: the batch size, task seeds and the held-out stream."""
+
+    def __init__(self, batch: int) -> None:
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be a positive int; got {batch!r}")
+        self.batch = batch
+
+    def __call__(self, generator: torch.Generator) -> Any:
+        raise NotImplementedError
+
+    def held_out(self, n: int) -> list[Any]:
+        """``n`` tasks from a stream meta-training never draws from."""
+        generator = torch.Generator().manual_seed(_HELD_OUT_SEED)
+        return [self(generator) for _ in range(n)]
+
+
+def _task_seed(generator: torch.Generator) -> int:
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+
+
 class TextureTask:
     """One texture of :class:`TextureFamily`; ``task(f)`` is the MSE on a random batch."""
 
@@ -131,13 +153,11 @@ class TextureTask:
         return colours.reshape(size, size, 3).clamp(0, 1)
 
 
-class TextureFamily:
+class TextureFamily(_Family):
     """Random warped gratings (see the module doc); ``family(generator)`` draws a task."""
 
     def __init__(self, batch: int = 256) -> None:
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"batch must be a positive int; got {batch!r}")
-        self.batch = batch
+        super().__init__(batch)
 
     def __call__(self, generator: torch.Generator) -> TextureTask:
         parameters = {
@@ -149,13 +169,7 @@ class TextureFamily:
             "warp": _uniform(generator, 0, 1.5, 1)[0],
             "warp_frequency": _uniform(generator, 1, 2, 1)[0],
         }
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        return TextureTask(parameters, self.batch, seed)
-
-    def held_out(self, n: int) -> list[TextureTask]:
-        """``n`` tasks from a stream meta-training never draws from."""
-        generator = torch.Generator().manual_seed(_HELD_OUT_SEED)
-        return [self(generator) for _ in range(n)]
+        return TextureTask(parameters, self.batch, _task_seed(generator))
 
     def model(self, seed: int = 0) -> FourierMLP:
         """(u, v) → RGB: 16 Fourier bands at scale 2, two hidden layers of 64."""
@@ -232,13 +246,11 @@ class BRDFTask:
         return (values * inside).reshape(size, size, 3).clamp(0, 1)
 
 
-class BRDFFamily:
+class BRDFFamily(_Family):
     """Random GGX materials (see the module doc); ``family(generator)`` draws a task."""
 
     def __init__(self, batch: int = 512) -> None:
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"batch must be a positive int; got {batch!r}")
-        self.batch = batch
+        super().__init__(batch)
 
     def __call__(self, generator: torch.Generator) -> BRDFTask:
         parameters = {
@@ -246,13 +258,7 @@ class BRDFFamily:
             "specular": _uniform(generator, 0.2, 1, 1)[0],
             "roughness": _uniform(generator, 0.1, 0.5, 1)[0],
         }
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        return BRDFTask(parameters, self.batch, seed)
-
-    def held_out(self, n: int) -> list[BRDFTask]:
-        """``n`` materials from a stream meta-training never draws from."""
-        generator = torch.Generator().manual_seed(_HELD_OUT_SEED)
-        return [self(generator) for _ in range(n)]
+        return BRDFTask(parameters, self.batch, _task_seed(generator))
 
     def model(self, seed: int = 0) -> FourierMLP:
         """(ω_i, ω_o) → log(1 + ρ cos θ_i): 8 Fourier bands at scale 1, two hidden layers of 64."""
