@@ -144,6 +144,7 @@ def test_the_default_discriminator_gives_one_logit_per_image() -> None:
         ({"lr": -1.0}, ValueError, "lr"),
         ({"max_gap": 1.5}, ValueError, "max_gap"),
         ({"lr_decay": 0.0}, ValueError, "lr_decay"),
+        ({"seed": -1}, ValueError, "seed"),
         ({"estimator": vg.GaussianSmoothing(0.1, 2)}, TypeError, "distribution estimator"),
         (
             {"render": lambda z: torch.zeros(len(z), 1, 8, 8)},

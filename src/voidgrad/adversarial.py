@@ -38,6 +38,7 @@ from torch.distributions import Distribution
 from torch.nn import functional
 from tqdm.auto import tqdm
 
+from voidgrad.estimators.base import check_int, check_positive, check_seed
 from voidgrad.estimators.distributional import DistributionEstimator
 from voidgrad.estimators.score import ScoreFunction
 from voidgrad.evaluation.evaluator import Evaluator
@@ -64,9 +65,8 @@ class ConvDiscriminator(nn.Module):
 
     def __init__(self, channels: int, width: int = 32) -> None:
         super().__init__()
-        for name, value in (("channels", channels), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        check_int("channels", channels, 1)
+        check_int("width", width, 1)
         layers: list[nn.Module] = []
         inputs = channels
         for outputs in (width, 2 * width, 4 * width):
@@ -217,6 +217,7 @@ def adversarial(
     build, learned = _resolve_distribution(distribution, parameters)
     targets = _check_targets(targets, samples)
     _check_options(steps, lr, lr_decay, discriminator_lr, max_gap)
+    check_seed(seed)
     estimator = (
         ScoreFunction(baseline="leave_one_out", seed=seed) if estimator is None else estimator
     )
@@ -380,8 +381,7 @@ def _check_targets(targets: torch.Tensor, samples: int) -> torch.Tensor:
             tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
         )
         raise ValueError(f"targets must be a tensor [M, C, H, W]; got {shape}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
-        raise ValueError(f"samples must be an int >= 2; got {samples!r}")
+    check_int("samples", samples, 2)
     if len(targets) < samples:
         raise ValueError(f"need at least samples = {samples} targets; got {len(targets)}")
     return targets.detach().float()
@@ -390,11 +390,9 @@ def _check_targets(targets: torch.Tensor, samples: int) -> torch.Tensor:
 def _check_options(
     steps: int, lr: float, lr_decay: float, discriminator_lr: float, max_gap: float | None
 ) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int; got {steps!r}")
-    for name, value in (("lr", lr), ("discriminator_lr", discriminator_lr)):
-        if not (isinstance(value, int | float) and value > 0):
-            raise ValueError(f"{name} must be positive; got {value!r}")
+    check_int("steps", steps, 1)
+    check_positive("lr", lr)
+    check_positive("discriminator_lr", discriminator_lr)
     if not (isinstance(lr_decay, int | float) and 0 < lr_decay <= 1):
         raise ValueError(f"lr_decay must be in (0, 1]; got {lr_decay!r}")
     if max_gap is not None and not (isinstance(max_gap, int | float) and 0 < max_gap <= 1):

@@ -36,6 +36,8 @@ from torch import nn
 from torch.func import functional_call, grad
 from tqdm.auto import tqdm
 
+from voidgrad.estimators.base import check_int, check_positive
+
 __all__ = ["MetaLearner", "Task", "TaskSampler"]
 
 Params = dict[str, torch.Tensor]
@@ -82,11 +84,10 @@ class MetaLearner:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
-        _check_int("inner_steps", inner_steps, 1)
-        _check_int("meta_batch", meta_batch, 1)
-        for name, value in (("inner_lr", inner_lr), ("meta_lr", meta_lr)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ValueError(f"{name} must be a positive number; got {value!r}")
+        check_int("inner_steps", inner_steps, 1)
+        check_int("meta_batch", meta_batch, 1)
+        check_positive("inner_lr", inner_lr)
+        check_positive("meta_lr", meta_lr)
         init = {
             name: p.detach().clone().requires_grad_(True)
             for name, p in model.named_parameters()
@@ -159,7 +160,7 @@ class MetaLearner:
         Each record has ``step`` and ``meta_loss`` (the mean loss after
         adaptation on that step's tasks, before the update).
         """
-        _check_int("steps", steps, 1)
+        check_int("steps", steps, 1)
         if not callable(task_sampler):
             raise TypeError("task_sampler must be callable: task_sampler(generator) -> task")
         with tqdm(total=steps, unit="step", disable=not progress, desc="meta_fit") as bar:
@@ -181,7 +182,7 @@ class MetaLearner:
         Steps beyond k reuse the learned step sizes.
         """
         steps = self.inner_steps if steps is None else steps
-        _check_int("steps", steps, 0)
+        check_int("steps", steps, 0)
         *_, params = self._adapt(task, steps, differentiable=False)
         adapted = copy.deepcopy(self.model)
         with torch.no_grad():
@@ -193,7 +194,7 @@ class MetaLearner:
     def adaptation_losses(self, task: Task, steps: int | None = None) -> list[float]:
         """L_τ(θ_0), …, L_τ(θ_steps) along :meth:`adapt` (one fresh task call each)."""
         steps = self.inner_steps if steps is None else steps
-        _check_int("steps", steps, 0)
+        check_int("steps", steps, 0)
         return [float(self._loss(task, p).detach()) for p in self._adapt(task, steps, False)]
 
     # -- saving --------------------------------------------------------------------------------
@@ -233,8 +234,3 @@ class MetaLearner:
             f"MetaLearner(inner_steps={self.inner_steps}, learn_lr={self.learn_lr}, "
             f"first_order={self.first_order}, meta_batch={self.meta_batch})"
         )
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")

@@ -222,6 +222,13 @@ def check_positive(name: str, value: object) -> float:
     return number
 
 
+def check_int(name: str, value: object, minimum: int) -> int:
+    """Return ``value``, or raise naming ``name`` unless it is an int (no bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
+    return value
+
+
 def check_seed(seed: object) -> int | None:
     """Return ``seed`` unchanged, or raise unless it is a non-negative int or None."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):

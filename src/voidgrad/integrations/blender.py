@@ -33,6 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from voidgrad.estimators.base import check_int
+from voidgrad.integrations import check_parameter_names, split_theta
+
 __all__ = ["BlenderRenderer", "ball_scene", "import_bpy"]
 
 SceneSource = str | Path | Callable[[Any], None]
@@ -149,13 +152,7 @@ class BlenderRenderer:
             raise TypeError(
                 f"scene must be a .blend path or a function build(bpy); got {type(scene).__name__}"
             )
-        if isinstance(parameters, str) or not (
-            callable(parameters)
-            or (isinstance(parameters, Sequence) and all(isinstance(p, str) for p in parameters))
-        ):
-            raise TypeError("parameters must be a sequence of bpy.data paths or a function")
-        if not callable(parameters) and not parameters:
-            raise ValueError("parameters names no scene property")
+        check_parameter_names(parameters, "bpy.data paths")
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}; got {engine!r}")
         if (
@@ -164,20 +161,16 @@ class BlenderRenderer:
             or not all(isinstance(n, int) and n > 0 for n in resolution)
         ):
             raise ValueError(f"resolution must be (width, height) in pixels; got {resolution!r}")
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ValueError(f"samples must be a positive int; got {samples!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+        check_int("samples", samples, 1)
+        check_int("seed", seed, 0)
+        if threads is not None:
+            check_int("threads", threads, 1)
         self.scene = scene
         self.parameters = parameters
         self.engine = engine
         self.resolution = (int(resolution[0]), int(resolution[1]))
         self.samples = samples
         self.seed = seed
-        if threads is not None and (
-            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-        ):
-            raise ValueError(f"threads must be a positive int or None; got {threads!r}")
         self.threads = threads
         self.channels_first = bool(channels_first)
         self._loaded: tuple[Any, list[_Property], Path] | None = None
@@ -234,15 +227,9 @@ class BlenderRenderer:
         if callable(self.parameters):
             self.parameters(bpy, theta)
         else:
-            dim = sum(p.size for p in properties)
-            if theta.numel() != dim:
-                raise ValueError(
-                    f"θ must have {dim} numbers for {list(self.parameters)}; got {theta.numel()}"
-                )
-            start = 0
-            for prop in properties:
-                prop.write(theta[start : start + prop.size].tolist())
-                start += prop.size
+            slices = split_theta(theta, [p.size for p in properties], self.parameters)
+            for prop, numbers in zip(properties, slices, strict=True):
+                prop.write(numbers)
         scene = bpy.context.scene
         if self.engine == "CYCLES":
             scene.cycles.seed = int(self.seed if seed is None else seed) % 2**31

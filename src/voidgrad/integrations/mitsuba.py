@@ -24,6 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from voidgrad.estimators.base import check_int, check_seed
+from voidgrad.integrations import check_parameter_names, split_theta
+
 __all__ = ["MitsubaRenderer", "import_mitsuba"]
 
 SceneSource = str | Path | Callable[[], Any]
@@ -83,17 +86,9 @@ class MitsubaRenderer:
                 f"scene must be an XML path or a function returning a scene dict; "
                 f"got {type(scene).__name__}"
             )
-        if isinstance(parameters, str) or not (
-            callable(parameters)
-            or (isinstance(parameters, Sequence) and all(isinstance(k, str) for k in parameters))
-        ):
-            raise TypeError("parameters must be a sequence of mi.traverse keys or a function")
-        if not callable(parameters) and not parameters:
-            raise ValueError("parameters names no scene parameter")
-        if isinstance(spp, bool) or not isinstance(spp, int) or spp < 1:
-            raise ValueError(f"spp must be a positive int; got {spp!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
+        check_parameter_names(parameters, "mi.traverse keys")
+        check_int("spp", spp, 1)
+        check_seed(seed)
         self.scene = scene
         self.parameters = parameters
         self.spp = spp
@@ -149,22 +144,11 @@ class MitsubaRenderer:
 
     def _write(self, params: Any, theta: torch.Tensor) -> None:
         assert not callable(self.parameters)
-        dim = sum(_size(params[key]) for key in self.parameters)
-        if theta.numel() != dim:
-            raise ValueError(
-                f"θ must have {dim} numbers for {list(self.parameters)}; got {theta.numel()}"
-            )
-        start = 0
-        for key in self.parameters:
-            value = params[key]
-            size = _size(value)
-            numbers = theta[start : start + size].tolist()
-            params[key] = (
-                numbers[0]
-                if size == 1 and isinstance(value, float | int)
-                else type(value)(*numbers)
-            )
-            start += size
+        values = [params[key] for key in self.parameters]
+        slices = split_theta(theta, [_size(value) for value in values], self.parameters)
+        for key, value, numbers in zip(self.parameters, values, slices, strict=True):
+            single = len(numbers) == 1 and isinstance(value, float | int)
+            params[key] = numbers[0] if single else type(value)(*numbers)
 
     def __repr__(self) -> str:
         return f"MitsubaRenderer(variant={self.variant!r}, spp={self.spp}, seed={self.seed})"

@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from voidgrad.estimators.base import check_int
+
 __all__ = ["BRDFFamily", "BRDFTask", "FourierMLP", "TextureFamily", "TextureTask"]
 
 Network = Callable[[torch.Tensor], torch.Tensor]
@@ -91,9 +93,7 @@ class _Family:
     """What both families share: the batch size, task seeds and the held-out stream."""
 
     def __init__(self, batch: int) -> None:
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"batch must be a positive int; got {batch!r}")
-        self.batch = batch
+        self.batch = check_int("batch", batch, 1)
 
     def __call__(self, generator: torch.Generator) -> Any:
         raise NotImplementedError

@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, LogNormal
 
+from voidgrad.estimators.base import check_int
+
 _N1 = 0.5
 _FILL = 0.9  # fraction of the half-frame the largest radius reaches
 
@@ -54,8 +56,7 @@ def render_supershapes(shapes: torch.Tensor, size: int = 64) -> torch.Tensor:
     """
     if shapes.ndim != 2 or shapes.shape[1] != 2:
         raise ValueError(f"shapes must have shape [N, 2] (m, n); got {tuple(shapes.shape)}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 4:
-        raise ValueError(f"size must be an int >= 4; got {size!r}")
+    check_int("size", size, 4)
     if not bool((shapes > 0).all()):
         raise ValueError("shape parameters m and n must be positive")
     shapes = shapes.detach().to(torch.float64)
