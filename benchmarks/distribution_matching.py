@@ -34,15 +34,9 @@ import torch
 
 import voidgrad as vg
 from common import write_results
-from voidgrad.problems.supershape import SupershapeMatching
+from voidgrad.problems.supershape import SupershapeMatching, log_normal_moments
 
 SHAPE_PARAMETERS = ("m", "n")
-
-
-def moments(loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation of LogNormal(loc, scale), elementwise."""
-    mean = (loc + scale**2 / 2).exp()
-    return mean, mean * (scale**2).expm1().sqrt()
 
 
 def run(seed: int, steps: int, samples: int, targets: int) -> tuple[dict[str, Any], Any, Any]:
@@ -62,8 +56,8 @@ def run(seed: int, steps: int, samples: int, targets: int) -> tuple[dict[str, An
     seconds = time.perf_counter() - started
     history = result.parameter_history()
     loc, scale = history["loc"], history["log_scale"].exp()
-    mean, std = moments(loc[-1], scale[-1])
-    hidden_mean, hidden_std = moments(task.hidden_loc, task.hidden_scale)
+    mean, std = log_normal_moments(loc[-1], scale[-1])
+    hidden_mean, hidden_std = log_normal_moments(task.hidden_loc, task.hidden_scale)
     errors = {
         name: {
             "mean_relative_error": float((mean[i] - hidden_mean[i]).abs() / hidden_mean[i]),
@@ -101,12 +95,12 @@ def plot(records: list[dict[str, Any]], task: SupershapeMatching, path: Path) ->
 
     figure = Figure(figsize=(11, 6.5), layout="constrained")
     axes = figure.subplots(2, 2, sharex=True)
-    hidden_mean, hidden_std = moments(task.hidden_loc, task.hidden_scale)
+    hidden_mean, hidden_std = log_normal_moments(task.hidden_loc, task.hidden_scale)
     for column, name in enumerate(SHAPE_PARAMETERS):
         for record in records:
             loc = torch.tensor(record["loc"])[:, column]
             scale = torch.tensor(record["scale"])[:, column]
-            mean, std = moments(loc, scale)
+            mean, std = log_normal_moments(loc, scale)
             label = f"seed {record['seed']}"
             axes[0, column].plot(mean.numpy(), label=label)
             axes[1, column].plot(std.numpy(), label=label)

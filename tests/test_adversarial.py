@@ -12,7 +12,7 @@ from torch.distributions import Distribution, Normal
 
 import voidgrad as vg
 from voidgrad.adversarial import AdversarialResult, ConvDiscriminator, adversarial, cosine_step_size
-from voidgrad.problems.supershape import SupershapeMatching
+from voidgrad.problems.supershape import SupershapeMatching, log_normal_moments
 
 SIZE = 16
 
@@ -179,13 +179,9 @@ def test_supershape_distribution_is_recovered_within_ten_percent() -> None:
     result = adversarial(task.learner(), task.render, targets, steps=800, seed=0, progress=False)
     loc, scale = result.parameters["loc"], result.parameters["log_scale"].exp()
 
-    def moments(mu: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = (mu + sigma**2 / 2).exp()
-        return mean, mean * (sigma**2).expm1().sqrt()
-
     (mean, std), (hidden_mean, hidden_std) = (
-        moments(loc, scale),
-        moments(task.hidden_loc, task.hidden_scale),
+        log_normal_moments(loc, scale),
+        log_normal_moments(task.hidden_loc, task.hidden_scale),
     )
     assert torch.all((mean - hidden_mean).abs() <= 0.1 * hidden_mean), (mean, hidden_mean)
     assert torch.all((std - hidden_std).abs() <= 0.1 * hidden_std), (std, hidden_std)

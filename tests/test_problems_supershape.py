@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from voidgrad.problems.supershape import LearnedLogNormal, SupershapeMatching, render_supershapes
+from voidgrad.problems.supershape import (
+    LearnedLogNormal,
+    SupershapeMatching,
+    log_normal_moments,
+    render_supershapes,
+)
 
 
 def test_renders_binary_images_of_the_requested_size() -> None:
@@ -80,3 +85,10 @@ def test_the_learner_rejects_mismatched_or_negative_scales() -> None:
         LearnedLogNormal(torch.zeros(2), torch.ones(3))
     with pytest.raises(ValueError, match="positive"):
         LearnedLogNormal(torch.zeros(2), torch.tensor([1.0, 0.0]))
+
+
+def test_log_normal_moments_match_torch() -> None:
+    loc, scale = torch.tensor([1.8, 1.1]), torch.tensor([0.1, 0.3])
+    mean, std = log_normal_moments(loc, scale)
+    reference = torch.distributions.LogNormal(loc, scale)
+    assert torch.allclose(mean, reference.mean) and torch.allclose(std, reference.stddev)

@@ -33,7 +33,13 @@ from voidgrad.estimators.base import check_int
 _N1 = 0.5
 _FILL = 0.9  # fraction of the half-frame the largest radius reaches
 
-__all__ = ["LearnedLogNormal", "SupershapeMatching", "render_supershapes", "superformula_radius"]
+__all__ = [
+    "LearnedLogNormal",
+    "SupershapeMatching",
+    "log_normal_moments",
+    "render_supershapes",
+    "superformula_radius",
+]
 
 
 def superformula_radius(phi: torch.Tensor, m: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -66,6 +72,12 @@ def render_supershapes(shapes: torch.Tensor, size: int = 64) -> torch.Tensor:
     m, n = shapes[:, 0, None, None], shapes[:, 1, None, None]
     inside = rho <= _FILL * superformula_radius(phi, m, n)
     return inside.to(torch.float32).unsqueeze(1)
+
+
+def log_normal_moments(loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean exp(μ + σ²/2) and standard deviation mean · √(exp(σ²) − 1) of LogNormal(μ, σ)."""
+    mean = (loc + scale**2 / 2).exp()
+    return mean, mean * (scale**2).expm1().sqrt()
 
 
 class LearnedLogNormal(nn.Module):
