@@ -81,3 +81,17 @@ def test_fourier_mlp_is_seeded() -> None:
 def test_bad_batch_is_rejected(family: type) -> None:
     with pytest.raises(ValueError, match="batch"):
         family(batch=0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"width": 0}, "width"),
+        ({"depth": -1}, "depth"),
+        ({"scale": 0.0}, "scale"),
+        ({"seed": -2}, "seed"),
+    ],
+)
+def test_bad_network_settings_are_rejected(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FourierMLP(2, 3, **options)  # type: ignore[arg-type]

@@ -92,3 +92,19 @@ def test_log_normal_moments_match_torch() -> None:
     mean, std = log_normal_moments(loc, scale)
     reference = torch.distributions.LogNormal(loc, scale)
     assert torch.allclose(mean, reference.mean) and torch.allclose(std, reference.stddev)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"hidden_loc": torch.zeros(3)}, "hidden_loc"),
+        ({"start_scale": torch.tensor([0.4, 0.0])}, "start_scale"),
+        ({"size": 2}, "size"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_bad_task_settings_are_rejected(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SupershapeMatching(**options)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n must"):
+        SupershapeMatching().targets(0)

@@ -36,7 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from voidgrad.estimators.base import check_int
+from voidgrad.estimators.base import check_int, check_positive
+from voidgrad.problems.checks import check_seed
 
 __all__ = ["BRDFFamily", "BRDFTask", "FourierMLP", "TextureFamily", "TextureTask"]
 
@@ -67,7 +68,12 @@ class FourierMLP(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        generator = torch.Generator().manual_seed(seed)
+        for name, value in (("inputs", inputs), ("outputs", outputs), ("width", width)):
+            check_int(name, value, 1)
+        check_int("depth", depth, 0)
+        check_int("frequencies", frequencies, 0)
+        check_positive("scale", scale)
+        generator = torch.Generator().manual_seed(check_seed(seed))
         self.bands: torch.Tensor
         self.register_buffer("bands", scale * torch.randn(inputs, frequencies, generator=generator))
         layers: list[nn.Module] = []

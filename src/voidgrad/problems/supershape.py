@@ -29,6 +29,7 @@ from torch import nn
 from torch.distributions import Distribution, Independent, LogNormal
 
 from voidgrad.estimators.base import check_int
+from voidgrad.problems.checks import check_seed
 
 _N1 = 0.5
 _FILL = 0.9  # fraction of the half-frame the largest radius reaches
@@ -128,6 +129,17 @@ class SupershapeMatching:
     size: int = 64
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("hidden_loc", "hidden_scale", "start_loc", "start_scale"):
+            value = getattr(self, name)
+            if not isinstance(value, torch.Tensor) or value.shape != (2,):
+                raise ValueError(f"{name} must be a tensor [2] (m, n); got {value!r}")
+        for name in ("hidden_scale", "start_scale"):
+            if not bool((getattr(self, name) > 0).all()):
+                raise ValueError(f"{name} must be positive")
+        check_int("size", self.size, 4)
+        check_seed(self.seed)
+
     def learner(self) -> LearnedLogNormal:
         """A :class:`LearnedLogNormal` at this task's start (μ₀, σ₀)."""
         return LearnedLogNormal(self.start_loc, self.start_scale)
@@ -138,6 +150,7 @@ class SupershapeMatching:
 
     def targets(self, n: int) -> torch.Tensor:
         """``n`` target images ``[n, 1, size, size]``, drawn with this task's seed."""
+        check_int("n", n, 1)
         generator = torch.Generator().manual_seed(self.seed)
         normal = torch.randn(n, 2, generator=generator, dtype=torch.float64)
         shapes = (self.hidden_loc.double() + self.hidden_scale.double() * normal).exp()
