@@ -14,12 +14,12 @@ PIP_INTEGRATIONS := $(VENV_INTEGRATIONS)/bin/python -m pip install --quiet --dis
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP_INSTALL) torch==2.13.0
-	$(PIP_INSTALL) -e ".[dev,plot]"
+	$(PIP_INSTALL) -e ".[dev,plot,rl]"
 	touch $(STAMP)
 
 # The optional backends the slow tests exercise (Ray) and the benchmarks' extras.
 $(STAMP_ALL): $(STAMP)
-	$(PIP_INSTALL) -e ".[dev,plot,ray,bench]"
+	$(PIP_INSTALL) -e ".[dev,plot,rl,ray,bench]"
 	touch $(STAMP_ALL)
 
 $(STAMP_INTEGRATIONS): pyproject.toml constraints.txt

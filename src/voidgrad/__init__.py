@@ -1,6 +1,6 @@
 """voidgrad: gradient-based optimization through programs that have no useful gradient."""
 
-from voidgrad import baselines, meta
+from voidgrad import baselines, meta, rl
 from voidgrad.adversarial import adversarial
 from voidgrad.blackbox import BlackBox, blackbox
 from voidgrad.errors import (
@@ -64,4 +64,5 @@ __all__ = [
     "expectation",
     "meta",
     "minimize",
+    "rl",
 ]

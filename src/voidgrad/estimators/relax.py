@@ -44,6 +44,7 @@ from torch.distributions import Distribution
 
 from voidgrad.estimators.base import check_positive
 from voidgrad.estimators.discrete import (
+    Kind,
     as_dist_sample,
     discrete_logits,
     relax,
@@ -108,13 +109,74 @@ class ControlVariateEstimator(DistributionEstimator):
         square_norm = sum((grad**2).sum() for grad in grads)
         assert isinstance(square_norm, torch.Tensor)
         self.last_square_norm = float(square_norm.detach())
-        if self.train_control and square_norm.requires_grad:
+        if self.train_control:
             assert self.optimizer is not None
-            phi_grads = torch.autograd.grad(square_norm, self.control_parameters, allow_unused=True)
-            for parameter, grad in zip(self.control_parameters, phi_grads, strict=True):
-                parameter.grad = None if grad is None else grad.detach()
-            self.optimizer.step()
+            variance_step(self.optimizer, self.control_parameters, square_norm)
         return surrogate_loss(costs.mean(0), parameter_surrogate(grads, params, costs.ndim - 1))
+
+
+def lax_gradients(
+    costs: torch.Tensor,
+    log_prob: torch.Tensor,
+    control_at_sample: torch.Tensor,
+    control_reparameterized: torch.Tensor,
+    params: list[torch.Tensor],
+    create_graph: bool,
+) -> list[torch.Tensor]:
+    r"""LAX's ĝ with respect to the distribution's parameter tensors ``params``.
+
+    ĝ = (1/N) Σ_i ∇ { [f(z̄_i) − c_φ(z̄_i)] log p(z̄_i|θ) + c_φ(z_i(θ)) }, where
+    ``log_prob`` is log p(z̄|θ) of the samples held fixed, ``control_at_sample``
+    c_φ(z̄) (no path to θ) and ``control_reparameterized`` c_φ(z(θ)), all
+    ``[N, *cost_batch]``. ``create_graph`` keeps ĝ differentiable in φ for
+    :func:`variance_step`. Shared by :class:`LAX` and :mod:`voidgrad.rl`.
+    """
+    objective = (costs - control_at_sample) * log_prob + control_reparameterized
+    return _grad_or_zeros(objective.mean(0).sum(), params, create_graph)
+
+
+def relax_gradient(
+    costs: torch.Tensor,
+    logits: torch.Tensor,
+    b: torch.Tensor,
+    kind: Kind,
+    control_relaxed: torch.Tensor,
+    control_conditioned: torch.Tensor,
+    create_graph: bool,
+) -> torch.Tensor:
+    r"""RELAX's ĝ with respect to ``logits``.
+
+    ĝ = (1/N) Σ_i [f(b_i) − c_φ(z̃_i)] ∇ log p(b_i|θ) + ∇ c_φ(z_i) − ∇ c_φ(z̃_i),
+    with ``control_relaxed`` c_φ(z) and ``control_conditioned`` c_φ(z̃), both
+    reparameterized in ``logits`` and ``[N, *cost_batch]``, and b the discrete
+    samples ``[N, *logits.shape]`` (one-hot for categoricals). The score is
+    written out, so c_φ(z̃)'s path to θ enters only through its gradient term.
+    ``create_graph`` keeps ĝ differentiable in φ for :func:`variance_step`.
+    Shared by :class:`RELAX` and :mod:`voidgrad.rl`.
+    """
+    coefficient = costs - control_conditioned
+    coefficient = coefficient.reshape(*coefficient.shape, *[1] * (b.ndim - coefficient.ndim))
+    score_term = (coefficient * score(logits.detach(), b, kind)).mean(0)
+    (reparam_term,) = _grad_or_zeros(
+        (control_relaxed - control_conditioned).mean(0).sum(), [logits], create_graph
+    )
+    return score_term + reparam_term
+
+
+def variance_step(
+    optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter], square_norm: torch.Tensor
+) -> None:
+    """One optimizer step on φ along ∂‖ĝ‖²/∂φ, an unbiased gradient of Var(ĝ) (module doc).
+
+    ``square_norm`` is ‖ĝ‖² built with ``create_graph=True``; without a path
+    to φ there is nothing to do.
+    """
+    if not square_norm.requires_grad:
+        return
+    phi_grads = torch.autograd.grad(square_norm, parameters, allow_unused=True)
+    for parameter, grad in zip(parameters, phi_grads, strict=True):
+        parameter.grad = None if grad is None else grad.detach()
+    optimizer.step()
 
 
 def apply_control(control: nn.Module, z: torch.Tensor, costs: torch.Tensor) -> torch.Tensor:
@@ -185,10 +247,14 @@ class LAX(ControlVariateEstimator):
         params = gradient_parameters(dist)
         if not params:
             return costs.mean(0)
-        log_prob = joint_log_prob(dist, fixed, costs.ndim - 1)
-        coefficient = costs - apply_control(self.control, fixed, costs)
-        surrogate = coefficient * log_prob + apply_control(self.control, z, costs)
-        grads = _grad_or_zeros(surrogate.mean(0).sum(), params, self.train_control)
+        grads = lax_gradients(
+            costs,
+            joint_log_prob(dist, fixed, costs.ndim - 1),
+            apply_control(self.control, fixed, costs),
+            apply_control(self.control, z, costs),
+            params,
+            self.train_control,
+        )
         return self._finish(costs, grads, params)
 
     def __repr__(self) -> str:
@@ -270,15 +336,16 @@ class RELAX(ControlVariateEstimator):
         costs = evaluate(b if self.relaxed_f else as_dist_sample(b, kind))
         if not logits.requires_grad:
             return costs.mean(0)
-        control_z = self._control(evaluate, z, costs, kind)
-        control_conditioned = self._control(evaluate, conditioned, costs, kind)
-        coefficient = costs - control_conditioned
-        score_part = coefficient.reshape(*coefficient.shape, *[1] * (b.ndim - coefficient.ndim))
-        score_term = (score_part * score(logits.detach(), b, kind)).mean(0)
-        (reparam_term,) = _grad_or_zeros(
-            (control_z - control_conditioned).mean(0).sum(), [logits], self.train_control
+        grad = relax_gradient(
+            costs,
+            logits,
+            b,
+            kind,
+            self._control(evaluate, z, costs, kind),
+            self._control(evaluate, conditioned, costs, kind),
+            self.train_control,
         )
-        return self._finish(costs, [score_term + reparam_term], [logits])
+        return self._finish(costs, [grad], [logits])
 
     def __repr__(self) -> str:
         control = None if self.control is None else type(self.control).__name__

@@ -1,0 +1,98 @@
+"""vg.rl.train end to end: learning, backends, checkpoints and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import voidgrad as vg
+from voidgrad.rl.episodes import BatchedRollouts, EvaluatorRollouts, pack, unpack
+
+gymnasium = pytest.importorskip("gymnasium")
+
+
+def test_a_short_cartpole_run_improves_the_return():
+    result = vg.rl.train("CartPole-v1", "relax", env_steps=12_000, progress=False, seed=0)
+    returns = result.history.column("mean_return")
+    assert np.mean(returns[-5:]) > 2 * np.mean(returns[:5])
+    assert result.env_steps >= 12_000
+    assert all(np.isfinite(result.history.column("gradient_variance")))
+
+
+def test_lax_trains_its_correction_on_a_continuous_env():
+    result = vg.rl.train("Pendulum-v1", "lax", env_steps=800, episodes_per_update=2, progress=False)
+    assert result.correction is not None
+    last = list(result.correction.parameters())[-1]
+    assert float(last.detach().abs().sum()) > 0  # q_φ starts at zero and moved
+
+
+def test_process_workers_collect_the_same_episodes_as_the_batched_loop():
+    policy = vg.rl.CategoricalPolicy(4, 2)
+    seeds = [11, 12, 13]
+    batched = BatchedRollouts("CartPole-v1", 3, max_episode_steps=60)
+    pooled = EvaluatorRollouts("CartPole-v1", policy, "process", 2, max_episode_steps=60)
+    try:
+        here, there = batched.collect(policy, seeds), pooled.collect(policy, seeds)
+    finally:
+        batched.close()
+        pooled.close()
+    for name in ("obs", "noise", "actions", "rewards", "mask", "terminated"):
+        torch.testing.assert_close(getattr(there, name), getattr(here, name))
+
+
+def test_pack_and_unpack_are_inverse():
+    rollouts = BatchedRollouts("Pendulum-v1", 2, max_episode_steps=5)
+    episodes = rollouts.collect(vg.rl.GaussianPolicy(3, 1), [0, 1])
+    back = unpack(pack(episodes), 3, 1)
+    for name in ("obs", "noise", "actions", "rewards", "mask", "terminated"):
+        torch.testing.assert_close(getattr(back, name), getattr(episodes, name))
+
+
+def test_a_resumed_run_replays_the_uninterrupted_one(tmp_path):
+    options = {"env_steps": 1_500, "episodes_per_update": 4, "progress": False, "seed": 3}
+    whole = vg.rl.train("CartPole-v1", "relax", **options)
+    path = tmp_path / "run.pt"
+    first = vg.rl.train(
+        "CartPole-v1", "relax", checkpoint=path, callback=lambda r: r.update == 3, **options
+    )
+    assert first.updates == 3
+    resumed = vg.rl.train("CartPole-v1", "relax", checkpoint=path, **options)
+    assert resumed.history.column("mean_return") == whole.history.column("mean_return")
+    for mine, theirs in zip(resumed.policy.parameters(), whole.policy.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs)
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    path = tmp_path / "run.pt"
+    vg.rl.train("CartPole-v1", env_steps=50, progress=False, checkpoint=path)
+    with pytest.raises(ValueError, match="another run"):
+        vg.rl.train("CartPole-v1", "relax", env_steps=50, progress=False, checkpoint=path)
+
+
+@pytest.mark.parametrize(
+    ("env", "options", "message"),
+    [
+        ("CartPole-v1", {"estimator": "lax"}, "LAX needs continuous actions"),
+        ("Pendulum-v1", {"estimator": "relax"}, "RELAX needs discrete actions"),
+        ("CartPole-v1", {"estimator": "reinforce"}, "estimator must be one of"),
+        ("CartPole-v1", {"backend": "threads"}, "backend must be one of"),
+        ("CartPole-v1", {"env_steps": 0}, "env_steps must be an int >= 1"),
+        ("CartPole-v1", {"gamma": 1.5}, "gamma and gae_lambda"),
+        ("CartPole-v1", {"policy": vg.rl.GaussianPolicy(4, 1)}, "do not match"),
+        ("CartPole-v1", {"policy": torch.nn.Linear(4, 2)}, "must be a vg.rl.Policy"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(env, options, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        vg.rl.train(env, progress=False, **options)
+
+
+def test_an_env_without_time_limit_needs_max_episode_steps():
+    def unlimited():
+        return gymnasium.make("CartPole-v1", max_episode_steps=None).unwrapped
+
+    with pytest.raises(ValueError, match="max_episode_steps"):
+        vg.rl.train(unlimited, env_steps=10, progress=False)
+    result = vg.rl.train(unlimited, env_steps=10, max_episode_steps=5, progress=False)
+    assert result.env_steps >= 10
