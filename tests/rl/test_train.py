@@ -18,6 +18,7 @@ def test_a_short_cartpole_run_improves_the_return():
     assert np.mean(returns[-5:]) > 2 * np.mean(returns[:5])
     assert result.env_steps >= 12_000
     assert all(np.isfinite(result.history.column("gradient_variance")))
+    assert all(np.isfinite(result.history.column("actor_critic_variance")))
 
 
 def test_lax_trains_its_correction_on_a_continuous_env():

@@ -100,52 +100,54 @@ def collect(envs: list[Any], policy: Policy, seeds: list[int], limit: int) -> Ep
     """Run one episode in each of ``envs`` (seeded by ``seeds``), at most ``limit`` steps each.
 
     Episodes all start at t = 0 and step together, so the running ones share
-    one batched policy call per step.
+    one batched policy call per step. Each episode's noise is drawn up front
+    from its own seed.
     """
     count = len(envs)
-    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    first = [
-        np.asarray(env.reset(seed=seed)[0], dtype=np.float32)
-        for env, seed in zip(envs, seeds, strict=True)
-    ]
-    obs = torch.zeros((count, limit + 1, first[0].size))
-    obs[:, 0] = torch.as_tensor(np.stack(first)).reshape(count, -1)
-    noise = torch.zeros((count, limit, policy.noise_dim))
-    actions = torch.zeros((count, limit, policy.action_size))
-    rewards = torch.zeros((count, limit))
-    mask = torch.zeros((count, limit), dtype=torch.bool)
-    terminated = torch.zeros(count, dtype=torch.bool)
-    running = list(range(count))
+    noise = torch.stack([policy.draw_noise(limit, torch.Generator().manual_seed(s)) for s in seeds])
+    first = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)]
+    obs = np.zeros((count, limit + 1, np.size(first[0])), dtype=np.float32)
+    obs[:, 0] = np.reshape(first, (count, -1))
+    actions = np.zeros((count, limit, policy.action_size), dtype=np.float32)
+    rewards = np.zeros((count, limit), dtype=np.float32)
+    lengths = np.full(count, limit)
+    terminated = np.zeros(count, dtype=bool)
+    running = np.arange(count)
     with torch.no_grad():
         for t in range(limit):
-            if not running:
+            if running.size == 0:
                 break
-            dist = policy(obs[running, t])
-            xi = torch.cat([policy.draw_noise(1, generators[e]) for e in running])
-            drawn = policy.act(dist, xi)
+            dist = policy(torch.from_numpy(obs[running, t]))
+            drawn = policy.act(dist, noise[running, t]).numpy()
+            if policy.discrete:
+                choices = drawn.argmax(-1)
+                actions[running, t, choices] = 1.0
+            else:
+                actions[running, t] = drawn
             still = []
             for i, e in enumerate(running):
-                noise[e, t] = xi[i]
                 if policy.discrete:
-                    choice = int(drawn[i].argmax())
-                    actions[e, t, choice] = 1.0
-                    step_action: Any = choice
+                    step_action: Any = int(choices[i])
                 else:
-                    actions[e, t] = drawn[i]
                     space = envs[e].action_space
-                    step_action = np.clip(drawn[i].numpy(), space.low, space.high)
+                    step_action = np.clip(drawn[i], space.low, space.high)
                 observation, reward, done, truncated, _ = envs[e].step(step_action)
-                obs[e, t + 1] = torch.as_tensor(np.asarray(observation, dtype=np.float32)).reshape(
-                    -1
-                )
-                rewards[e, t] = float(reward)
-                mask[e, t] = True
-                if done:
-                    terminated[e] = True
-                elif not truncated:
+                obs[e, t + 1] = np.reshape(observation, -1)
+                rewards[e, t] = reward
+                if done or truncated:
+                    lengths[e] = t + 1
+                    terminated[e] = bool(done)
+                else:
                     still.append(e)
-            running = still
-    return Episodes(obs, noise, actions, rewards, mask, terminated)
+            running = np.asarray(still, dtype=int)
+    return Episodes(
+        obs=torch.from_numpy(obs),
+        noise=noise,
+        actions=torch.from_numpy(actions),
+        rewards=torch.from_numpy(rewards),
+        mask=torch.from_numpy(np.arange(limit) < lengths[:, None]),
+        terminated=torch.from_numpy(terminated),
+    )
 
 
 class BatchedRollouts:

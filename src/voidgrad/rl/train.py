@@ -52,6 +52,9 @@ class UpdateRecord:
         gradient_variance: tr Cov of a one-episode policy-gradient estimate,
             from the spread of this update's per-episode gradients (NaN when
             not tracked).
+        actor_critic_variance: for LAX and RELAX, the same quantity for the
+            actor-critic estimate (q ≡ 0) on the same episodes and policy: the
+            paired reference that shows what q_φ removes (NaN otherwise).
         value_loss: mean squared error of V on this update's returns, before
             its fit.
         seconds: wall time since the run started (summed over resumed parts).
@@ -61,6 +64,7 @@ class UpdateRecord:
     env_steps: int
     mean_return: float
     gradient_variance: float
+    actor_critic_variance: float
     value_loss: float
     seconds: float
 
@@ -150,7 +154,8 @@ def train(
         seed: seeds the networks, the episodes and the estimator's sampling;
             a run is a function of its seed, whatever the backend.
         track_variance: record the per-update gradient variance (E extra
-            backward passes per update).
+            backward passes per update; 2E for LAX and RELAX, which also
+            record the actor-critic's on the same episodes).
         checkpoint: save the run here every ``checkpoint_every`` updates and at
             the end; a run started with an existing checkpoint resumes it.
         checkpoint_every: updates between checkpoints.
@@ -258,16 +263,19 @@ def train(
                 return_scale,
             )
             parameters = list(policy.parameters())
-            variance = (  # in the returns' own units: ĝ of −J is s × the surrogates' gradient
-                gradient_variance(per_episode_gradients(surrogates, parameters)) * return_scale**2
-                if track_variance
-                else math.nan
-            )
+            variance = reference_variance = math.nan
+            if track_variance:
+                variance = _variance(surrogates, parameters, return_scale)
+                if correction is not None:
+                    plain, _ = episode_surrogates(
+                        "actor_critic", policy, None, steps, generator, False, return_scale
+                    )
+                    reference_variance = _variance(plain, parameters, return_scale)
             policy_optimizer.zero_grad()
             surrogates.mean().backward(inputs=parameters, retain_graph=correction is not None)
-            policy_optimizer.step()
             if correction is not None and control_optimizer is not None:
                 variance_step(control_optimizer, list(correction.parameters()), square_norm)
+            policy_optimizer.step()  # after the variance step, which differentiates through θ
             value_loss = _fit_value(value, value_optimizer, steps.obs, steps.returns, value_steps)
             # later batches use a running spread, fixed before they are drawn (ĝ stays unbiased)
             return_scale = 0.9 * return_scale + 0.1 * _spread(steps.returns)
@@ -278,6 +286,7 @@ def train(
                 env_steps=steps_done,
                 mean_return=float(batch.returns.mean()),
                 gradient_variance=variance,
+                actor_critic_variance=reference_variance,
                 value_loss=value_loss,
                 seconds=seconds_before + time.perf_counter() - started,
             )
@@ -338,6 +347,11 @@ def _networks(
         kind = "discrete" if discrete else "continuous"
         raise ValueError(f"the policy's actions do not match the env's {kind} action space")
     return obs_dim, policy, correction
+
+
+def _variance(surrogates: torch.Tensor, parameters: list[nn.Parameter], scale: float) -> float:
+    """tr Cov of one episode's ĝ of −J in the returns' units (s × the surrogates' gradient)."""
+    return gradient_variance(per_episode_gradients(surrogates, parameters)) * scale**2
 
 
 def _spread(returns: torch.Tensor) -> float:
