@@ -4,7 +4,10 @@ What is measured
 ----------------
 For each environment and estimator, ``vg.rl.train`` runs ``--steps``
 environment steps on each of ``--seeds`` (same budget, same settings, the
-library's defaults otherwise). Along every run it records, per update:
+library's defaults otherwise). Besides CartPole-v1 (RELAX) and
+InvertedPendulum-v5 (LAX; needs ``voidgrad[mujoco]``), a one-step bandit with
+reward −(a − 2)² (``--bandit-steps``) shows the case where the action is all
+that matters. Along every run it records, per update:
 
 - the mean return of the update's episodes (the learning curve);
 - tr Cov of a one-episode policy-gradient estimate (from the spread of the
@@ -30,15 +33,36 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium
 import numpy as np
 
 import voidgrad as vg
 from common import write_results
 
+
+class QuadraticBandit(gymnasium.Env):
+    """One step, reward −(a − 2)²: the action is all that matters (a control's best case)."""
+
+    observation_space = gymnasium.spaces.Box(-1, 1, (1,), np.float32)
+    action_space = gymnasium.spaces.Box(-5, 5, (1,), np.float32)
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        super().reset(seed=seed)
+        return np.ones(1, np.float32), {}
+
+    def step(self, action: Any) -> Any:
+        return np.ones(1, np.float32), float(-((action[0] - 2) ** 2)), True, False, {}
+
+
 PAIRS = {
     "CartPole-v1": ("actor_critic", "relax"),
     "InvertedPendulum-v5": ("actor_critic", "lax"),
     "Pendulum-v1": ("actor_critic", "lax"),
+    "bandit": ("actor_critic", "lax"),
+}
+#: what vg.rl.train gets for each name, and its episode limit
+SPECS: dict[str, tuple[Any, int | None]] = {
+    "bandit": (QuadraticBandit, 1),
 }
 
 
@@ -84,9 +108,12 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--envs", nargs="+", default=["CartPole-v1", "InvertedPendulum-v5"])
+    parser.add_argument(
+        "--envs", nargs="+", default=["CartPole-v1", "InvertedPendulum-v5", "bandit"]
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=50_000)
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--bandit-steps", type=int, default=4_000)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/rl"))
     args = parser.parse_args()
     runs = []
@@ -94,8 +121,14 @@ def main() -> None:
         for estimator in PAIRS[env]:
             for seed in args.seeds:
                 start = time.perf_counter()
+                spec, limit = SPECS.get(env, (env, None))
                 result = vg.rl.train(
-                    env, estimator, env_steps=args.steps, seed=seed, progress=False
+                    spec,
+                    estimator,
+                    env_steps=args.bandit_steps if env == "bandit" else args.steps,
+                    max_episode_steps=limit,
+                    seed=seed,
+                    progress=False,
                 )
                 history = result.history
                 run = {

@@ -42,6 +42,15 @@ def test_process_workers_collect_the_same_episodes_as_the_batched_loop():
         torch.testing.assert_close(getattr(there, name), getattr(here, name))
 
 
+def test_a_run_is_the_same_through_process_workers():
+    options = {"env_steps": 600, "episodes_per_update": 4, "progress": False, "seed": 5}
+    here = vg.rl.train("CartPole-v1", "relax", **options)
+    there = vg.rl.train("CartPole-v1", "relax", backend="process", workers=2, **options)
+    assert there.history.column("mean_return") == here.history.column("mean_return")
+    for mine, theirs in zip(there.policy.parameters(), here.policy.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs)
+
+
 def test_pack_and_unpack_are_inverse():
     rollouts = BatchedRollouts("Pendulum-v1", 2, max_episode_steps=5)
     episodes = rollouts.collect(vg.rl.GaussianPolicy(3, 1), [0, 1])
