@@ -4,12 +4,13 @@ PYTHON := $(VENV)/bin/python
 PIP_INSTALL := $(PYTHON) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 STAMP := $(VENV)/.installed
 STAMP_ALL := $(VENV)/.installed-all
+STAMP_DOCS := $(VENV)/.installed-docs
 # Real renderers get a venv of their own: bpy pins NumPy < 2 and needs Python 3.11.
 VENV_INTEGRATIONS := .venv-integrations
 STAMP_INTEGRATIONS := $(VENV_INTEGRATIONS)/.installed
 PIP_INTEGRATIONS := $(VENV_INTEGRATIONS)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test test-all test-integrations bench lint format clean
+.PHONY: demo test test-all test-integrations bench docs lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -21,6 +22,11 @@ $(STAMP): pyproject.toml constraints.txt
 $(STAMP_ALL): $(STAMP)
 	$(PIP_INSTALL) -e ".[dev,plot,rl,ray,bench]"
 	touch $(STAMP_ALL)
+
+# MkDocs, Material and mkdocstrings for `make docs`.
+$(STAMP_DOCS): $(STAMP)
+	$(PIP_INSTALL) -e ".[docs]"
+	touch $(STAMP_DOCS)
 
 $(STAMP_INTEGRATIONS): pyproject.toml constraints.txt
 	python3 -m venv $(VENV_INTEGRATIONS)
@@ -45,6 +51,11 @@ bench: $(STAMP_ALL)
 	$(PYTHON) benchmarks/estimator_overhead.py
 	$(PYTHON) benchmarks/distribution_overhead.py
 
+# The documentation site, into site/. Strict: any warning (a broken link or reference, a
+# docstring griffe cannot parse) fails the build.
+docs: $(STAMP_DOCS)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
@@ -55,4 +66,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks examples
 
 clean:
-	rm -rf $(VENV) $(VENV_INTEGRATIONS) build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_INTEGRATIONS) build dist site src/*.egg-info .pytest_cache .ruff_cache

@@ -446,7 +446,8 @@ class NevergradAdapter(_AdapterBase):
         optimizer_cls: a nevergrad optimizer class or configured optimizer (a
             value of ``nevergrad.optimizers.registry``).
         x0: the start, the ``init`` of an ``ng.p.Array``.
-        budget, workers: passed to nevergrad as ``budget`` and ``num_workers``.
+        budget: passed to nevergrad as ``budget``.
+        workers: passed to nevergrad as ``num_workers``.
         seed: seeds the parametrization's own ``random_state``
             (``np.random.RandomState(seed)``), which the optimizer draws from.
         sigma: the Array's mutation scale (``set_mutation(sigma=...)``); most
@@ -584,10 +585,11 @@ class AnnealingAdapter(_AdapterBase):
         bounds: ``(lower, upper)``, each a number or d numbers, required by
             dual_annealing; default ``x0 ± 5·max(1, |x0|)`` per coordinate
             (wide around the start, scaled to it). x0 must lie inside.
-        maxiter, initial_temp, restart_temp_ratio, visit, accept,
-            no_local_search: passed to ``scipy.optimize.dual_annealing``
-            (defaults are scipy's; ``maxiter`` counts annealing iterations, and
-            when scipy finishes before the budget ``ask`` returns None).
+        **scipy_options: ``maxiter``, ``initial_temp``, ``restart_temp_ratio``,
+            ``visit``, ``accept`` and ``no_local_search``, passed to
+            ``scipy.optimize.dual_annealing`` (defaults are scipy's; ``maxiter``
+            counts annealing iterations, and when scipy finishes before the
+            budget ``ask`` returns None).
 
     Failed evaluations are told to scipy as +inf, not as the finite stand-in of
     the other adapters: dual_annealing handles non-finite energies itself (it

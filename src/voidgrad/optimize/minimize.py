@@ -125,7 +125,8 @@ def minimize(
             Evaluator (for a backend, timeout, failure policy).
         x0: the start, a 1-D array-like of finite numbers.
         method: ``"smoothing"`` (PRDPT's Gaussian smoothing), ``"spsa"``,
-            ``"fd"`` (finite differences), or a derivative-free baseline:
+            ``"fd"`` (finite differences), ``"zerograds"`` (a learned
+            surrogate), or a derivative-free baseline:
             ``"cma"``, ``"annealing"``, ``"ga"``, ``"nevergrad:<name>"``
             (these need ``pip install 'voidgrad[bench]'``).
         budget: evaluations of ``fn`` allowed, all of them counted.

@@ -51,7 +51,8 @@ class FourierMLP(nn.Module):
     Args:
         inputs: input dimension.
         outputs: output dimension.
-        width, depth: hidden width and number of hidden layers.
+        width: hidden units per layer.
+        depth: number of hidden layers.
         frequencies: rows of B (drawn once from N(0, scale²), seeded).
         scale: the frequency scale.
         seed: seed of B and of the initial weights.
