@@ -84,6 +84,19 @@ def test_adaptation_is_meta_sgd_from_the_initialisation() -> None:
     assert len(losses) == 3 and losses[-1] < losses[0]
 
 
+def test_initialization_is_a_copy_at_the_meta_learned_start() -> None:
+    learner = MetaLearner(tiny_model(), inner_steps=1, inner_lr=0.3, meta_lr=0.1)
+    learner.meta_fit(lambda generator: regression, steps=3, progress=False)
+    model = learner.initialization()
+    assert model is not learner.model
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter, learner.init[name])
+        assert not parameter.requires_grad or parameter.grad is None
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # a copy: the learner's θ* is untouched
+    assert not torch.equal(next(model.parameters()), learner.init["0.weight"])
+
+
 def small_texture_model(seed: int) -> FourierMLP:
     return FourierMLP(2, 3, width=32, depth=2, frequencies=8, scale=2.0, seed=seed)
 

@@ -184,12 +184,24 @@ class MetaLearner:
         steps = self.inner_steps if steps is None else steps
         check_int("steps", steps, 0)
         *_, params = self._adapt(task, steps, differentiable=False)
-        adapted = copy.deepcopy(self.model)
+        return self._model_with(params)
+
+    def initialization(self) -> nn.Module:
+        """A copy of the model at the meta-learned θ*, before any adaptation.
+
+        For uses outside the inner loop, e.g. as the starting surrogate of
+        ``vg.ZeroGrads(surrogate=...)`` for a family of problems.
+        """
+        return self._model_with({n: p.detach() for n, p in self.init.items()})
+
+    def _model_with(self, params: Params) -> nn.Module:
+        """A copy of the model whose meta-learned parameters are ``params``."""
+        model = copy.deepcopy(self.model)
         with torch.no_grad():
-            for name, value in adapted.named_parameters():
+            for name, value in model.named_parameters():
                 if name in params:
                     value.copy_(params[name])
-        return adapted
+        return model
 
     def adaptation_losses(self, task: Task, steps: int | None = None) -> list[float]:
         """L_τ(θ_0), …, L_τ(θ_steps) along :meth:`adapt` (one fresh task call each)."""
