@@ -10,7 +10,7 @@ VENV_INTEGRATIONS := .venv-integrations
 STAMP_INTEGRATIONS := $(VENV_INTEGRATIONS)/.installed
 PIP_INTEGRATIONS := $(VENV_INTEGRATIONS)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test test-all test-integrations bench docs lint format clean
+.PHONY: demo test test-all test-integrations bench gallery docs lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -53,7 +53,12 @@ bench: $(STAMP_ALL)
 
 # The documentation site, into site/. Strict: any warning (a broken link or reference, a
 # docstring griffe cannot parse) fails the build.
-docs: $(STAMP_DOCS)
+# Every example with small settings, its picture into build/gallery/ (the Mitsuba and Blender
+# ones need .venv-integrations: make test-integrations first, or they are skipped).
+gallery: $(STAMP)
+	OMP_NUM_THREADS=1 $(PYTHON) examples/gallery.py --out build/gallery
+
+docs: $(STAMP_DOCS) gallery
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 lint: $(STAMP)

@@ -1,4 +1,8 @@
-"""MkDocs hooks: publish every benchmark report under ``benchmarks/reports/`` as a page.
+"""MkDocs hooks: the benchmark reports and the gallery, published from where they live.
+
+The gallery page ``gallery/index.md`` is generated from ``examples/gallery.py``'s
+``GALLERY`` and the pictures its run left in ``build/gallery/`` (``make docs`` runs it
+first); an entry without a picture says why.
 
 Each folder ``benchmarks/reports/<name>/`` becomes the page ``benchmarks/<name>/``:
 its README.md, then the folder's other Markdown reports (``report*.md``, headings demoted
@@ -11,8 +15,12 @@ section of the nav, newest folder name first, and the marker ``<!-- reports -->`
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
+import sys
 from pathlib import Path
+from typing import Any
 
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
@@ -23,6 +31,50 @@ REPORTS = ROOT / "benchmarks" / "reports"
 IMAGES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
 DATA = {".json", ".csv", ".txt"}
 MARKER = "<!-- reports -->"
+GALLERY_SCRIPT = ROOT / "examples" / "gallery.py"
+GALLERY_BUILD = ROOT / "build" / "gallery"
+
+
+def _gallery_entries() -> tuple[Any, ...]:
+    spec = importlib.util.spec_from_file_location("voidgrad_gallery", GALLERY_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module.GALLERY
+
+
+def _gallery_page() -> str:
+    record = GALLERY_BUILD / "gallery.json"
+    outcomes = (
+        {o["name"]: o for o in json.loads(record.read_text(encoding="utf-8"))}
+        if record.is_file()
+        else {}
+    )
+    text = (
+        "# Gallery\n\nEvery picture here was drawn by the example under it, run by "
+        "`make docs` with the small settings shown (`examples/gallery.py`); leave them out "
+        "for the full run.\n"
+    )
+    for entry in _gallery_entries():
+        command = " ".join(["python", f"examples/{entry.script}", *entry.arguments])
+        text += f"\n## {entry.title}\n\n{entry.caption}\n\n```bash\n{command}\n```\n\n"
+        outcome = outcomes.get(entry.name)
+        if (
+            (GALLERY_BUILD / f"{entry.name}.png").is_file()
+            and outcome
+            and outcome["status"] == "ok"
+        ):
+            seconds = f"{outcome['seconds']:.0f} s in this build"
+            text += f"![{entry.title}]({entry.name}.png)\n\n*{seconds}.*\n"
+        else:
+            why = (
+                "not run"
+                if outcome is None
+                else f"{outcome['status']}: {outcome['detail'] or 'see the build log'}"
+            )
+            text += f"*Not drawn in this build ({why.splitlines()[0]}).*\n"
+    return text
 
 
 def _reports() -> list[Path]:
@@ -97,6 +149,13 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:
+    files.append(File.generated(config, "gallery/index.md", content=_gallery_page()))
+    for entry in _gallery_entries():
+        picture = GALLERY_BUILD / f"{entry.name}.png"
+        if picture.is_file():
+            files.append(
+                File.generated(config, f"gallery/{entry.name}.png", abs_src_path=str(picture))
+            )
     for folder in _reports():
         base = f"benchmarks/{folder.name}"
         files.append(File.generated(config, f"{base}/index.md", content=_page(folder)))
