@@ -118,11 +118,10 @@ from torch.distributions import OneHotCategorical
 
 import voidgrad as vg
 from common import run_metadata
+from voidgrad.problems import DitherProblem
+from voidgrad.problems.dither import C1, C2, SIGMA, gaussian_kernel
 
 DTYPE = torch.float32
-C1 = 0.01**2
-C2 = 0.03**2
-SIGMA = 1.5
 GUMBEL_TEMPERATURE = 0.5
 #: Adam learning rate of RELAX's control parameters φ. The library's default, 1e-2,
 #: made the per-pixel control a random walk that raised the variance (see the docstring).
@@ -130,109 +129,6 @@ RELAX_LR = 1e-3
 
 
 # ---------------------------------------------------------------------------- problem
-
-
-def make_target(kind: str, size: int) -> torch.Tensor:
-    """The target grey image ``[size, size]`` in [0, 1]."""
-    if kind == "china":
-        from sklearn.datasets import load_sample_image
-
-        rgb = load_sample_image("china.jpg").astype(np.float64) / 255.0
-        grey = rgb @ np.array([0.299, 0.587, 0.114])
-        h, w = grey.shape
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        square = torch.tensor(grey[top : top + side, left : left + side])
-        image = F.interpolate(square[None, None], size=(size, size), mode="area")[0, 0]
-        return image.clamp(0, 1).to(DTYPE)
-    if kind == "procedural":
-        t = torch.linspace(0, 1, size, dtype=torch.float64)
-        y, x = torch.meshgrid(t, t, indexing="ij")
-        image = 0.15 + 0.7 * x * (0.6 + 0.4 * y)  # smooth two-way gradient
-        disc = ((x - 0.32) ** 2 + (y - 0.35) ** 2).sqrt() < 0.18
-        image = torch.where(disc, 0.9 - 0.5 * y, image)
-        square = ((x - 0.72).abs() < 0.14) & ((y - 0.7).abs() < 0.14)
-        image = torch.where(square, torch.full_like(image, 0.1), image)
-        r = ((x - 0.72) ** 2 + (y - 0.28) ** 2).sqrt()
-        ring = r < 0.2
-        image = torch.where(ring, 0.5 + 0.45 * torch.cos(2 * math.pi * r / 0.07), image)
-        return image.clamp(0, 1).to(DTYPE)
-    raise ValueError(f"unknown target {kind!r}")
-
-
-def make_palette(levels: int) -> torch.Tensor:
-    """``levels`` grey levels evenly spaced in [0, 1]."""
-    if not 2 <= levels <= 10:
-        raise ValueError(f"--palette must be 2 to 10 grey levels; got {levels}")
-    return torch.linspace(0, 1, levels, dtype=DTYPE)
-
-
-def gaussian_kernel(window: int, sigma: float) -> torch.Tensor:
-    x = torch.arange(window, dtype=DTYPE) - (window - 1) / 2
-    kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    return kernel / kernel.sum()
-
-
-class SSIM:
-    """Mean SSIM of a batch of images ``[..., H, W]`` against one fixed target ``[H, W]``.
-
-    The Gaussian filter (valid positions only) is applied as ``K @ image @ Kᵀ`` with
-    the banded ``[H-w+1, H]`` matrix K of the 1-d window: two matrix products,
-    much faster on one CPU thread than a one-channel ``conv2d``.
-    """
-
-    def __init__(self, target: torch.Tensor, window: int, sigma: float = SIGMA) -> None:
-        size = target.shape[-1]
-        if target.shape[-2] != size or size < window:
-            raise ValueError(f"the target must be square and at least {window} pixels wide")
-        kernel = gaussian_kernel(window, sigma)
-        band = torch.zeros(size - window + 1, size, dtype=DTYPE)
-        for i in range(size - window + 1):
-            band[i, i : i + window] = kernel
-        self.band = band
-        self.window = window
-        self.target = target
-        self.mu_y = self._filter(target)
-        self.var_y = self._filter(target * target) - self.mu_y**2
-
-    def _filter(self, images: torch.Tensor) -> torch.Tensor:
-        """Separable Gaussian filter, valid positions only: ``[..., H-w+1, W-w+1]``."""
-        band = self.band.to(images.dtype)
-        return band @ images @ band.T
-
-    def map(self, images: torch.Tensor) -> torch.Tensor:
-        moments = self._filter(torch.stack([images, images * images, images * self.target]))
-        mu_x = moments[0]
-        var_x = moments[1] - mu_x**2
-        cov = moments[2] - mu_x * self.mu_y
-        numerator = (2 * mu_x * self.mu_y + C1) * (2 * cov + C2)
-        denominator = (mu_x**2 + self.mu_y**2 + C1) * (var_x + self.var_y + C2)
-        return numerator / denominator
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.map(images).mean((-2, -1))
-
-
-class Problem:
-    """Target, palette, SSIM and the cost f(x) = 1 − SSIM(x @ palette, target)."""
-
-    def __init__(self, target: torch.Tensor, palette: torch.Tensor) -> None:
-        self.target = target
-        self.palette = palette
-        self.size = target.shape[-1]
-        self.window = 11 if self.size >= 128 else 7
-        self.ssim = SSIM(target, self.window)
-
-    def render(self, x: torch.Tensor) -> torch.Tensor:
-        """One-hot or relaxed ``[..., H, W, P]`` to grey images ``[..., H, W]``."""
-        return x @ self.palette.to(x.dtype)
-
-    def cost(self, x: torch.Tensor) -> torch.Tensor:
-        """f: samples ``[N, H, W, P]`` to costs ``[N]``; differentiable."""
-        return 1 - self.ssim(self.render(x))
-
-    def ssim_of_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.ssim(self.palette[indices])
 
 
 def nearest_indices(image: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -289,7 +185,7 @@ class LocalControl(nn.Module):
 
     def __init__(
         self,
-        problem: Problem,
+        problem: DitherProblem,
         hidden: int = 8,
         temperature: float = 0.5,
         offset: float = 0.0,
@@ -319,24 +215,24 @@ class LocalControl(nn.Module):
         return self.out(F.softplus(self.hidden(features))).mean((1, 2, 3))
 
 
-MethodFactory = Callable[[Problem, int], tuple[vg.DistributionEstimator, int]]
+MethodFactory = Callable[[DitherProblem, int], tuple[vg.DistributionEstimator, int]]
 
 
-def score_loo(problem: Problem, seed: int) -> tuple[vg.DistributionEstimator, int]:
+def score_loo(problem: DitherProblem, seed: int) -> tuple[vg.DistributionEstimator, int]:
     return vg.ScoreFunction("leave_one_out", seed=seed), 1
 
 
-def gumbel_soft(problem: Problem, seed: int) -> tuple[vg.DistributionEstimator, int]:
+def gumbel_soft(problem: DitherProblem, seed: int) -> tuple[vg.DistributionEstimator, int]:
     return vg.GumbelSoftmax(GUMBEL_TEMPERATURE, seed=seed), 1
 
 
-def relax_local(problem: Problem, seed: int) -> tuple[vg.DistributionEstimator, int]:
+def relax_local(problem: DitherProblem, seed: int) -> tuple[vg.DistributionEstimator, int]:
     torch.manual_seed(seed)
     control = LocalControl(problem, offset=1.0)
     return vg.RELAX(control=control, temperature=0.5, lr=RELAX_LR, seed=seed), 1
 
 
-def relax_rebar(problem: Problem, seed: int) -> tuple[vg.DistributionEstimator, int]:
+def relax_rebar(problem: DitherProblem, seed: int) -> tuple[vg.DistributionEstimator, int]:
     torch.manual_seed(seed)
     control = LocalControl(problem, offset=0.0)
     estimator = vg.RELAX(control=control, relaxed_f=True, temperature=0.5, lr=RELAX_LR, seed=seed)
@@ -363,7 +259,7 @@ def sample_indices(logits: torch.Tensor, samples: int, generator: torch.Generato
 
 @torch.no_grad()
 def hard_ssim(
-    problem: Problem, logits: torch.Tensor, samples: int, generator: torch.Generator
+    problem: DitherProblem, logits: torch.Tensor, samples: int, generator: torch.Generator
 ) -> dict[str, float]:
     """E[SSIM] of hard samples (mean, standard error) and the SSIM of the mode."""
     values = problem.ssim_of_indices(sample_indices(logits, samples, generator))
@@ -376,7 +272,7 @@ def hard_ssim(
 
 
 def gradient_estimates(
-    problem: Problem,
+    problem: DitherProblem,
     estimator: vg.DistributionEstimator,
     logits: torch.Tensor,
     samples: int,
@@ -409,7 +305,7 @@ def ln_mean_variance(grads: torch.Tensor) -> float:
 
 def run_method(
     name: str,
-    problem: Problem,
+    problem: DitherProblem,
     args: argparse.Namespace,
     seed: int,
 ) -> dict[str, Any]:
@@ -497,7 +393,7 @@ def decode_image(rows: list[str]) -> np.ndarray:
     return np.array([[int(c) for c in row] for row in rows], dtype=np.int64)
 
 
-def metadata(args: argparse.Namespace, problem: Problem) -> dict[str, Any]:
+def metadata(args: argparse.Namespace, problem: DitherProblem) -> dict[str, Any]:
     return run_metadata(
         "dither_ssim",
         "minimize E[1 - SSIM(x @ palette, target)] over one categorical per pixel with "
@@ -537,7 +433,7 @@ def metadata(args: argparse.Namespace, problem: Problem) -> dict[str, Any]:
     )
 
 
-def plot(path: Path, problem: Problem, references: dict[str, Any], results: dict[str, Any]):
+def plot(path: Path, problem: DitherProblem, references: dict[str, Any], results: dict[str, Any]):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -614,7 +510,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
 
-    problem = Problem(make_target(args.target, args.size), make_palette(args.palette))
+    problem = DitherProblem(args.target, args.size, args.palette)
     target_np, palette_np = problem.target.double().numpy(), problem.palette.double().numpy()
     threshold = torch.as_tensor(nearest_indices(target_np, palette_np))
     fs = torch.as_tensor(floyd_steinberg(target_np, palette_np))

@@ -74,6 +74,15 @@ GALLERY: tuple[Entry, ...] = (
         "Support points of curves drawn by a hard rasterizer must match a target drawing.",
     ),
     Entry(
+        "dither_ssim",
+        "Dithering by expected SSIM",
+        "dither_ssim.py",
+        ("--steps", "300"),
+        "4 096 categorical choices, one per pixel, whose expected SSIM to the target is "
+        "maximized with the score-function estimator (leave-one-out baseline): SSIM is a "
+        "black box to it.",
+    ),
+    Entry(
         "supershape_matching",
         "Distribution matching",
         "supershape_matching.py",

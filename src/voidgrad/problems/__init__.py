@@ -27,6 +27,10 @@ Not a black box to minimize but a distribution to match (for
 are hard-edged supershapes (:func:`render_supershapes`) drawn from a hidden
 log-normal distribution of two shape parameters.
 
+For the distributional estimators (``vg.expectation``): :class:`DitherProblem`,
+dithering by expected SSIM, one categorical per pixel (:class:`SSIM` is the
+differentiable, batched SSIM it uses).
+
 Task families for meta-learning (:mod:`voidgrad.meta`): :class:`TextureFamily`
 (procedural textures, f(u, v) → RGB) and :class:`BRDFFamily` (GGX materials,
 f(ω_i, ω_o) → RGB), each with held-out tasks and a suitable :class:`FourierMLP`.
@@ -44,6 +48,7 @@ from voidgrad.problems.caustic import CausticProblem
 from voidgrad.problems.checks import check_seed
 from voidgrad.problems.classic import Rastrigin, Rosenbrock, Sphere
 from voidgrad.problems.digits_mlp import DigitsMLPProblem
+from voidgrad.problems.dither import SSIM, DitherProblem
 from voidgrad.problems.plateau import PlateauProblem
 from voidgrad.problems.splines import SplinesProblem
 from voidgrad.problems.supershape import LearnedLogNormal, SupershapeMatching, render_supershapes
@@ -63,11 +68,13 @@ PROBLEMS: dict[str, type[Problem]] = {
 
 __all__ = [
     "PROBLEMS",
+    "SSIM",
     "AkimaProblem",
     "AkimaSpline",
     "BRDFFamily",
     "CausticProblem",
     "DigitsMLPProblem",
+    "DitherProblem",
     "FourierMLP",
     "LearnedLogNormal",
     "PlateauProblem",
