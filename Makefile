@@ -54,8 +54,9 @@ bench: $(STAMP_ALL)
 # The documentation site, into site/. Strict: any warning (a broken link or reference, a
 # docstring griffe cannot parse) fails the build.
 # Every example with small settings, its picture into build/gallery/ (the Mitsuba and Blender
-# ones need .venv-integrations: make test-integrations first, or they are skipped).
-gallery: $(STAMP)
+# ones need .venv-integrations: make test-integrations first, or they are skipped; the docs
+# extra brings scikit-learn for the discrete VAE).
+gallery: $(STAMP_DOCS)
 	OMP_NUM_THREADS=1 $(PYTHON) examples/gallery.py --out build/gallery
 
 docs: $(STAMP_DOCS) gallery

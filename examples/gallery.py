@@ -83,6 +83,15 @@ GALLERY: tuple[Entry, ...] = (
         "black box to it.",
     ),
     Entry(
+        "discrete_vae",
+        "A discrete VAE",
+        "discrete_vae.py",
+        ("--steps", "1500"),
+        "200 Bernoulli latents trained with DisARM and with the plain score function "
+        "through vg.expectation (the ELBO's cost is a black box in the latents); digits "
+        "and their reconstructions.",
+    ),
+    Entry(
         "supershape_matching",
         "Distribution matching",
         "supershape_matching.py",
