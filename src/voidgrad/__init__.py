@@ -1,6 +1,6 @@
 """voidgrad: gradient-based optimization through programs that have no useful gradient."""
 
-from voidgrad import baselines, meta, rl
+from voidgrad import baselines, meta, problems, rl
 from voidgrad.adversarial import adversarial
 from voidgrad.blackbox import BlackBox, blackbox
 from voidgrad.errors import (
@@ -64,5 +64,6 @@ __all__ = [
     "expectation",
     "meta",
     "minimize",
+    "problems",
     "rl",
 ]

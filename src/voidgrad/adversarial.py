@@ -213,6 +213,30 @@ def adversarial(
 
     Returns:
         An :class:`AdversarialResult` with the final parameters and the history.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> from torch import nn
+        >>> class Brightness(nn.Module):  # p(z | Ω) = N(μ, 0.1²), Ω = {μ}
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.mu = nn.Parameter(torch.zeros(1))
+        ...     def forward(self):
+        ...         return torch.distributions.Normal(self.mu, 0.1)
+        >>> def render(z):  # z [N, 1] to flat grey 4 × 4 images [N, 1, 4, 4]; never differentiated
+        ...     return z.reshape(-1, 1, 1, 1).expand(-1, 1, 4, 4).clone()
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> targets = render(1.0 + 0.1 * torch.randn(256, 1, generator=generator))  # brightness ~1
+        >>> _ = torch.manual_seed(0)  # the discriminator's initial weights
+        >>> discriminator = nn.Sequential(nn.Flatten(), nn.Linear(16, 1), nn.Flatten(0))
+        >>> result = vg.adversarial(Brightness(), render, targets, steps=100, samples=32,
+        ...                         discriminator=discriminator, discriminator_lr=0.05,
+        ...                         lr=0.05, max_gap=None, seed=0, progress=False)
+        >>> result.renders.shape, result.renders_evaluated
+        (torch.Size([32, 1, 4, 4]), 3200)
+        >>> mu = result.parameters["mu"].item()  # from 0 to near the targets' brightness, 1
+        >>> abs(mu - 1.0) < 0.2
+        True
     """
     build, learned = _resolve_distribution(distribution, parameters)
     targets = _check_targets(targets, samples)

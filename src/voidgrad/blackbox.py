@@ -26,6 +26,17 @@ class BlackBox:
     the (smoothed) F at ``theta``, shaped like one output of F; with
     ``[batch, d]`` each row is an independent call and the result is stacked
     ``[batch, ...]``. Gradients flow back to ``theta`` only if it requires them.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> bb = vg.BlackBox(lambda x: x * 2, vg.FiniteDifferences(h=1e-2))  # vector output
+        >>> theta = torch.ones(4, 3, requires_grad=True)  # a batch of 4 independent calls
+        >>> out = bb(theta)
+        >>> out.shape
+        torch.Size([4, 3])
+        >>> out.sum().backward()
+        >>> theta.grad[0]
+        tensor([2.0000, 2.0000, 2.0000])
     """
 
     def __init__(
@@ -75,6 +86,18 @@ def blackbox(
         estimator: a black-box estimator, e.g. ``vg.GaussianSmoothing``.
         evaluator: the Evaluator that runs ``fn`` (for a backend, budget or
             failure policy); by default a serial one.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> def step(x):  # a staircase: zero gradient almost everywhere
+        ...     return float(torch.floor(4 * x).pow(2).sum())
+        >>> bb = vg.blackbox(step, vg.GaussianSmoothing(sigma=0.5, samples=64, seed=0))
+        >>> theta = torch.tensor([1.0, -1.0], requires_grad=True)
+        >>> bb(theta).backward()
+        >>> theta.grad.shape
+        torch.Size([2])
+        >>> bool(theta.grad[0] > 0), bool(theta.grad[1] < 0)
+        (True, True)
     """
     return BlackBox(fn, estimator, evaluator)
 

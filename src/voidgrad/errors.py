@@ -8,6 +8,15 @@ class BudgetExhausted(RuntimeError):  # noqa: N818 (the public name is fixed)
 
     The batch that would have crossed the budget is not evaluated at all, so
     ``stats.evals`` never exceeds the budget.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> ev = vg.Evaluator(lambda x: float(x.sum()), budget=2)
+        >>> try:
+        ...     ev(torch.zeros(3, 1))
+        ... except vg.BudgetExhausted as error:
+        ...     print(error.budget, error.used, error.requested, ev.stats.evals)
+        2 0 3 0
     """
 
     def __init__(self, budget: int, used: int, requested: int) -> None:
@@ -25,6 +34,18 @@ class EvaluationError(RuntimeError):
 
     ``row`` is the index of the offending parameter row in the batch and
     ``params`` that row itself, so the failure can be reproduced by hand.
+
+    Examples:
+        >>> import math, torch, voidgrad as vg
+        >>> ev = vg.Evaluator(lambda x: math.log(float(x)))  # log of a negative number fails
+        >>> try:
+        ...     ev(torch.tensor([[1.0], [-1.0]]))
+        ... except vg.EvaluationError as error:
+        ...     print(error.row, error.params)
+        1 tensor([-1.])
+        >>> lenient = vg.Evaluator(lambda x: math.log(float(x)), on_error="nan")
+        >>> lenient(torch.tensor([[1.0], [-1.0]]))
+        tensor([0., nan])
     """
 
     def __init__(self, message: str, row: int, params: object) -> None:
@@ -34,12 +55,53 @@ class EvaluationError(RuntimeError):
 
 
 class EvaluationTimeout(TimeoutError):  # noqa: N818 (reads as what happened)
-    """An evaluation ran past the Evaluator's ``timeout``; its worker was killed and replaced."""
+    """An evaluation ran past the Evaluator's ``timeout``; its worker was killed and replaced.
+
+    Examples:
+        >>> import time, torch, voidgrad as vg
+        >>> with vg.Evaluator(lambda row: time.sleep(float(row)) or 0.0, backend="process",
+        ...                   workers=1, timeout=0.5) as ev:
+        ...     try:
+        ...         ev(torch.tensor([[0.0], [10.0]]))  # the second row is killed after 0.5 s
+        ...     except vg.EvaluationError as error:
+        ...         print(error.row, type(error.__cause__).__name__)
+        1 EvaluationTimeout
+    """
 
 
 class WorkerDied(RuntimeError):  # noqa: N818 (reads as what happened)
-    """The worker running an evaluation died (a crash, ``os._exit``, a signal, the OOM killer)."""
+    """The worker running an evaluation died (a crash, ``os._exit``, a signal, the OOM killer).
+
+    Examples:
+        >>> import os, torch, voidgrad as vg
+        >>> def crash(row):
+        ...     if row[0] < 0:
+        ...         os._exit(1)  # as if the renderer segfaulted
+        ...     return float(row[0])
+        >>> with vg.Evaluator(crash, backend="process", workers=1, on_error="nan") as ev:
+        ...     print(ev(torch.tensor([[1.0], [-1.0], [2.0]])))  # a replacement worker carries on
+        tensor([1., nan, 2.])
+        >>> with vg.Evaluator(crash, backend="process", workers=1) as ev:
+        ...     try:
+        ...         ev(torch.tensor([[-1.0]]))
+        ...     except vg.EvaluationError as error:
+        ...         print(type(error.__cause__).__name__)
+        WorkerDied
+    """
 
 
 class WorkerInitError(RuntimeError):
-    """A worker's ``init`` callable raised or the worker could not start; nothing was evaluated."""
+    """A worker's ``init`` callable raised or the worker could not start; nothing was evaluated.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> def load_scene():
+        ...     raise FileNotFoundError("scene.xml")
+        >>> ev = vg.Evaluator(lambda row: 0.0, backend="process", workers=1, init=load_scene)
+        >>> try:
+        ...     ev(torch.zeros(2, 1))
+        ... except vg.WorkerInitError:
+        ...     print("no worker could start:", ev.stats.evals, "evaluations")
+        no worker could start: 0 evaluations
+        >>> ev.close()
+    """

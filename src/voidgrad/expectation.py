@@ -41,6 +41,18 @@ def expectation(
 
     Returns:
         The loss, of shape ``dist.batch_shape[:k]`` (a scalar for costs ``[N]``).
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> probs = torch.tensor([0.2, 0.7], requires_grad=True)
+        >>> dist = torch.distributions.Bernoulli(probs=probs)
+        >>> estimator = vg.ScoreFunction(baseline="leave_one_out", seed=0)
+        >>> loss = vg.expectation(lambda b: b.sum(-1), dist, samples=1000, estimator=estimator)
+        >>> round(loss.item(), 1)  # E[b1 + b2] = 0.2 + 0.7
+        0.9
+        >>> loss.backward()
+        >>> probs.grad  # d/dp E[b1 + b2] = (1, 1)
+        tensor([1.0..., 1.0...])
     """
     if not isinstance(dist, Distribution):
         raise TypeError(

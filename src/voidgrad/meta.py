@@ -22,6 +22,17 @@ k steps the initialisation was trained for.
 A task is any callable ``task(f) -> loss`` that takes the network as a
 function of its input and returns a scalar tensor; it may draw a new batch of
 its data on every call (each inner step and the outer loss see fresh samples).
+
+Examples:
+    >>> import torch, voidgrad as vg
+    >>> x = torch.linspace(-1, 1, 8).unsqueeze(1)
+    >>> def task_sampler(generator):  # tasks: fit y = a·x for a random slope a
+    ...     a = torch.rand(1, generator=generator)
+    ...     return lambda f: ((f(x) - a * x) ** 2).mean()
+    >>> learner = vg.meta.MetaLearner(torch.nn.Linear(1, 1), inner_steps=2, seed=0)
+    >>> history = learner.meta_fit(task_sampler, steps=5, progress=False)
+    >>> len(history), sorted(history[0])
+    (5, ['meta_loss', 'step'])
 """
 
 from __future__ import annotations
@@ -44,13 +55,34 @@ Params = dict[str, torch.Tensor]
 
 
 class Task(Protocol):
-    """A differentiable loss of a network: ``task(f)`` → scalar tensor."""
+    """A differentiable loss of a network: ``task(f)`` → scalar tensor.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> x = torch.linspace(0, 1, 8).unsqueeze(1)
+        >>> task = lambda f: (f(x) - 2 * x).pow(2).mean()  # a Task: a loss of the network f
+        >>> learner = vg.meta.MetaLearner(torch.nn.Linear(1, 1, bias=False), inner_steps=1, seed=0)
+        >>> losses = learner.adaptation_losses(task, steps=20)
+        >>> len(losses), losses[-1] < losses[0]
+        (21, True)
+    """
 
     def __call__(self, f: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor: ...
 
 
 class TaskSampler(Protocol):
-    """Draws a task of a family with the generator it is given."""
+    """Draws a task of a family with the generator it is given.
+
+    Examples:
+        >>> import torch
+        >>> def sampler(generator):  # a TaskSampler: a new task for each draw
+        ...     target = torch.randn(1, generator=generator)
+        ...     return lambda f: (f(torch.zeros(1, 1)) - target).pow(2).mean()
+        >>> f = lambda x: x + 1
+        >>> first = sampler(torch.Generator().manual_seed(0))(f)
+        >>> bool(first == sampler(torch.Generator().manual_seed(0))(f))  # same generator, same task
+        True
+    """
 
     def __call__(self, generator: torch.Generator) -> Task: ...
 
@@ -68,6 +100,25 @@ class MetaLearner:
         meta_lr: Adam step size of the outer loop.
         meta_batch: tasks per outer step.
         seed: seeds the task draws of :meth:`meta_fit`.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> x = torch.linspace(-1, 1, 16).unsqueeze(1)
+        >>> def sampler(generator):  # a family of tasks: fit the line y = x + b
+        ...     b = torch.rand(1, generator=generator) * 2 - 1
+        ...     return lambda f: ((f(x) - (x + b)) ** 2).mean()
+        >>> _ = torch.manual_seed(0)
+        >>> learner = vg.meta.MetaLearner(torch.nn.Linear(1, 1), inner_steps=3, inner_lr=0.1,
+        ...                               meta_lr=1e-2, seed=0)
+        >>> history = learner.meta_fit(sampler, steps=50, progress=False)
+        >>> history[-1]["meta_loss"] < history[0]["meta_loss"]
+        True
+        >>> losses = learner.adaptation_losses(sampler(torch.Generator().manual_seed(1)))
+        >>> len(losses), losses[-1] < losses[0]  # θ*, then k = 3 inner steps
+        (4, True)
+        >>> adapted = learner.adapt(sampler(torch.Generator().manual_seed(1)))  # an adapted copy
+        >>> type(adapted).__name__
+        'Linear'
     """
 
     def __init__(

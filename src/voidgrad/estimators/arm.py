@@ -34,6 +34,18 @@ class DisARM(DistributionEstimator):
 
     Args:
         seed: seed of a private sampling stream, for bit-exact replay.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> logits = torch.zeros(2, requires_grad=True)
+        >>> dist = torch.distributions.Bernoulli(logits=logits)
+        >>> f = lambda b: (b - torch.tensor([1.0, 0.0])).pow(2).sum(-1)  # best: b = (1, 0)
+        >>> loss = vg.expectation(f, dist, samples=2000, estimator=vg.DisARM(seed=0))
+        >>> round(loss.item(), 1)
+        1.0
+        >>> loss.backward()
+        >>> bool(logits.grad[0] < 0), bool(logits.grad[1] > 0)  # raise p1, lower p2
+        (True, True)
     """
 
     min_samples = 2

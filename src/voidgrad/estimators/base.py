@@ -26,7 +26,19 @@ _SEED_HIGH = 2**31 - 1
 
 
 class Probe(ABC):
-    """Points to evaluate for a batch of parameters, and how to read the results."""
+    """Points to evaluate for a batch of parameters, and how to read the results.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> probe = vg.SPSA(c=0.1, samples=4, seed=0).probe(torch.zeros(1, 3))  # B = 1 row, d = 3
+        >>> probe.points().shape  # [B, M, d]: two directions, ± each
+        torch.Size([1, 4, 3])
+        >>> outputs = probe.points().sum(-1)  # F(x) = Σ x at every point: [B, M]
+        >>> probe.value(outputs)  # the estimate of F(θ)
+        tensor([0.])
+        >>> probe.vjp(outputs).shape  # the gradient estimate, [B, d]
+        torch.Size([1, 3])
+    """
 
     #: ``[B, M]`` int64: the seed passed to F with each point (if F accepts one).
     seeds: torch.Tensor
@@ -71,6 +83,33 @@ class BlackBoxEstimator(ABC):
     Args:
         seed: seeds the estimator's own generator, so that a run replays bit for
             bit; ``None`` draws a seed from torch's default generator.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> class ForwardProbe(vg.estimators.Probe):  # points θ + h e_k and θ
+        ...     def __init__(self, theta, h, seeds):
+        ...         self.theta, self.h, self.seeds = theta, h, seeds
+        ...     def points(self):
+        ...         B, d = self.theta.shape
+        ...         steps = torch.cat([self.h * torch.eye(d), torch.zeros(1, d)])
+        ...         return self.theta.unsqueeze(1) + steps  # [B, d + 1, d]
+        ...     def value(self, outputs):
+        ...         return outputs[:, -1]
+        ...     def vjp(self, projected):
+        ...         return (projected[:, :-1] - projected[:, -1:]) / self.h
+        >>> class Forward(vg.BlackBoxEstimator):
+        ...     def __init__(self, h, seed=None):
+        ...         super().__init__(seed)
+        ...         self.h = h
+        ...     def evaluations(self, dim):
+        ...         return dim + 1
+        ...     def probe(self, theta):
+        ...         B, d = theta.shape
+        ...         return ForwardProbe(theta, self.h, self._draw_seeds((B, d + 1)))
+        >>> theta = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+        >>> vg.blackbox(lambda x: float(3 * x[0] - x[1]), Forward(h=1e-3, seed=0))(theta).backward()
+        >>> theta.grad
+        tensor([ 3.0000, -1.0000], dtype=torch.float64)
     """
 
     def __init__(self, seed: int | None) -> None:

@@ -31,6 +31,14 @@ class Baseline(ABC):
 
     ``dist`` is the distribution the costs were sampled from; baselines that
     depend on its parameters (:class:`Learned`) read it, the others ignore it.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> class Median(vg.baselines.Baseline):  # NOT unbiased: entry i sees cost i
+        ...     def __call__(self, costs, dist=None):
+        ...         return costs.median(0).values.expand_as(costs)
+        >>> Median()(torch.tensor([1.0, 2.0, 9.0]))
+        tensor([2., 2., 2.])
     """
 
     #: The fewest samples this baseline needs.
@@ -47,7 +55,13 @@ class Baseline(ABC):
 
 
 class Constant(Baseline):
-    """b_i = c, a fixed number. Unbiased."""
+    """b_i = c, a fixed number. Unbiased.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> vg.baselines.Constant(0.5)(torch.tensor([1.0, 2.0]))
+        tensor([0.5000, 0.5000])
+    """
 
     def __init__(self, value: float) -> None:
         if (
@@ -70,6 +84,15 @@ class MovingAverage(Baseline):
 
     m_t = β m_{t−1} + (1 − β) mean(costs_t),  b = m_t / (1 − β^t)  (0 before the
     first batch). It uses earlier batches only, so the estimate stays unbiased.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> baseline = vg.baselines.MovingAverage(decay=0.9)
+        >>> baseline(torch.tensor([1.0, 3.0]))  # 0 before the first batch
+        tensor([0., 0.])
+        >>> baseline.update(torch.tensor([1.0, 3.0]))
+        >>> round(baseline.value, 6)  # bias-corrected: the first batch's mean
+        2.0
     """
 
     def __init__(self, decay: float = 0.9) -> None:
@@ -102,6 +125,11 @@ class LeaveOneOut(Baseline):
 
     With it, (1/N) Σ_i (f_i − b_i) = 0 exactly, and the estimator equals
     (1/(N−1)) Σ_i (f_i − mean(f)) ∇ log p(z_i).
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> vg.baselines.LeaveOneOut()(torch.tensor([1.0, 2.0, 6.0]))  # the mean of the others
+        tensor([4.0000, 3.5000, 1.5000])
     """
 
     min_samples = 2
@@ -142,6 +170,16 @@ class Learned(Baseline):
         lr: learning rate of the default optimizer, Adam.
         optimizer: ``optimizer(parameters)`` makes the optimizer instead.
         features: maps the distribution to the module's input.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> _ = torch.manual_seed(0)
+        >>> baseline = vg.baselines.Learned(torch.nn.Linear(1, 1), lr=0.1)  # b = m_ψ(features)
+        >>> dist = torch.distributions.Normal(torch.tensor([1.0]), 1.0)  # features: its mean
+        >>> for _ in range(200):  # fit to costs whose mean is 3
+        ...     baseline.update(torch.full((8,), 3.0), dist)
+        >>> baseline(torch.zeros(8), dist).shape, round(baseline(torch.zeros(8), dist)[0].item(), 1)
+        (torch.Size([8]), 3.0)
     """
 
     def __init__(

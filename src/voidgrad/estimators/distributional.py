@@ -37,6 +37,18 @@ class DistributionEstimator(ABC):
         seed: with a seed, samples are drawn from a private stream, so a run
             replays bit for bit; ``None`` samples from torch's global generator,
             as ``dist.sample()`` does.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> class Shift(vg.DistributionEstimator):  # z = μ + noise, the noise held fixed
+        ...     def loss(self, evaluate, dist, samples):
+        ...         noise = dist.sample((samples,)) - dist.mean.detach()
+        ...         return evaluate(dist.mean + noise, differentiable=True).mean(0)
+        >>> mu = torch.tensor([2.0], requires_grad=True)
+        >>> dist = torch.distributions.Normal(mu, 1.0)
+        >>> vg.expectation(lambda z: 3 * z[:, 0], dist, 100, estimator=Shift()).backward()
+        >>> mu.grad
+        tensor([3.0000])
     """
 
     #: The fewest samples the estimator can work with.

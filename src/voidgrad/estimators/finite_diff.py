@@ -34,6 +34,17 @@ class FiniteDifferences(BlackBoxEstimator):
         common_random_numbers: pass one seed to all points of an estimate, so a
             noisy F's noise cancels in the differences.
         seed: seed of the generator that draws those seeds.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> ev = vg.Evaluator(lambda x: float((x**2).sum()))
+        >>> bb = vg.blackbox(ev, vg.FiniteDifferences(h=1e-3))  # central: 2d evaluations
+        >>> theta = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64, requires_grad=True)
+        >>> bb(theta).backward()
+        >>> theta.grad  # exact for a quadratic
+        tensor([ 2.0000, -4.0000,  1.0000], dtype=torch.float64)
+        >>> ev.stats.evals
+        6
     """
 
     def __init__(

@@ -17,7 +17,16 @@ from voidgrad.estimators.base import check_positive
 
 
 class SigmaSchedule(Protocol):
-    """Maps the initial bandwidth and the step count to the current bandwidth."""
+    """Maps the initial bandwidth and the step count to the current bandwidth.
+
+    Examples:
+        >>> import voidgrad as vg
+        >>> halve = lambda sigma0, step: sigma0 * 0.5**step  # any callable is a schedule
+        >>> est = vg.GaussianSmoothing(sigma=1.0, samples=8, schedule=halve)
+        >>> est.step(); est.step()
+        >>> est.sigma
+        0.25
+    """
 
     def __call__(self, sigma0: float, step: int) -> float: ...
 
@@ -29,6 +38,12 @@ class LinearAnneal:
         sigma_min: the floor, reached at ``total_steps`` and kept after.
         total_steps: the step T at which σ reaches ``sigma_min``.
         constant_steps: the steps c for which σ stays at its initial value.
+
+    Examples:
+        >>> import voidgrad as vg
+        >>> schedule = vg.LinearAnneal(sigma_min=0.1, total_steps=10, constant_steps=2)
+        >>> [round(schedule(1.0, t), 2) for t in (0, 2, 6, 10, 20)]
+        [1.0, 1.0, 0.55, 0.1, 0.1]
     """
 
     def __init__(self, sigma_min: float, total_steps: int, constant_steps: int = 0) -> None:

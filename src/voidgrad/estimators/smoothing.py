@@ -69,6 +69,19 @@ class GaussianSmoothing(BlackBoxEstimator):
             seed (when F accepts a ``seed``), so a noisy F's noise cancels in
             their difference.
         seed: seed of the estimator's generator, for bit-exact replay.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> schedule = vg.LinearAnneal(sigma_min=0.01, total_steps=100)
+        >>> est = vg.GaussianSmoothing(sigma=0.1, samples=256, schedule=schedule, seed=0)
+        >>> bb = vg.blackbox(lambda x: float((x**2).sum()), est)
+        >>> theta = torch.tensor([1.0, -2.0], requires_grad=True)
+        >>> bb(theta).backward()
+        >>> [round(g) for g in theta.grad.tolist()]  # ∇(x²) = 2x
+        [2, -4]
+        >>> est.step()  # once per optimisation step: σ follows the anneal
+        >>> round(est.sigma, 4)
+        0.0991
     """
 
     def __init__(

@@ -33,6 +33,15 @@ class SPSA(BlackBoxEstimator):
         samples: evaluations per estimate (even; two per direction).
         common_random_numbers: give both points of a pair the same seed.
         seed: seed of the estimator's generator, for bit-exact replay.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> weights = torch.tensor([1.0, -2.0, 3.0])
+        >>> bb = vg.blackbox(lambda x: float(x @ weights), vg.SPSA(c=0.1, samples=2000, seed=0))
+        >>> theta = torch.zeros(3, requires_grad=True)
+        >>> bb(theta).backward()  # 1000 random ±1 directions, two evaluations each
+        >>> [round(g) for g in theta.grad.tolist()]
+        [1, -2, 3]
     """
 
     def __init__(

@@ -25,6 +25,16 @@ class Outcome:
 
     ``attempts`` counts the tries it took (more than one when a backend
     retried it after its worker died).
+
+    Examples:
+        >>> import torch
+        >>> from voidgrad.evaluation import Outcome, SerialBackend
+        >>> X = torch.tensor([[2.0], [0.0]])
+        >>> outcomes = SerialBackend().evaluate(lambda row: 1 / float(row), X, seeds=None)
+        >>> outcomes[0].value, outcomes[0].error is None
+        (0.5, True)
+        >>> type(outcomes[1].error).__name__, outcomes[1].attempts
+        ('ZeroDivisionError', 1)
     """
 
     value: object = None
@@ -40,6 +50,19 @@ class Backend(Protocol):
     ``seeds`` is ``None`` or one integer per row; a backend passes it to ``fn``
     as the keyword ``seed`` (the Evaluator only supplies seeds when ``fn``
     accepts one).
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> from voidgrad.evaluation import Backend, Outcome
+        >>> class Reversed:  # evaluates the rows in reverse order, returns them in row order
+        ...     def evaluate(self, fn, X, seeds):
+        ...         return [Outcome(value=fn(row)) for row in X.flip(0)][::-1]
+        ...     def close(self):
+        ...         pass
+        >>> isinstance(Reversed(), Backend)
+        True
+        >>> vg.Evaluator(lambda row: float(row.sum()), backend=Reversed())(torch.eye(3) * 2)
+        tensor([2., 2., 2.])
     """
 
     def evaluate(
@@ -50,7 +73,15 @@ class Backend(Protocol):
 
 
 class SerialBackend:
-    """Calls ``fn(row)`` for each row in turn, in this process."""
+    """Calls ``fn(row)`` for each row in turn, in this process.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> ev = vg.Evaluator(lambda row, seed: seed, backend="serial", seed=0)  # fn(row) per row
+        >>> seeds = ev(torch.zeros(3, 2))  # one derived seed per row, the same on every backend
+        >>> seeds.shape, len(set(seeds.tolist()))
+        (torch.Size([3]), 3)
+    """
 
     def evaluate(
         self, fn: Callable[..., object], X: torch.Tensor, seeds: Sequence[int] | None
@@ -76,6 +107,14 @@ class VectorizedBackend:
 
     Seeds, when used, arrive as an int64 tensor ``seed`` of shape ``[n]``. An
     exception fails every row of the batch.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> ev = vg.Evaluator(lambda X: X.pow(2).sum(1), backend="vectorized")  # fn(X) once
+        >>> ev(torch.tensor([[1.0, 2.0], [3.0, 0.0]]))
+        tensor([5., 9.])
+        >>> ev.stats.evals  # still counted per row
+        2
     """
 
     def evaluate(

@@ -28,6 +28,14 @@ class EvaluationStats:
     ``evals``: rows evaluated (what budgets count); ``attempts``: tries,
     retries after a worker died included; ``failures``: rows whose final
     attempt failed; ``seconds``: time inside ``fn``.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> ev = vg.Evaluator(lambda x: float(x) if x > 0 else float("nan"), on_error="nan")
+        >>> _ = ev(torch.tensor([[1.0], [-1.0], [2.0]]))
+        >>> stats = ev.stats
+        >>> stats.evals, stats.failures, stats.successes
+        (3, 1, 2)
     """
 
     evals: int = 0
@@ -82,6 +90,18 @@ class Evaluator:
 
     Every output must have the same shape; the first successful call fixes it.
     Outputs are returned with the dtype and device of ``X``.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> ev = vg.Evaluator(lambda x: float(x.sum()), budget=5)
+        >>> ev(torch.ones(3, 2))
+        tensor([2., 2., 2.])
+        >>> ev.stats.evals, ev.remaining
+        (3, 2)
+        >>> ev(torch.ones(3, 2))
+        Traceback (most recent call last):
+        ...
+        voidgrad.errors.BudgetExhausted: ...
     """
 
     def __init__(

@@ -158,6 +158,14 @@ class ProcessBackend:
         threads: torch threads in each worker.
         start_method: ``"fork"`` (fast start, the default on Linux),
             ``"forkserver"`` or ``"spawn"`` (each worker imports torch anew).
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> from voidgrad.evaluation import ProcessBackend
+        >>> ev = vg.Evaluator(lambda row: float(row.sum()), backend=ProcessBackend(workers=2))
+        >>> ev(torch.arange(8.0).reshape(4, 2))  # rows come back in row order
+        tensor([ 1.,  5.,  9., 13.])
+        >>> ev.close()
     """
 
     def __init__(

@@ -151,6 +151,15 @@ def minimize(
 
     Returns:
         An :class:`OptimizeResult`.
+
+    Examples:
+        >>> import voidgrad as vg
+        >>> result = vg.minimize(lambda x: float((x - 3).pow(2).sum()), [0.0, 0.0], method="fd",
+        ...                      budget=400, lr=0.1, h=1e-3, progress=False)
+        >>> [round(v, 2) for v in result.x.tolist()]
+        [3.0, 3.0]
+        >>> result.nevals <= 400, len(result.history) == result.nsteps
+        (True, True)
     """
     x0 = _check_x0(x0)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:

@@ -23,6 +23,15 @@ class StepRecord:
         seconds: wall time since the run started (summed over resumed parts).
         grad_norm: ‖ĝ‖ of the step's gradient estimate (gradient methods).
         variance: the estimator's own estimate of tr Cov(ĝ), where it has one.
+
+    Examples:
+        >>> import voidgrad as vg
+        >>> records = []
+        >>> result = vg.minimize(lambda x: float((x**2).sum()), [1.0], method="fd", budget=10,
+        ...                      lr=0.1, callback=records.append, progress=False)
+        >>> record = records[-1]
+        >>> record.step, record.evals, record.best <= 1.0  # the best loss so far
+        (5, 10, True)
     """
 
     step: int
@@ -63,7 +72,18 @@ class Records(list[Record], Generic[Record]):
 
 
 class History(Records[StepRecord]):
-    """The per-step records of a ``vg.minimize`` run, oldest first."""
+    """The per-step records of a ``vg.minimize`` run, oldest first.
+
+    Examples:
+        >>> import voidgrad as vg
+        >>> result = vg.minimize(lambda x: float((x**2).sum()), [1.0], method="fd",
+        ...                      budget=20, lr=0.1, progress=False)
+        >>> history = result.history  # one StepRecord per step
+        >>> len(history), history[0].step, history[-1].evals
+        (10, 1, 20)
+        >>> history.column("evals")[:3]
+        [2, 4, 6]
+    """
 
     record_type = StepRecord
 
@@ -82,6 +102,15 @@ class OptimizeResult:
         history: per-step records.
         method: the method that ran.
         message: why the run stopped.
+
+    Examples:
+        >>> import voidgrad as vg
+        >>> result = vg.minimize(lambda x: float((x**2).sum()), [1.0, 1.0], method="spsa",
+        ...                      budget=100, lr=0.1, c=0.01, progress=False)
+        >>> result.method, result.nevals, result.nsteps  # SPSA: two evaluations per step
+        ('spsa', 100, 50)
+        >>> result.fun < 2.0 and result.fun == min(result.history.column("best"))
+        True
     """
 
     x: torch.Tensor

@@ -34,6 +34,14 @@ differentiable, batched SSIM it uses).
 Task families for meta-learning (:mod:`voidgrad.meta`): :class:`TextureFamily`
 (procedural textures, f(u, v) → RGB) and :class:`BRDFFamily` (GGX materials,
 f(ω_i, ω_o) → RGB), each with held-out tasks and a suitable :class:`FourierMLP`.
+
+Examples:
+    >>> import voidgrad as vg
+    >>> problem = vg.problems.make("plateau")
+    >>> problem.dim, problem.loss(problem.x_target) == problem.optimum
+    (2, True)
+    >>> problem.loss(problem.x0) > problem.threshold  # the start is on the plateau
+    True
 """
 
 from __future__ import annotations
@@ -119,6 +127,16 @@ def make(name: str, seed: int = 0, **kwargs: Any) -> Problem:
 
     Raises:
         ValueError: for an unknown name (listing the known ones) or a bad seed.
+
+    Examples:
+        >>> from voidgrad import problems
+        >>> problem = problems.make("sphere", seed=0, dim=3)
+        >>> problem.name, problem.dim, tuple(problem.x0.shape)
+        ('sphere', 3, (3,))
+        >>> problem.loss(problem.x_target) == problem.optimum
+        True
+        >>> problem.loss(problem.x0) > problem.threshold  # not solved at the start
+        True
     """
     if name not in PROBLEMS:
         raise ValueError(f"unknown problem {name!r}; known problems: {sorted(PROBLEMS)}")

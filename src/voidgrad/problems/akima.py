@@ -69,6 +69,14 @@ class AkimaSpline:
     Attributes:
         nodes, values: the nodes and values, float64 arrays ``[n]``.
         slopes: the node derivatives t_i, a float64 array ``[n]``.
+
+    Examples:
+        >>> from voidgrad.problems import AkimaSpline
+        >>> spline = AkimaSpline([0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 0.0, 1.0])
+        >>> spline.value(1.0), spline.value(2.0)  # it interpolates the nodes
+        (1.0, 0.0)
+        >>> 0.0 < spline.value(0.5) < 1.0
+        True
     """
 
     def __init__(self, x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> None:
@@ -150,6 +158,14 @@ class AkimaProblem:
         x0, x_target: float64 tensors ``[1]``: the start and x* = 4.
         optimum: 0.0; threshold: the solved level.
         spline: the :class:`AkimaSpline` S.
+
+    Examples:
+        >>> from voidgrad.problems import AkimaProblem
+        >>> problem = AkimaProblem()
+        >>> problem.dim, problem.x_target
+        (1, tensor([4.], dtype=torch.float64))
+        >>> problem.loss(problem.x_target), problem.loss(problem.x0) > problem.threshold
+        (0.0, True)
     """
 
     name = "akima"

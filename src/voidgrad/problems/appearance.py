@@ -56,6 +56,16 @@ class FourierMLP(nn.Module):
         frequencies: rows of B (drawn once from N(0, scale²), seeded).
         scale: the frequency scale.
         seed: seed of B and of the initial weights.
+
+    Examples:
+        >>> import torch
+        >>> from voidgrad.problems import FourierMLP
+        >>> f = FourierMLP(inputs=2, outputs=3, width=32, frequencies=8, seed=0)
+        >>> f(torch.rand(5, 2)).shape
+        torch.Size([5, 3])
+        >>> g = FourierMLP(inputs=2, outputs=3, width=32, frequencies=8, seed=0)
+        >>> torch.equal(f.bands, g.bands)  # seeded: the same features and weights
+        True
     """
 
     def __init__(
@@ -161,7 +171,20 @@ class TextureTask:
 
 
 class TextureFamily(_Family):
-    """Random warped gratings (see the module doc); ``family(generator)`` draws a task."""
+    """Random warped gratings (see the module doc); ``family(generator)`` draws a task.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> from voidgrad.problems import TextureFamily
+        >>> family = TextureFamily(batch=64)
+        >>> task = family(torch.Generator().manual_seed(0))  # a task: the loss of a network
+        >>> model = family.model()
+        >>> task(model).ndim, task.render(model, size=8).shape
+        (0, torch.Size([8, 8, 3]))
+        >>> learner = vg.meta.MetaLearner(model, inner_steps=1, seed=0)
+        >>> len(learner.meta_fit(family, steps=2, progress=False))
+        2
+    """
 
     def __init__(self, batch: int = 256) -> None:
         super().__init__(batch)
@@ -254,7 +277,18 @@ class BRDFTask:
 
 
 class BRDFFamily(_Family):
-    """Random GGX materials (see the module doc); ``family(generator)`` draws a task."""
+    """Random GGX materials (see the module doc); ``family(generator)`` draws a task.
+
+    Examples:
+        >>> import torch
+        >>> from voidgrad.problems import BRDFFamily
+        >>> family = BRDFFamily(batch=64)
+        >>> task = family(torch.Generator().manual_seed(0))  # a GGX material
+        >>> model = family.model()  # f(ω_i, ω_o) → RGB
+        >>> loss = task(model)
+        >>> loss.ndim, loss.requires_grad, len(family.held_out(3))
+        (0, True, 3)
+    """
 
     def __init__(self, batch: int = 512) -> None:
         super().__init__(batch)

@@ -35,7 +35,16 @@ __all__ = ["Point", "Problem"]
 
 @runtime_checkable
 class Problem(Protocol):
-    """A scalar black box with a start, a known optimum and a solved level (see module doc)."""
+    """A scalar black box with a start, a known optimum and a solved level (see module doc).
+
+    Examples:
+        >>> from voidgrad.problems import Problem, make
+        >>> def solved(problem: Problem, x) -> bool:  # works for every registered problem
+        ...     return problem.loss(x) <= problem.threshold
+        >>> problem = make("rosenbrock", dim=2)
+        >>> solved(problem, problem.x0), solved(problem, problem.x_target)
+        (False, True)
+    """
 
     @property
     def name(self) -> str:

@@ -147,6 +147,14 @@ class CausticProblem:
         target_image: the target caustic, a float32 tensor ``[R, R]``.
         optimum: 0.0, the loss at ``x_target``.
         threshold: the solved level.
+
+    Examples:
+        >>> from voidgrad.problems import CausticProblem
+        >>> problem = CausticProblem(grid=8, photons=32, resolution=16, seed=0)  # a small instance
+        >>> problem.dim, problem.heightfield(problem.x0).ndim, problem.render(problem.x0).shape
+        (64, 2, torch.Size([16, 16]))
+        >>> problem.loss(problem.x_target) == problem.optimum < problem.loss(problem.x0)
+        True
     """
 
     name = "caustic"

@@ -137,6 +137,15 @@ class Sphere(_ClassicProblem):
         dim: the dimension d (an int ≥ 1).
         seed: a non-negative int seeding the start.
         threshold: the solved level (default 1e-4, i.e. within 0.01 of x*).
+
+    Examples:
+        >>> import torch
+        >>> from voidgrad.problems import Sphere
+        >>> problem = Sphere(dim=3, seed=0)
+        >>> problem.loss(torch.tensor([1.0, 2.0, 0.0]))
+        5.0
+        >>> problem.loss_batch(torch.ones(4, 3))  # one loss per row
+        tensor([3., 3., 3., 3.])
     """
 
     name = "sphere"
@@ -163,6 +172,15 @@ class Rosenbrock(_ClassicProblem):
         dim: the dimension d (an int ≥ 2).
         seed: a non-negative int seeding the start.
         threshold: the solved level (default 1e-4).
+
+    Examples:
+        >>> import torch
+        >>> from voidgrad.problems import Rosenbrock
+        >>> problem = Rosenbrock(dim=4)
+        >>> problem.x_target
+        tensor([1., 1., 1., 1.], dtype=torch.float64)
+        >>> problem.loss(problem.x_target), problem.loss(torch.zeros(4))
+        (0.0, 3.0)
     """
 
     name = "rosenbrock"
@@ -192,6 +210,15 @@ class Rastrigin(_ClassicProblem):
         dim: the dimension d (an int ≥ 1).
         seed: a non-negative int seeding the start, uniform in [−5.12, 5.12]^d.
         threshold: the solved level (default 0.5, below every other local minimum).
+
+    Examples:
+        >>> import torch
+        >>> from voidgrad.problems import Rastrigin
+        >>> problem = Rastrigin(dim=2)
+        >>> problem.loss(torch.zeros(2)), round(problem.loss(torch.ones(2)), 6)  # near a local min
+        (0.0, 2.0)
+        >>> problem.loss(torch.ones(2)) > problem.threshold
+        True
     """
 
     name = "rastrigin"

@@ -101,6 +101,14 @@ class DigitsMLPProblem:
         optimum: 0.0, attained; threshold: the solved level.
         input: the fixed input u, a float64 tensor ``[256]``.
         target_image: the target t, a float64 tensor ``[28, 28]`` of multiples of 1/255.
+
+    Examples:
+        >>> from voidgrad.problems import DigitsMLPProblem
+        >>> problem = DigitsMLPProblem(seed=0)
+        >>> problem.dim, problem.render(problem.x0).shape  # 35 152 weights draw a 28 × 28 digit
+        (35152, torch.Size([28, 28]))
+        >>> problem.loss(problem.x0) > problem.threshold
+        True
     """
 
     name = "digits_mlp"

@@ -65,6 +65,18 @@ class PlateauProblem:
         threshold: 2·(2·square − 1)/size², the largest loss of a square at most
             one pixel off the target along each axis (0 for square = 1; see the
             module docstring).
+
+    Examples:
+        >>> import torch
+        >>> from voidgrad.problems import PlateauProblem
+        >>> problem = PlateauProblem(size=32, square=6)
+        >>> problem.render(problem.x0).shape
+        torch.Size([32, 32])
+        >>> start = problem.loss(problem.x0)
+        >>> problem.loss(problem.x0 + 1e-3) == start  # piecewise constant: a zero gradient
+        True
+        >>> problem.loss(problem.x_target) <= problem.threshold < start
+        True
     """
 
     name = "plateau"

@@ -104,6 +104,15 @@ class SplinesProblem:
         target_image: I(x*), a float32 tensor ``[canvas, canvas]`` of 0 and 1.
         blank_loss: L_blank, the loss of an empty canvas.
         optimum: 0.0, the loss at ``x_target``; threshold: the solved level.
+
+    Examples:
+        >>> from voidgrad.problems import SplinesProblem
+        >>> problem = SplinesProblem(curves=2, points=3, canvas=32, seed=0)
+        >>> problem.dim, problem.render(problem.x0).shape  # (x, y) of 2 × 3 support points
+        (12, torch.Size([32, 32]))
+        >>> start, answer = problem.loss(problem.x0), problem.loss(problem.x_target)
+        >>> answer == problem.optimum < problem.threshold < start
+        True
     """
 
     name = "splines"

@@ -60,6 +60,13 @@ def render_supershapes(shapes: torch.Tensor, size: int = 64) -> torch.Tensor:
 
     Returns:
         ``[N, 1, size, size]`` float images, 1 inside the shape and 0 outside.
+
+    Examples:
+        >>> import torch
+        >>> from voidgrad.problems import render_supershapes
+        >>> images = render_supershapes(torch.tensor([[6.0, 3.0], [4.0, 2.0]]), size=32)
+        >>> images.shape, sorted(images.unique().tolist())  # binary images
+        (torch.Size([2, 1, 32, 32]), [0.0, 1.0])
     """
     if shapes.ndim != 2 or shapes.shape[1] != 2:
         raise ValueError(f"shapes must have shape [N, 2] (m, n); got {tuple(shapes.shape)}")
@@ -86,6 +93,16 @@ class LearnedLogNormal(nn.Module):
 
     ``forward()`` returns ``Independent(LogNormal(μ, exp(log σ)), 1)``, the
     distribution :func:`voidgrad.adversarial` expects from a module.
+
+    Examples:
+        >>> import torch
+        >>> from voidgrad.problems import LearnedLogNormal
+        >>> module = LearnedLogNormal(loc=torch.zeros(2), scale=torch.ones(2))
+        >>> dist = module()  # rebuilt from the current parameters on every call
+        >>> dist.event_shape, sorted(name for name, _ in module.named_parameters())
+        (torch.Size([2]), ['loc', 'log_scale'])
+        >>> bool((dist.sample((5,)) > 0).all())  # log-normal samples are positive
+        True
     """
 
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
@@ -116,6 +133,15 @@ class SupershapeMatching:
         start_loc, start_scale: μ₀, σ₀ for the learner.
         size: image side in pixels.
         seed: seed of the target draws.
+
+    Examples:
+        >>> from voidgrad.problems import SupershapeMatching
+        >>> task = SupershapeMatching(size=32)
+        >>> task.targets(4).shape  # renders of draws from the hidden distribution
+        torch.Size([4, 1, 32, 32])
+        >>> learner = task.learner()  # a LearnedLogNormal at the start (μ₀, σ₀)
+        >>> learner().sample((3,)).shape, task.render(learner().sample((3,))).shape
+        (torch.Size([3, 2]), torch.Size([3, 1, 32, 32]))
     """
 
     hidden_loc: torch.Tensor = field(

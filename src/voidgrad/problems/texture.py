@@ -85,6 +85,15 @@ class TextureProblem:
         x_target: the target texture t flattened channel-last, float64 ``[dim]``.
         target_image: t as a float64 tensor ``[size, size, 3]``.
         optimum: 0.0, the loss at ``x_target``; threshold: the solved level.
+
+    Examples:
+        >>> import torch
+        >>> from voidgrad.problems import TextureProblem
+        >>> problem = TextureProblem(size=16, seed=0)
+        >>> problem.dim, problem.render(problem.x0).shape  # one RGB value per pixel
+        (768, torch.Size([16, 16, 3]))
+        >>> problem.loss(problem.x_target), problem.loss_batch(torch.stack([problem.x0] * 2)).shape
+        (0.0, torch.Size([2]))
     """
 
     name = "texture"

@@ -16,7 +16,7 @@ q_φ is trained to minimize the gradient's variance. The math is in
 episodes run in this process or, for slow simulators, through the evaluation
 engine's process and Ray workers (:mod:`voidgrad.rl.episodes`).
 
-Example:
+Examples:
     >>> import voidgrad as vg
     >>> result = vg.rl.train("CartPole-v1", "relax", env_steps=2_000, progress=False)
     >>> result.history.column("mean_return")[-1] > 0

@@ -71,6 +71,15 @@ class Episodes:
         mask: ``[E, T]``, True on the steps that happened.
         terminated: ``[E]``, True where the episode reached a terminal state
             (its return after the end is 0); False where the time limit cut it.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> episodes = vg.rl.Episodes(  # two episodes padded to T = 3 steps: lengths 3 and 2
+        ...     obs=torch.zeros(2, 4, 1), noise=torch.zeros(2, 3, 1), actions=torch.zeros(2, 3, 1),
+        ...     rewards=torch.ones(2, 3), mask=torch.tensor([[True] * 3, [True, True, False]]),
+        ...     terminated=torch.tensor([True, True]))
+        >>> episodes.lengths.tolist(), episodes.returns.tolist(), episodes.env_steps
+        ([3, 2], [3.0, 2.0], 5)
     """
 
     obs: torch.Tensor
@@ -157,6 +166,14 @@ class BatchedRollouts:
         env: a gymnasium id or a zero-argument factory.
         episodes: E, episodes per batch (one environment each).
         max_episode_steps: T (default: the environment's time limit).
+
+    Examples:
+        >>> import voidgrad as vg
+        >>> rollouts = vg.rl.BatchedRollouts("CartPole-v1", episodes=2, max_episode_steps=50)
+        >>> episodes = rollouts.collect(vg.rl.CategoricalPolicy(obs_dim=4, actions=2), seeds=[0, 1])
+        >>> episodes.rewards.shape[0], bool(episodes.lengths.max() <= 50)
+        (2, True)
+        >>> rollouts.close()
     """
 
     def __init__(self, env: EnvSpec, episodes: int, max_episode_steps: int | None = None):
@@ -245,6 +262,17 @@ class EvaluatorRollouts:
         max_episode_steps: T (default: the environment's time limit).
         timeout: seconds one episode may take before its worker is replaced.
         retries: further tries of an episode whose worker died.
+
+    Examples:
+        >>> import voidgrad as vg
+        >>> policy = vg.rl.CategoricalPolicy(obs_dim=4, actions=2)
+        >>> rollouts = vg.rl.EvaluatorRollouts(
+        ...     "CartPole-v1", policy, backend="process", workers=1, max_episode_steps=50
+        ... )
+        >>> episodes = rollouts.collect(policy, seeds=[0, 1])  # one episode per worker task
+        >>> episodes.rewards.shape[0], rollouts.evaluator.stats.evals
+        (2, 2)
+        >>> rollouts.close()
     """
 
     def __init__(

@@ -50,6 +50,17 @@ def lambda_returns(
     terminal step V(s_{t+1}) counts as 0, after a time-limit cut it is
     bootstrapped. λ = 1 gives the Monte Carlo return (bootstrapped at a cut),
     λ = 0 the one-step target. Returns ``[E, T]``, 0 on padding.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> episodes = vg.rl.Episodes(  # one terminated episode of 3 steps, reward 1 each
+        ...     obs=torch.zeros(1, 4, 1), noise=torch.zeros(1, 3, 1), actions=torch.zeros(1, 3, 1),
+        ...     rewards=torch.ones(1, 3), mask=torch.ones(1, 3, dtype=torch.bool),
+        ...     terminated=torch.tensor([True]))
+        >>> vg.rl.lambda_returns(episodes, torch.zeros(1, 4), gamma=1.0, lam=1.0)  # Monte Carlo
+        tensor([[3., 2., 1.]])
+        >>> vg.rl.lambda_returns(episodes, torch.zeros(1, 4), gamma=0.5, lam=1.0)
+        tensor([[1.7500, 1.5000, 1.0000]])
     """
     count, limit = episodes.rewards.shape
     alive = torch.cat([episodes.mask, episodes.mask.new_zeros((count, 1))], dim=1)

@@ -35,6 +35,12 @@ class Policy(nn.Module, ABC):
     """What ``vg.rl`` needs of a policy: a distribution per observation and actions from noise.
 
     Subclass it for a policy of your own (another network, a shared trunk).
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> policy = vg.rl.CategoricalPolicy(obs_dim=4, actions=2)
+        >>> isinstance(policy, vg.rl.Policy), policy.discrete, policy.noise_dim, policy.action_size
+        (True, True, 2, 2)
     """
 
     #: Discrete (one-hot actions, Gumbel noise) or continuous actions.
@@ -71,6 +77,16 @@ class GaussianPolicy(Policy):
         action_dim: action size.
         width: hidden units of the mean's MLP (two layers).
         log_std: initial log σ of every action dimension.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> policy = vg.rl.GaussianPolicy(obs_dim=3, action_dim=2, width=16, log_std=-1.0)
+        >>> dist = policy(torch.zeros(5, 3))  # π(·|s) for 5 observations
+        >>> dist.mean.shape, round(dist.stddev[0, 0].item(), 4)
+        (torch.Size([5, 2]), 0.3679)
+        >>> noise = policy.draw_noise(5, torch.Generator().manual_seed(0))
+        >>> torch.allclose(policy.act(dist, noise), dist.mean + dist.stddev * noise)  # a = μ + σξ
+        True
     """
 
     discrete = False
@@ -111,6 +127,15 @@ class CategoricalPolicy(Policy):
         obs_dim: observation size.
         actions: number of discrete actions.
         width: hidden units of the MLP (two layers).
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> policy = vg.rl.CategoricalPolicy(obs_dim=4, actions=3, width=16)
+        >>> dist = policy(torch.zeros(2, 4))
+        >>> noise = policy.draw_noise(2, torch.Generator().manual_seed(0))  # Gumbel noise
+        >>> z = policy.act(dist, noise)  # the relaxed z; the action is its argmax
+        >>> z.shape, z.argmax(-1).tolist()[0] in range(3)
+        (torch.Size([2, 3]), True)
     """
 
     discrete = True
@@ -155,6 +180,12 @@ class ActionCorrection(nn.Module):
         action_dim: size of a (continuous) or of the relaxed z (discrete: the
             number of actions).
         width: hidden units (two layers).
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> q = vg.rl.ActionCorrection(obs_dim=4, action_dim=2, width=16)
+        >>> q(torch.randn(3, 4), torch.randn(3, 2))  # zero at the start: q ≡ 0
+        tensor([0., 0., 0.], grad_fn=<SqueezeBackward1>)
     """
 
     def __init__(self, obs_dim: int, action_dim: int, width: int = 64):
@@ -175,7 +206,13 @@ class ActionCorrection(nn.Module):
 
 
 class ValueNetwork(nn.Module):
-    """V_ψ(s), the state-value baseline: ``[n, obs]`` → ``[n]``."""
+    """V_ψ(s), the state-value baseline: ``[n, obs]`` → ``[n]``.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> vg.rl.ValueNetwork(obs_dim=4, width=16)(torch.zeros(3, 4)).shape
+        torch.Size([3])
+    """
 
     def __init__(self, obs_dim: int, width: int = 64):
         super().__init__()

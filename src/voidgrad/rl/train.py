@@ -58,6 +58,15 @@ class UpdateRecord:
         value_loss: mean squared error of V on this update's returns, before
             its fit.
         seconds: wall time since the run started (summed over resumed parts).
+
+    Examples:
+        >>> import voidgrad as vg
+        >>> records = []
+        >>> _ = vg.rl.train("CartPole-v1", "relax", env_steps=150, width=16, seed=0,
+        ...                 callback=records.append, progress=False)
+        >>> record = records[0]
+        >>> record.update, record.mean_return > 0, record.actor_critic_variance > 0
+        (1, True, True)
     """
 
     update: int
@@ -70,14 +79,34 @@ class UpdateRecord:
 
 
 class RLHistory(Records[UpdateRecord]):
-    """The per-update records of a ``vg.rl.train`` run, oldest first."""
+    """The per-update records of a ``vg.rl.train`` run, oldest first.
+
+    Examples:
+        >>> import voidgrad as vg
+        >>> result = vg.rl.train("CartPole-v1", env_steps=150, width=16, seed=0, progress=False)
+        >>> history = result.history  # one UpdateRecord per update
+        >>> history.column("update")[:2]
+        [1, 2]
+        >>> history.column("env_steps")[-1] == result.env_steps
+        True
+    """
 
     record_type = UpdateRecord
 
 
 @dataclass
 class RLResult:
-    """What :func:`train` returns: the trained networks and the history."""
+    """What :func:`train` returns: the trained networks and the history.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> result = vg.rl.train("CartPole-v1", env_steps=150, width=16, seed=0, progress=False)
+        >>> result.estimator, result.correction is None  # the actor-critic has no q_φ
+        ('actor_critic', True)
+        >>> obs = torch.zeros(1, 4)
+        >>> result.policy(obs).probs.shape, result.value(obs).shape
+        (torch.Size([1, 2]), torch.Size([1]))
+    """
 
     policy: Policy
     value: nn.Module
@@ -162,6 +191,16 @@ def train(
         callback: called with each :class:`UpdateRecord`; returning ``True``
             stops the run.
         progress: show a progress bar.
+
+    Examples:
+        >>> import voidgrad as vg
+        >>> result = vg.rl.train("CartPole-v1", "actor_critic", env_steps=300,
+        ...                      episodes_per_update=4, width=16, seed=0, progress=False)
+        >>> result.env_steps >= 300, result.updates == len(result.history)
+        (True, True)
+        >>> record = result.history[-1]  # an UpdateRecord
+        >>> record.mean_return > 0 and record.gradient_variance > 0
+        True
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}; got {estimator!r}")
