@@ -133,3 +133,13 @@ def test_the_scale_is_the_rms_distance_to_the_answer_or_the_spread_of_x0() -> No
     assert problem_scale(sphere) == pytest.approx(expected)
     digits = problems.make("digits_mlp", seed=0)
     assert problem_scale(digits) == pytest.approx(float(digits.x0.double().std()))
+
+
+@pytest.mark.parametrize(("method", "samples"), [("smoothing", 8), ("zerograds", 4)])
+def test_the_sigma_schedule_spans_the_run_whatever_the_samples(method: str, samples: int) -> None:
+    default = method_options(method, 1.0, 800, {})
+    assert default["samples"] == samples
+    assert default["schedule"].total_steps == 800 // samples
+    doubled = method_options(method, 1.0, 800, {"samples": 2 * samples})
+    assert doubled["samples"] == 2 * samples
+    assert doubled["schedule"].total_steps == 800 // (2 * samples)

@@ -157,23 +157,29 @@ def minimize_method(method: str) -> str:
 def method_options(
     method: str, scale: float, budget: int, overrides: dict[str, Any], dim: int = 1
 ) -> dict[str, Any]:
-    """The options ``vg.minimize`` gets for ``method`` on a problem of scale ``scale``."""
-    defaults: dict[str, dict[str, Any]] = {
-        "smoothing": {
+    """The options ``vg.minimize`` gets for ``method`` on a problem of scale ``scale``.
+
+    The σ schedules of ``smoothing`` and ``zerograds`` anneal over the run's
+    steps, budget // samples, with ``samples`` as overridden (a ``schedule``
+    override replaces them).
+    """
+
+    def annealed(default_samples: int) -> dict[str, Any]:
+        samples = overrides.get("samples", default_samples)
+        steps = max(2, budget // samples) if isinstance(samples, int) and samples > 0 else 2
+        return {
             "sigma": 0.5 * scale,
-            "samples": 8,
+            "samples": default_samples,
             "lr": 0.05 * scale,
-            "schedule": LinearAnneal(0.05 * scale, total_steps=max(2, budget // 8)),
-        },
+            "schedule": LinearAnneal(0.05 * scale, total_steps=steps),
+        }
+
+    defaults: dict[str, dict[str, Any]] = {
+        "smoothing": annealed(8),
         "spsa": {"c": 0.1 * scale, "samples": 2, "lr": 0.05 * scale},
         "fd": {"h": 1e-3 * scale, "lr": 0.05 * scale},
         "cma": {"sigma0": 0.3 * scale},
-        "zerograds": {
-            "sigma": 0.5 * scale,
-            "samples": ZEROGRADS_SAMPLES,
-            "lr": 0.05 * scale,
-            "schedule": LinearAnneal(0.05 * scale, total_steps=max(2, budget // ZEROGRADS_SAMPLES)),
-        },
+        "zerograds": annealed(ZEROGRADS_SAMPLES),
         "zerograds-reference": reference_zerograds_options(scale, dim),
     }
     return {**defaults.get(method, {}), **overrides}
