@@ -130,6 +130,10 @@ class _Worker:
     started: float = field(default=0.0)
 
 
+_POLL = 0.2
+"""Longest wait for a worker's event, in seconds (see ``_collect``)."""
+
+
 def _stop_all(workers: list[_Worker]) -> None:
     """Stop worker processes: politely, then by SIGKILL. Safe to call twice."""
     for worker in workers:
@@ -284,7 +288,10 @@ class ProcessBackend:
         """Wait for the next event (a result, a death, a timeout) and record it."""
         busy = [w for w in self._pool if w.task is not None]
         deadlines = [w.deadline for w in busy if w.deadline is not None]
-        wait_for = None if not deadlines else max(0.0, min(deadlines) - time.monotonic())
+        # Wake at least every _POLL seconds: a Ctrl-C that the kernel hands to another thread
+        # (torch's, a library's) only sets a flag, which the main thread acts on when it runs.
+        wait_for = min([_POLL, *(d - time.monotonic() for d in deadlines)])
+        wait_for = max(0.0, wait_for)
         handles = [w.conn for w in busy] + [w.process.sentinel for w in busy]
         ready = set(wait(handles, timeout=wait_for))
         for worker in busy:
