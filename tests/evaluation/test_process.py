@@ -204,7 +204,11 @@ def test_close_leaves_no_worker_processes(pool) -> None:
 
 SCRIPT = textwrap.dedent(
     """
-    import sys, time, torch, voidgrad as vg
+    import signal, sys, time, torch, voidgrad as vg
+    # A child inherits its parent's blocked and ignored signals; what the user's shell gives
+    # a program is Ctrl-C as KeyboardInterrupt, so start from that whatever pytest holds.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     def slow(row):
         time.sleep(float(row[0]))
         return 1.0
