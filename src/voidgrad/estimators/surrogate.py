@@ -80,6 +80,15 @@ class MLPSurrogate(nn.Module):
         zero_output: start the output layer at zero, so that h ≡ 0 and ∇h = 0
             until data has been fitted (``False``: PyTorch's default
             initialization, whose random gradient the first steps would follow).
+
+    Examples:
+        >>> import torch
+        >>> from voidgrad.estimators import MLPSurrogate
+        >>> h = MLPSurrogate(dim=200_000, rank=32)  # a low-rank first layer
+        >>> sum(p.numel() for p in h.first.parameters())  # 32·200 000 + 32·64 + 64
+        6402112
+        >>> h(torch.randn(2, 200_000)).tolist()  # h ≡ 0 until it is fitted
+        [0.0, 0.0]
     """
 
     def __init__(
@@ -173,6 +182,27 @@ class ZeroGrads(BlackBoxEstimator):
             ``encoding_levels``, ``activation``, ``zero_output`` and, above
             ``low_rank_above`` inputs, ``rank``.
         seed: seeds sampling and the default surrogate's initialization.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> zerograds = vg.ZeroGrads(sigma=0.1, samples=8, seed=0)
+        >>> loss = vg.blackbox(lambda x: float((x - 1).pow(2).sum()), zerograds)
+        >>> theta = torch.zeros(3, requires_grad=True)
+        >>> optimizer = torch.optim.Adam([theta], lr=0.05)
+        >>> for _ in range(100):
+        ...     optimizer.zero_grad()
+        ...     loss(theta).backward()
+        ...     optimizer.step()
+        ...     zerograds.step()
+        >>> bool((theta - 1).abs().max() < 0.2)
+        True
+
+        A vector-valued black box is refused:
+
+        >>> vg.blackbox(lambda x: x * 2, vg.ZeroGrads(sigma=0.1))(torch.zeros(2))
+        Traceback (most recent call last):
+        ...
+        ValueError: ZeroGrads needs a scalar loss; ... use vg.GaussianSmoothing for vector ...
     """
 
     def __init__(
