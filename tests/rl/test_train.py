@@ -88,6 +88,7 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
         ("CartPole-v1", {"estimator": "reinforce"}, "estimator must be one of"),
         ("CartPole-v1", {"backend": "threads"}, "backend must be one of"),
         ("CartPole-v1", {"env_steps": 0}, "env_steps must be an int >= 1"),
+        ("CartPole-v1", {"max_episode_steps": 0}, "max_episode_steps must be an int >= 1"),
         ("CartPole-v1", {"gamma": 1.5}, "gamma and gae_lambda"),
         ("CartPole-v1", {"policy": vg.rl.GaussianPolicy(4, 1)}, "do not match"),
         ("CartPole-v1", {"policy": torch.nn.Linear(4, 2)}, "must be a vg.rl.Policy"),
@@ -96,6 +97,11 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
 def test_bad_input_is_refused_with_a_clear_message(env, options, message):
     with pytest.raises((ValueError, TypeError), match=message):
         vg.rl.train(env, progress=False, **options)
+
+
+def test_rollouts_need_at_least_one_episode():
+    with pytest.raises(ValueError, match="episodes must be an int >= 1"):
+        BatchedRollouts("CartPole-v1", 0)
 
 
 def test_an_env_without_time_limit_needs_max_episode_steps():

@@ -117,12 +117,11 @@ class ControlVariateEstimator(DistributionEstimator):
         params: list[torch.Tensor],
     ) -> torch.Tensor:
         """Step φ on ‖ĝ‖², then the loss whose gradient routes ĝ into ``params``."""
-        square_norm = sum((grad**2).sum() for grad in grads)
-        assert isinstance(square_norm, torch.Tensor)
-        self.last_square_norm = float(square_norm.detach())
+        norm = square_norm(grads)
+        self.last_square_norm = float(norm.detach())
         if self.train_control:
             assert self.optimizer is not None
-            variance_step(self.optimizer, self.control_parameters, square_norm)
+            variance_step(self.optimizer, self.control_parameters, norm)
         return surrogate_loss(costs.mean(0), parameter_surrogate(grads, params, costs.ndim - 1))
 
 
@@ -172,6 +171,13 @@ def relax_gradient(
         (control_relaxed - control_conditioned).mean(0).sum(), [logits], create_graph
     )
     return score_term + reparam_term
+
+
+def square_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """‖ĝ‖² = Σ_k ‖ĝ_k‖² over the gradient's tensors, in their graph (for :func:`variance_step`)."""
+    total = sum((grad**2).sum() for grad in grads)
+    assert isinstance(total, torch.Tensor)
+    return total
 
 
 def variance_step(

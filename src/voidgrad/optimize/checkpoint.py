@@ -43,6 +43,18 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return state
 
 
+def check_same_run(
+    saved: dict[str, Any], header: dict[str, Any], path: str | os.PathLike[str] | None
+) -> None:
+    """Raise unless ``saved`` was written by a run with the same ``header`` (its identity)."""
+    for key, value in header.items():
+        if saved.get(key) != value:
+            raise ValueError(
+                f"the checkpoint {path} belongs to another run ({key}={saved.get(key)!r}, this "
+                f"run has {key}={value!r}); use another path or delete it"
+            )
+
+
 def bytes_to_tensor(data: bytes) -> torch.Tensor:
     """Opaque bytes (an optimizer's own serialized state) as a uint8 tensor."""
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()

@@ -45,6 +45,7 @@ from voidgrad.estimators.base import check_seed
 from voidgrad.evaluation.evaluator import Evaluator
 from voidgrad.optimize.checkpoint import (
     bytes_to_tensor,
+    check_same_run,
     load_checkpoint,
     save_checkpoint,
     tensor_to_bytes,
@@ -246,7 +247,7 @@ def _minimize_gradient(
     step, message = 0, ""
     saved = None if checkpoint is None else load_checkpoint(checkpoint)
     if saved is not None:
-        _check_same_run(saved, header, checkpoint)
+        check_same_run(saved, header, checkpoint)
         with torch.no_grad():
             theta.copy_(saved["theta"])
         opt.load_state_dict(saved["optimizer"])
@@ -331,7 +332,7 @@ def _minimize_dfo(
         if checkpoint is not None:
             adapter.state()  # fails early, with the adapter's message, if it cannot checkpoint
         if saved is not None:
-            _check_same_run(saved, header, checkpoint)
+            check_same_run(saved, header, checkpoint)
             adapter.restore(tensor_to_bytes(saved["adapter"]))
             step, baseline = _restore_common(saved, evaluator, run)
             if saved["finished"] and saved["budget"] == budget:
@@ -415,15 +416,6 @@ def _restore_common(saved: dict[str, Any], evaluator: Evaluator, run: _Progress)
     run.seconds_before = float(saved["seconds"])
     run.started = time.perf_counter()
     return int(saved["step"]), int(saved["baseline"])
-
-
-def _check_same_run(saved: dict[str, Any], header: dict[str, Any], path: str | Path | None) -> None:
-    for key, value in header.items():
-        if saved.get(key) != value:
-            raise ValueError(
-                f"the checkpoint {path} belongs to another run ({key}={saved.get(key)!r}, this "
-                f"run has {key}={value!r}); use another path or delete it"
-            )
 
 
 def _result(

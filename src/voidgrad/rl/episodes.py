@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from voidgrad.estimators.base import check_int
 from voidgrad.rl.networks import Policy
 
 EnvSpec = str | Callable[[], Any]
@@ -47,7 +48,7 @@ def make_env(env: EnvSpec) -> Any:
 def episode_limit(env: Any, max_episode_steps: int | None) -> int:
     """T, the longest episode: ``max_episode_steps``, else the env's registered time limit."""
     if max_episode_steps is not None:
-        return max_episode_steps
+        return check_int("max_episode_steps", max_episode_steps, 1)
     spec = getattr(env, "spec", None)
     limit = getattr(spec, "max_episode_steps", None)
     if limit is None:
@@ -177,7 +178,7 @@ class BatchedRollouts:
     """
 
     def __init__(self, env: EnvSpec, episodes: int, max_episode_steps: int | None = None):
-        self.envs = [make_env(env) for _ in range(episodes)]
+        self.envs = [make_env(env) for _ in range(check_int("episodes", episodes, 1))]
         self.limit = episode_limit(self.envs[0], max_episode_steps)
 
     def collect(self, policy: Policy, seeds: list[int]) -> Episodes:
@@ -289,8 +290,8 @@ class EvaluatorRollouts:
 
         probe = make_env(env)
         self.limit = episode_limit(probe, max_episode_steps)
-        probe.close()
         self.obs_dim = int(np.prod(probe.observation_space.shape))
+        probe.close()
         self.evaluator = Evaluator(
             EpisodeFunction(env, policy, self.limit),
             backend,

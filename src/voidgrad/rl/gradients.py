@@ -33,7 +33,7 @@ from torch.distributions import Categorical, Normal
 
 from voidgrad.estimators.discrete import sample_conditional
 from voidgrad.estimators.distributional import parameter_surrogate
-from voidgrad.estimators.relax import lax_gradients, relax_gradient
+from voidgrad.estimators.relax import lax_gradients, relax_gradient, square_norm
 from voidgrad.rl.episodes import Episodes
 from voidgrad.rl.networks import Policy
 
@@ -165,28 +165,21 @@ def episode_surrogates(
         grads = lax_gradients(
             costs, log_prob.unsqueeze(0), at_sample, reparameterized, params, create_graph
         )
-    square_norm = sum((grad**2).sum() for grad in grads)
-    assert isinstance(square_norm, torch.Tensor)
     per_step = parameter_surrogate(grads, params, 1)
     per_episode = torch.zeros(steps.episodes, dtype=per_step.dtype).index_add(
         0, steps.episode, per_step
     )
-    return per_episode, square_norm
+    return per_episode, square_norm(grads)
 
 
 def per_episode_gradients(surrogates: torch.Tensor, parameters: list[nn.Parameter]) -> torch.Tensor:
     """∇_θ of each episode's surrogate, flattened: ``[E, P]``."""
     rows = []
-    for e in range(surrogates.shape[0]):
-        grads = torch.autograd.grad(surrogates[e], parameters, retain_graph=True, allow_unused=True)
-        rows.append(
-            torch.cat(
-                [
-                    torch.zeros(p.numel()) if g is None else g.reshape(-1)
-                    for p, g in zip(parameters, grads, strict=True)
-                ]
-            )
+    for surrogate in surrogates:
+        grads = torch.autograd.grad(
+            surrogate, parameters, retain_graph=True, materialize_grads=True
         )
+        rows.append(torch.cat([g.reshape(-1) for g in grads]))
     return torch.stack(rows)
 
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from voidgrad.estimators.base import check_int, check_positive
 from voidgrad.estimators.relax import variance_step
 from voidgrad.evaluation.evaluator import derived_seed
-from voidgrad.optimize.checkpoint import load_checkpoint, save_checkpoint
+from voidgrad.optimize.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 from voidgrad.optimize.result import Records
 from voidgrad.rl.episodes import BatchedRollouts, EnvSpec, EvaluatorRollouts, make_env
 from voidgrad.rl.gradients import (
@@ -211,8 +211,6 @@ def train(
     check_int("value_steps", value_steps, 0)
     check_int("checkpoint_every", checkpoint_every, 1)
     check_int("seed", seed, 0)
-    if max_episode_steps is not None:
-        check_int("max_episode_steps", max_episode_steps, 1)
     if not 0 <= gamma <= 1 or not 0 <= gae_lambda <= 1:
         raise ValueError(f"gamma and gae_lambda must lie in [0, 1]; got {gamma}, {gae_lambda}")
     for name, step_size in (("lr", lr), ("value_lr", value_lr), ("control_lr", control_lr)):
@@ -235,12 +233,7 @@ def train(
     return_scale: float | None = None
     saved = None if checkpoint is None else load_checkpoint(checkpoint)
     if saved is not None:
-        for key, expected in header.items():
-            if saved.get(key) != expected:
-                raise ValueError(
-                    f"the checkpoint {checkpoint} belongs to another run ({key}="
-                    f"{saved.get(key)!r}, this run has {key}={expected!r})"
-                )
+        check_same_run(saved, header, checkpoint)
         policy.load_state_dict(saved["policy"])
         value.load_state_dict(saved["value"])
         policy_optimizer.load_state_dict(saved["policy_optimizer"])
