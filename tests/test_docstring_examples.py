@@ -1,17 +1,20 @@
-"""Every docstring example in ``src/voidgrad`` runs, and the public names without one shrink.
+"""Every docstring example in ``src/voidgrad`` runs, and every public name has one.
 
 Each docstring that holds ``>>>`` examples is its own test case (id: the object's qualified
-name), run with ``doctest`` (``ELLIPSIS | NORMALIZE_WHITESPACE``). Modules whose optional
-dependency is missing (bpy, mitsuba, ray) are skipped. ``MISSING_EXAMPLES`` is a ratchet:
-the public names whose docstring has no example yet; it may only shrink.
+name), run with ``doctest`` (``ELLIPSIS | NORMALIZE_WHITESPACE``). Attribute docstrings (a
+string right after a module-level assignment, which ``doctest`` does not see) count too.
+Modules whose optional dependency is missing are skipped, and the examples that start a Ray
+runtime or need Mitsuba or Blender run with those tests instead (``RUN_ELSEWHERE``).
 """
 
 from __future__ import annotations
 
+import ast
 import doctest
 import importlib
 import importlib.util
 import inspect
+import itertools
 import pkgutil
 from types import ModuleType
 
@@ -33,23 +36,60 @@ def _modules() -> list[ModuleType]:
     return modules
 
 
+def attribute_docstrings(module: ModuleType) -> dict[str, str]:
+    """The docstrings of ``module``'s module-level assignments: ``NAME = ...`` then a string."""
+    body = ast.parse(inspect.getsource(module)).body
+    found: dict[str, str] = {}
+    for node, following in itertools.pairwise(body):
+        target = (
+            node.targets[0]
+            if isinstance(node, ast.Assign) and len(node.targets) == 1
+            else node.target
+            if isinstance(node, ast.AnnAssign)
+            else None
+        )
+        if (
+            isinstance(target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            found[target.id] = inspect.cleandoc(following.value.value)
+    return found
+
+
 def _doctests() -> list[doctest.DocTest]:
     finder = doctest.DocTestFinder(exclude_empty=True)
+    parser = doctest.DocTestParser()
     found: dict[str, doctest.DocTest] = {}
     for module in _modules():
         for test in finder.find(module, module.__name__):
             if test.examples:
                 found.setdefault(test.name, test)
+        for name, text in attribute_docstrings(module).items():
+            qualified = f"{module.__name__}.{name}"
+            test = parser.get_doctest(text, {}, qualified, module.__file__, 0)
+            if test.examples:
+                found.setdefault(qualified, test)
     return sorted(found.values(), key=lambda t: t.name)
 
 
 DOCTESTS = _doctests()
+# Examples that need a slow runtime or an engine run with that engine's tests instead.
+RUN_ELSEWHERE = {
+    "voidgrad.evaluation.ray_backend.RayBackend": "tests/evaluation/test_ray.py (slow)",
+    "voidgrad.integrations.mitsuba.": "tests/integrations/test_mitsuba.py",
+    "voidgrad.integrations.blender.": "tests/integrations/test_blender.py",
+}
 
 
-@pytest.mark.parametrize("test", DOCTESTS, ids=[t.name for t in DOCTESTS])
-def test_docstring_example(test: doctest.DocTest) -> None:
-    if test.name.startswith("voidgrad.rl") and importlib.util.find_spec("gymnasium") is None:
-        pytest.skip("the voidgrad.rl examples run gymnasium environments")
+def doctests_under(prefix: str) -> list[doctest.DocTest]:
+    """The docstring examples of the objects whose qualified name starts with ``prefix``."""
+    return [test for test in DOCTESTS if test.name.startswith(prefix)]
+
+
+def run_doctest(test: doctest.DocTest) -> None:
+    """Run one docstring's examples from a fresh seed; fail with doctest's report."""
     torch.manual_seed(0)
     lines: list[str] = []
     runner = doctest.DocTestRunner(optionflags=FLAGS)
@@ -57,17 +97,25 @@ def test_docstring_example(test: doctest.DocTest) -> None:
     assert result.failed == 0, "".join(lines)
 
 
-# The public names (in the namespaces below) whose docstring has no ``>>>`` example yet.
-# Remove a name once it has one; never add one.
-MISSING_EXAMPLES: set[str] = {
-    # starts a Ray runtime: too slow for this file
-    "voidgrad.evaluation.RayBackend",
-    # a dict and a type alias: they carry no docstring of their own
-    "voidgrad.problems.PROBLEMS",
-    "voidgrad.problems.Point",
-}
+@pytest.mark.parametrize("test", DOCTESTS, ids=[t.name for t in DOCTESTS])
+def test_docstring_example(test: doctest.DocTest) -> None:
+    for prefix, where in RUN_ELSEWHERE.items():
+        if test.name.startswith(prefix):
+            pytest.skip(f"run by {where}")
+    if test.name.startswith("voidgrad.rl") and importlib.util.find_spec("gymnasium") is None:
+        pytest.skip("the voidgrad.rl examples run gymnasium environments")
+    run_doctest(test)
+
+
+@pytest.mark.parametrize("prefix", list(RUN_ELSEWHERE))
+def test_examples_run_elsewhere_exist(prefix: str) -> None:
+    assert doctests_under(prefix)
+
 
 PUBLIC_NAMESPACES = [
+    "voidgrad.adversarial",
+    "voidgrad.integrations.mitsuba",
+    "voidgrad.integrations.blender",
     "voidgrad",
     "voidgrad.problems",
     "voidgrad.rl",
@@ -88,11 +136,17 @@ def _public_names() -> dict[str, object]:
     return names
 
 
-def test_public_names_without_examples_only_shrink() -> None:
-    missing = {
-        name for name, obj in _public_names().items() if ">>>" not in (inspect.getdoc(obj) or "")
-    }
-    gained = sorted(MISSING_EXAMPLES - missing)
-    lost = sorted(missing - MISSING_EXAMPLES)
-    assert not gained, f"these have an example now; remove them from MISSING_EXAMPLES: {gained}"
-    assert not lost, f"these public names lack a docstring example: {lost}"
+def _docstring(obj: object) -> str:
+    """``obj``'s docstring; for data (a dict, a type alias), its attribute docstring."""
+    if inspect.ismodule(obj) or inspect.isclass(obj) or callable(obj):
+        return inspect.getdoc(obj) or ""
+    for module in _modules():
+        for name, text in attribute_docstrings(module).items():
+            if getattr(module, name, None) is obj:
+                return text
+    return ""
+
+
+def test_every_public_name_has_a_docstring_example() -> None:
+    missing = sorted(name for name, obj in _public_names().items() if ">>>" not in _docstring(obj))
+    assert not missing, f"these public names lack a docstring example: {missing}"

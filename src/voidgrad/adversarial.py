@@ -61,6 +61,15 @@ class ConvDiscriminator(nn.Module):
     Args:
         channels: image channels C of inputs ``[N, C, H, W]``.
         width: channels of the first convolution.
+
+    Examples:
+        >>> import torch
+        >>> from voidgrad.adversarial import ConvDiscriminator
+        >>> discriminator = ConvDiscriminator(channels=3)
+        >>> sum(p.numel() for p in discriminator.parameters())
+        167649
+        >>> discriminator(torch.rand(5, 3, 32, 48)).shape  # one logit per image, any size
+        torch.Size([5])
     """
 
     def __init__(self, channels: int, width: int = 32) -> None:
@@ -101,6 +110,27 @@ class AdversarialResult:
         samples: the last step's samples z.
         renders: the last step's renders; row i is the render of ``samples[i]``.
         renders_evaluated: renders made over the run (the Evaluator's count).
+
+    Examples:
+        A short run matching the brightness of grey images (see :func:`adversarial`):
+
+        >>> import torch, voidgrad as vg
+        >>> from torch import nn
+        >>> class Brightness(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.mu = nn.Parameter(torch.zeros(1))
+        ...     def forward(self):
+        ...         return torch.distributions.Normal(self.mu, 0.1)
+        >>> def render(z):
+        ...     return z.reshape(-1, 1, 1, 1).expand(-1, 1, 16, 16).clone()
+        >>> targets = render(torch.ones(64, 1))
+        >>> result = vg.adversarial(Brightness(), render, targets, steps=5, samples=8,
+        ...                         seed=0, progress=False)
+        >>> len(result.history), result.renders_evaluated, tuple(result.renders.shape)
+        (5, 40, (8, 1, 16, 16))
+        >>> result.parameter_history()["mu"].shape  # μ after each step
+        torch.Size([5, 1])
     """
 
     parameters: dict[str, torch.Tensor]

@@ -20,6 +20,7 @@ from tests.evaluation.test_process import (
     scene_info,
     stochastic,
 )
+from tests.test_docstring_examples import doctests_under, run_doctest
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -30,6 +31,13 @@ def test_an_evaluator_that_started_ray_shuts_it_down_on_close() -> None:
     evaluator = vg.Evaluator(misbehave, backend="ray", workers=1)
     assert torch.equal(evaluator(torch.tensor([[0.0, 2.0]])), torch.tensor([2.0]))
     evaluator.close()
+    assert not ray.is_initialized()
+
+
+def test_the_docstring_example_runs() -> None:
+    """Before the shared runtime starts: the example starts (and stops) its own."""
+    (example,) = doctests_under("voidgrad.evaluation.ray_backend.RayBackend")
+    run_doctest(example)
     assert not ray.is_initialized()
 
 

@@ -94,6 +94,20 @@ class RayBackend:
         retries: how many more times a row is tried after its actor died.
         address: ``None`` for a local runtime, else the cluster to join.
         threads: torch threads in each actor.
+
+    Examples:
+        Two actors on a local runtime (``address="auto"`` would join a running
+        cluster instead); this example runs in ``tests/evaluation/test_ray.py``,
+        since starting Ray takes seconds:
+
+        >>> import torch, voidgrad as vg
+        >>> from voidgrad.evaluation import RayBackend
+        >>> backend = RayBackend(workers=2, timeout=60, retries=1)
+        >>> with vg.Evaluator(lambda row: row.sum(), backend=backend) as evaluator:
+        ...     evaluator(torch.arange(6.0).reshape(3, 2)).tolist()
+        [1.0, 5.0, 9.0]
+        >>> backend.started
+        2
     """
 
     def __init__(

@@ -60,6 +60,12 @@ def import_bpy() -> Any:
     which then starts with Blender's script folders; there the inner ``bpy``
     package shadows the one that loads Blender, and importing it fails. Those
     folders are dropped before the first import (bpy puts them back).
+
+    Examples:
+        >>> from voidgrad.integrations.blender import import_bpy
+        >>> bpy = import_bpy()
+        >>> bpy.app.version >= (4, 0, 0)
+        True
     """
     if "bpy" not in sys.modules:
         sys.path[:] = [path for path in sys.path if not _BLENDER_SCRIPTS.search(path)]
@@ -131,6 +137,23 @@ class BlenderRenderer:
 
     Calling the renderer with θ ``[d]`` (and optionally a ``seed``) returns
     the image ``[H, W, 4]`` (RGBA, linear, float32; row 0 at the top).
+
+    Examples:
+        The ball of :func:`ball_scene`, moved by θ = its location:
+
+        >>> import torch
+        >>> from voidgrad.integrations.blender import BlenderRenderer, ball_scene
+        >>> renderer = BlenderRenderer(ball_scene, ['objects["Ball"].location'],
+        ...                            resolution=(24, 16), samples=4)
+        >>> renderer.dim
+        3
+        >>> image = renderer(torch.tensor([0.0, 0.0, 0.5]))
+        >>> image.shape, image.dtype
+        (torch.Size([16, 24, 4]), torch.float32)
+        >>> moved = renderer(torch.tensor([1.5, 0.0, 0.5]))  # to the right
+        >>> red = lambda im: (im[..., 0] - im[..., 1])[:, 18:].sum()  # red at the right edge
+        >>> bool(red(moved) > red(image) + 1)
+        True
     """
 
     #: Blender's threads do not survive a fork: a process Evaluator spawns its workers.
@@ -274,6 +297,14 @@ def ball_scene(bpy: Any) -> None:
     The camera looks straight down from height 6 and sees about ±1.7 around the
     origin. The ball (radius 0.5) has a custom property ``"size"``. The scene
     of the Blender examples, benchmark and tests; pass it as ``scene=``.
+
+    Examples:
+        >>> import torch
+        >>> from voidgrad.integrations.blender import BlenderRenderer, ball_scene
+        >>> size = BlenderRenderer(ball_scene, ['objects["Ball"]["size"]'],
+        ...                        engine="BLENDER_WORKBENCH", resolution=(8, 8))
+        >>> size.dim, tuple(size(torch.tensor([1.0])).shape)
+        (1, (8, 8, 4))
     """
     bpy.ops.mesh.primitive_uv_sphere_add(
         radius=0.5, location=(0, 0, 0.5), segments=24, ring_count=12

@@ -34,7 +34,18 @@ Apply = Callable[[Any, torch.Tensor], None]
 
 
 def import_mitsuba(variant: str) -> Any:
-    """Import Mitsuba and select ``variant``; name the extra if it is missing."""
+    """Import Mitsuba and select ``variant``; name the extra if it is missing.
+
+    Examples:
+        >>> from voidgrad.integrations.mitsuba import import_mitsuba
+        >>> mi = import_mitsuba("scalar_rgb")
+        >>> mi.variant()
+        'scalar_rgb'
+        >>> import_mitsuba("no_such_variant")
+        Traceback (most recent call last):
+        ...
+        ValueError: Mitsuba variant 'no_such_variant' is not available; known: [...]
+    """
     try:
         import mitsuba as mi
     except ImportError as error:
@@ -66,10 +77,28 @@ class MitsubaRenderer:
     linear radiance). ``dim`` is d (known once the scene is loaded when
     ``parameters`` is a function: then it is ``None``).
 
-    Example::
+    Examples:
+        A grey ball under a point light whose position θ sets:
 
-        renderer = MitsubaRenderer(lambda: scene_dict, ["light.position"], spp=4)
-        image = renderer(torch.tensor([1.0, 2.0, 4.0]))
+        >>> import torch
+        >>> from voidgrad.integrations.mitsuba import MitsubaRenderer
+        >>> def ball():  # called where the renderer runs, after the variant is set
+        ...     return {
+        ...         "type": "scene", "integrator": {"type": "direct"},
+        ...         "sensor": {"type": "perspective", "film": {"type": "hdrfilm",
+        ...                                                     "width": 16, "height": 12}},
+        ...         "ball": {"type": "sphere", "center": [0, 0, 4], "radius": 1.0},
+        ...         "light": {"type": "point", "position": [0, 0, 0],
+        ...                   "intensity": {"type": "rgb", "value": [10] * 3}},
+        ...     }
+        >>> renderer = MitsubaRenderer(ball, ["light.position"], spp=4)
+        >>> renderer.dim
+        3
+        >>> image = renderer(torch.tensor([0.0, 0.0, 1.0]))
+        >>> image.shape, image.dtype
+        (torch.Size([12, 16, 3]), torch.float32)
+        >>> bool(renderer(torch.tensor([0.0, 0.0, 2.0])).mean() > image.mean())  # closer: brighter
+        True
     """
 
     def __init__(

@@ -73,6 +73,15 @@ PROBLEMS: dict[str, type[Problem]] = {
     "splines": SplinesProblem,
     "caustic": CausticProblem,
 }
+"""The problems :func:`make` builds, by name.
+
+Examples:
+    >>> from voidgrad.problems import PROBLEMS
+    >>> sorted(PROBLEMS)[:3]
+    ['akima', 'caustic', 'digits_mlp']
+    >>> PROBLEMS["sphere"](dim=2).dim
+    2
+"""
 
 __all__ = [
     "PROBLEMS",

@@ -4,7 +4,7 @@ Each family draws tasks — one texture, one material — with a generator; a ta
 is a callable ``task(f) -> loss`` on a network f, drawing a fresh batch of its
 data on every call (``batch`` samples), and offers ``error(f)`` on a fixed dense
 set (the reported error) and ``render(f)`` (a picture). ``held_out(n)`` gives
-tasks from a seed stream that :meth:`sample` never uses, and ``model()`` a
+tasks from a seed stream that ``sample(n)`` never uses, and ``model()`` a
 network suited to the family.
 
 **Textures.** f(u, v) → RGB on [0, 1]². A texture of the family is a warped

@@ -28,7 +28,17 @@ import numpy as np
 import torch
 
 Point = Sequence[float] | torch.Tensor | np.ndarray
-"""What ``loss`` and ``render`` accept: a tensor, an array or a sequence of d numbers."""
+"""What ``loss`` and ``render`` accept: a tensor, an array or a sequence of d numbers.
+
+Examples:
+    >>> import numpy as np, torch
+    >>> from voidgrad import problems
+    >>> sphere = problems.make("sphere", dim=2)
+    >>> sphere.loss([3.0, 4.0]) == sphere.loss(np.array([3.0, 4.0])) == sphere.loss(
+    ...     torch.tensor([3.0, 4.0])
+    ... )
+    True
+"""
 
 __all__ = ["Point", "Problem"]
 
