@@ -168,3 +168,24 @@ def test_lambda_returns_discount_bootstrap_and_stop_at_termination():
     expected = torch.tensor([[1 + gamma * 0.2, 2 + gamma * 0.1, 3 + gamma * 10.0]])
     torch.testing.assert_close(one_step[:1], expected)
     torch.testing.assert_close(one_step[1], torch.tensor([1 + gamma * 0.4, 1.0, 0.0]))
+
+
+@pytest.mark.parametrize(
+    ("gamma", "lam", "values", "message"),
+    [
+        (1.5, 1.0, torch.zeros(1, 4), r"gamma must be a number in \[0, 1\]"),
+        (0.9, -0.5, torch.zeros(1, 4), r"lam must be a number in \[0, 1\]"),
+        (0.9, 1.0, torch.zeros(1, 3), r"values must be V at every observation, shape \(1, 4\)"),
+    ],
+)
+def test_lambda_returns_refuses_bad_discounts_and_values(gamma, lam, values, message):
+    episodes = Episodes(
+        obs=torch.zeros((1, 4, 1)),
+        noise=torch.zeros((1, 3, 1)),
+        actions=torch.zeros((1, 3, 1)),
+        rewards=torch.ones((1, 3)),
+        mask=torch.ones((1, 3), dtype=torch.bool),
+        terminated=torch.tensor([True]),
+    )
+    with pytest.raises(ValueError, match=message):
+        lambda_returns(episodes, values, gamma, lam)

@@ -41,6 +41,13 @@ Estimator = Literal["actor_critic", "lax", "relax"]
 ESTIMATORS: tuple[Estimator, ...] = ("actor_critic", "lax", "relax")
 
 
+def check_unit_interval(name: str, value: float) -> float:
+    """``value`` if it is a number in [0, 1] (a discount γ or λ); else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1]; got {value!r}")
+    return value
+
+
 def lambda_returns(
     episodes: Episodes, values: torch.Tensor, gamma: float, lam: float
 ) -> torch.Tensor:
@@ -62,7 +69,14 @@ def lambda_returns(
         >>> vg.rl.lambda_returns(episodes, torch.zeros(1, 4), gamma=0.5, lam=1.0)
         tensor([[1.7500, 1.5000, 1.0000]])
     """
+    check_unit_interval("gamma", gamma)
+    check_unit_interval("lam", lam)
     count, limit = episodes.rewards.shape
+    if values.shape != (count, limit + 1):
+        raise ValueError(
+            f"values must be V at every observation, shape {(count, limit + 1)}; "
+            f"got {tuple(values.shape)}"
+        )
     alive = torch.cat([episodes.mask, episodes.mask.new_zeros((count, 1))], dim=1)
     next_values = values[:, 1:].clone()
     ends = episodes.lengths - 1

@@ -23,6 +23,7 @@ from voidgrad.rl.episodes import BatchedRollouts, EnvSpec, EvaluatorRollouts, ma
 from voidgrad.rl.gradients import (
     ESTIMATORS,
     Estimator,
+    check_unit_interval,
     episode_surrogates,
     flatten,
     gradient_variance,
@@ -211,8 +212,8 @@ def train(
     check_int("value_steps", value_steps, 0)
     check_int("checkpoint_every", checkpoint_every, 1)
     check_int("seed", seed, 0)
-    if not 0 <= gamma <= 1 or not 0 <= gae_lambda <= 1:
-        raise ValueError(f"gamma and gae_lambda must lie in [0, 1]; got {gamma}, {gae_lambda}")
+    check_unit_interval("gamma", gamma)
+    check_unit_interval("gae_lambda", gae_lambda)
     for name, step_size in (("lr", lr), ("value_lr", value_lr), ("control_lr", control_lr)):
         check_positive(name, step_size)
 
