@@ -60,7 +60,7 @@ class DisARM(DistributionEstimator):
             raise ValueError(f"DisARM draws antithetic pairs: samples must be even; got {samples}")
         logits = dist.logits
         pairs = samples // 2
-        with self._sampling(), torch.no_grad():
+        with self.sampling(), torch.no_grad():
             u = uniform((pairs, *logits.shape), logits)
         probs = torch.sigmoid(logits.detach())
         b = (u < probs).to(logits.dtype)

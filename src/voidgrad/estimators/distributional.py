@@ -42,13 +42,18 @@ class DistributionEstimator(ABC):
         >>> import torch, voidgrad as vg
         >>> class Shift(vg.DistributionEstimator):  # z = μ + noise, the noise held fixed
         ...     def loss(self, evaluate, dist, samples):
-        ...         noise = dist.sample((samples,)) - dist.mean.detach()
+        ...         with self.sampling():  # the private stream when seeded
+        ...             noise = dist.sample((samples,)) - dist.mean.detach()
         ...         return evaluate(dist.mean + noise, differentiable=True).mean(0)
         >>> mu = torch.tensor([2.0], requires_grad=True)
         >>> dist = torch.distributions.Normal(mu, 1.0)
         >>> vg.expectation(lambda z: 3 * z[:, 0], dist, 100, estimator=Shift()).backward()
         >>> mu.grad
         tensor([3.0000])
+        >>> same = [vg.expectation(lambda z: z[:, 0], dist, 4, estimator=Shift(seed=7)).item()
+        ...         for _ in range(2)]
+        >>> same[0] == same[1]  # seeded: the same samples
+        True
     """
 
     #: The fewest samples the estimator can work with.
@@ -63,11 +68,13 @@ class DistributionEstimator(ABC):
         """The surrogate loss for ``samples`` draws from ``dist``."""
 
     @contextlib.contextmanager
-    def _sampling(self) -> Iterator[None]:
+    def sampling(self) -> Iterator[None]:
         """Draw from the private stream, leaving torch's global generator as it was.
 
         torch.distributions cannot take a generator, so the global one is
-        forked: seeded from the private stream inside, restored on exit.
+        forked: seeded from the private stream inside, restored on exit. A
+        subclass draws its samples inside ``with self.sampling():`` so that
+        ``seed=`` replays it; without a seed this does nothing.
         """
         if self._generator is None:
             yield

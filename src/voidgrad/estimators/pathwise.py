@@ -46,7 +46,7 @@ class Pathwise(DistributionEstimator):
                 f"{type(dist).__name__} has none: use vg.ScoreFunction, or a relaxation "
                 "such as vg.GumbelSoftmax for discrete variables"
             )
-        with self._sampling():
+        with self.sampling():
             z = dist.rsample((samples,))
         costs = evaluate(z, differentiable=True)
         check_connected(z, costs, "Pathwise")

@@ -273,7 +273,7 @@ class LAX(ControlVariateEstimator):
                 f"LAX needs a reparameterizable distribution (has_rsample); {type(dist).__name__} "
                 "has none: use vg.RELAX or vg.REBAR for Bernoulli and categorical variables"
             )
-        with self._sampling():
+        with self.sampling():
             z = dist.rsample((samples,))
         fixed = z.detach()
         costs = evaluate(fixed)
@@ -377,7 +377,7 @@ class RELAX(ControlVariateEstimator):
 
     def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
         kind, logits = discrete_logits(dist, type(self).__name__)
-        with self._sampling():
+        with self.sampling():
             z = sample_relaxed(logits, kind, samples)
             b = threshold(z, kind).detach()
             conditioned = sample_conditional(logits, b, kind)

@@ -66,7 +66,7 @@ class GumbelSoftmax(DistributionEstimator):
 
     def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
         kind, logits = discrete_logits(dist, "GumbelSoftmax")
-        with self._sampling():
+        with self.sampling():
             z = sample_relaxed(logits, kind, samples)
         relaxed = relax(z, kind, self.temperature)
         x = threshold(z, kind) + relaxed - relaxed.detach() if self.hard else relaxed
@@ -97,7 +97,7 @@ class StraightThrough(DistributionEstimator):
 
     def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
         kind, logits = discrete_logits(dist, "StraightThrough")
-        with self._sampling(), torch.no_grad():
+        with self.sampling(), torch.no_grad():
             b = threshold(sample_relaxed(logits, kind, samples), kind)
         probs = relax(logits, kind, 1.0)
         x = b + probs - probs.detach()

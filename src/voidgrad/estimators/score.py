@@ -53,7 +53,7 @@ class ScoreFunction(DistributionEstimator):
         self.min_samples = 1 if self.baseline is None else self.baseline.min_samples
 
     def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
-        with self._sampling(), torch.no_grad():
+        with self.sampling(), torch.no_grad():
             z = dist.sample((samples,))
         costs = evaluate(z)
         log_prob = joint_log_prob(dist, z, costs.ndim - 1)
