@@ -9,6 +9,7 @@ import pytest
 from voidgrad import cli, problems
 from voidgrad.bench import (
     BenchSettings,
+    Scaled,
     method_options,
     minimize_method,
     parse_options,
@@ -74,6 +75,10 @@ def test_options_and_problem_specs_parse() -> None:
         "smoothing": {"sigma": 0.5},
         "nevergrad:NGOpt": {"budget": 3},
         "cma": {"diagonal": True},
+    }
+    assert parse_options(["zerograds.lr=0.02s", "ga.mode=fast"]) == {
+        "zerograds": {"lr": Scaled(0.02)},
+        "ga": {"mode": "fast"},  # an "s" after a non-number is just a string
     }
     with pytest.raises(ValueError, match="unknown problem 'moon'"):
         parse_problem("moon")
@@ -143,3 +148,10 @@ def test_the_sigma_schedule_spans_the_run_whatever_the_samples(method: str, samp
     doubled = method_options(method, 1.0, 800, {"samples": 2 * samples})
     assert doubled["samples"] == 2 * samples
     assert doubled["schedule"].total_steps == 800 // (2 * samples)
+
+
+def test_scaled_options_resolve_to_each_problems_scale() -> None:
+    small = method_options("zerograds", 0.5, 800, {"lr": Scaled(0.02), "sigma": 0.3})
+    large = method_options("zerograds", 4.0, 800, {"lr": Scaled(0.02), "sigma": 0.3})
+    assert (small["lr"], large["lr"]) == (0.01, 0.08)
+    assert small["sigma"] == large["sigma"] == 0.3  # a plain number stays absolute

@@ -25,7 +25,8 @@ steps with Adam at lr = 0.05 s
 (``zerograds-reference`` runs the reference code's settings, see
 :func:`reference_zerograds_options`). The same defaults serve every problem:
 none is tuned per problem.
-``--option method.key=value`` overrides any of them.
+``--option method.key=value`` overrides any of them; a value written with an
+``s`` (``zerograds.lr=0.02s``) is in units of each problem's s.
 """
 
 from __future__ import annotations
@@ -103,16 +104,40 @@ def parse_problem(text: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
     return name, tuple(arguments)
 
 
+@dataclass(frozen=True)
+class Scaled:
+    """An option value in units of the problem's scale s (written ``0.02s``): factor · s."""
+
+    factor: float
+
+    def at(self, scale: float) -> float:
+        return self.factor * scale
+
+
 def parse_options(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``["smoothing.sigma=0.5", "cma.popsize=20"]`` -> {"smoothing": {"sigma": 0.5}, ...}."""
+    """``["smoothing.sigma=0.5", "cma.popsize=20"]`` -> {"smoothing": {"sigma": 0.5}, ...}.
+
+    A number followed by ``s`` (``zerograds.lr=0.02s``) is relative to each
+    problem's scale (:func:`problem_scale`), like the bench's own defaults.
+    """
     options: dict[str, dict[str, Any]] = {}
     for pair in pairs:
         target, equals, raw = pair.partition("=")
         method, dot, key = target.rpartition(".")
         if not equals or not dot or not method or not key:
             raise ValueError(f"an option must read method.key=value; got {pair!r}")
-        options.setdefault(method, {})[key] = _literal(raw)
+        options.setdefault(method, {})[key] = _scaled(raw) or _literal(raw)
     return options
+
+
+def _scaled(raw: str) -> Scaled | None:
+    """``"0.02s"`` -> Scaled(0.02); anything else -> None."""
+    if not raw.endswith("s"):
+        return None
+    try:
+        return Scaled(float(raw[:-1]))
+    except ValueError:
+        return None
 
 
 def _literal(raw: str) -> Any:
@@ -182,7 +207,8 @@ def method_options(
         "zerograds": annealed(ZEROGRADS_SAMPLES),
         "zerograds-reference": reference_zerograds_options(scale, dim),
     }
-    return {**defaults.get(method, {}), **overrides}
+    resolved = {k: v.at(scale) if isinstance(v, Scaled) else v for k, v in overrides.items()}
+    return {**defaults.get(method, {}), **resolved}
 
 
 def reference_zerograds_options(scale: float, dim: int) -> dict[str, Any]:

@@ -178,7 +178,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="METHOD.KEY=VALUE",
-        help="override a method option, e.g. smoothing.sigma=0.5 (repeatable)",
+        help="override a method option, e.g. smoothing.sigma=0.5, or zerograds.lr=0.02s for "
+        "0.02 times each problem's scale (repeatable)",
     )
     return parser
 
