@@ -78,8 +78,7 @@ DOCTESTS = _doctests()
 # Examples that need a slow runtime or an engine run with that engine's tests instead.
 RUN_ELSEWHERE = {
     "voidgrad.evaluation.ray_backend.RayBackend": "tests/evaluation/test_ray.py (slow)",
-    "voidgrad.integrations.mitsuba.": "tests/integrations/test_mitsuba.py",
-    "voidgrad.integrations.blender.": "tests/integrations/test_blender.py",
+    "voidgrad.integrations.": "tests/integrations/test_docstring_examples.py",
 }
 
 

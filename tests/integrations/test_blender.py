@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import voidgrad as vg
-from tests.test_docstring_examples import doctests_under, run_doctest
 from voidgrad.integrations.blender import BlenderRenderer, ball_scene
 
 bpy = pytest.importorskip("bpy")
@@ -134,12 +133,3 @@ def test_a_saved_blend_file_renders_like_the_scene_it_came_from(tmp_path: Any) -
     bpy.ops.wm.save_as_mainfile(filepath=str(path))
     opened = BlenderRenderer(path, [f"{BALL}.location"], resolution=(24, 16), samples=4)
     assert torch.allclose(opened(x), image, atol=1e-5)
-
-
-@pytest.mark.parametrize(
-    "example",
-    doctests_under("voidgrad.integrations.blender."),
-    ids=lambda example: example.name,
-)
-def test_docstring_examples_run(example: Any) -> None:
-    run_doctest(example)

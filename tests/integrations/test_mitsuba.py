@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import voidgrad as vg
-from tests.test_docstring_examples import doctests_under, run_doctest
 from voidgrad.integrations.mitsuba import MitsubaRenderer
 
 mi = pytest.importorskip("mitsuba")
@@ -139,12 +138,3 @@ def test_the_llvm_variant_renders_in_a_child_process() -> None:
         pytest.skip(f"llvm_ad_rgb is unusable here (install libllvm19): {child.stderr[-200:]}")
     assert child.returncode == 0, child.stderr
     assert float(child.stdout.strip().splitlines()[-1]) > 0
-
-
-@pytest.mark.parametrize(
-    "example",
-    doctests_under("voidgrad.integrations.mitsuba."),
-    ids=lambda example: example.name,
-)
-def test_docstring_examples_run(example: Any) -> None:
-    run_doctest(example)
