@@ -45,11 +45,11 @@ def test_the_unbiased_mode_is_unbiased_while_the_surrogate_learns(control_scale)
 
 def test_the_control_coefficient_grows_as_the_surrogate_learns_the_loss() -> None:
     estimator = vg.ZeroGrads(sigma=0.3, samples=16, fit_steps=10, surrogate_lr=1e-2, seed=1)
-    assert estimator._control_coefficient() == 0.0  # h ≡ 0 at first: plain smoothing
+    assert estimator.control_coefficient == 0.0  # h ≡ 0 at first: plain smoothing
     betas = []
     for _ in range(80):
         estimates(estimator, 1)
-        betas.append(estimator._control_coefficient())
+        betas.append(estimator.control_coefficient)
     assert sum(betas[40:]) / 40 > 0.4
 
 
@@ -193,3 +193,7 @@ def test_a_schedule_anneals_sigma_and_the_moving_frame_follows_it() -> None:
     assert fixed.sigma == pytest.approx(0.05) and fixed.input_scale == pytest.approx(0.2)
     with pytest.raises(ValueError, match="must not exceed sigma"):
         vg.ZeroGrads(sigma=0.01, schedule=schedule)
+
+
+def test_a_fixed_control_scale_is_the_reported_coefficient() -> None:
+    assert vg.ZeroGrads(sigma=0.1, control_scale=0.25).control_coefficient == 0.25

@@ -367,6 +367,15 @@ class ZeroGrads(BlackBoxEstimator):
                 functional.mse_loss(self.surrogate(u), t).backward()
                 self._optimizer.step()
 
+    @property
+    def control_coefficient(self) -> float:
+        """β, the weight the next unbiased estimate gives the surrogate's control variate.
+
+        Near 0 the surrogate is not reducing variance (the estimate is then
+        plain Gaussian smoothing); near 1 it removes most of it.
+        """
+        return self._control_coefficient()
+
     def _control_coefficient(self) -> float:
         """β: fixed, or −⟨a, b⟩/⟨b, b⟩ over earlier steps, clipped to [0, 1] (module doc)."""
         if self.control_scale is not None:
