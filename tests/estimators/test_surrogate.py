@@ -197,3 +197,11 @@ def test_a_schedule_anneals_sigma_and_the_moving_frame_follows_it() -> None:
 
 def test_a_fixed_control_scale_is_the_reported_coefficient() -> None:
     assert vg.ZeroGrads(sigma=0.1, control_scale=0.25).control_coefficient == 0.25
+
+
+def test_a_given_surrogate_leaves_the_sampled_offsets_as_they_were() -> None:
+    """The default network's seed is drawn up front, so a paired comparison sees one stream."""
+    theta = torch.zeros(1, 3)
+    default = vg.ZeroGrads(sigma=0.1, seed=5).probe(theta).points()
+    given = vg.ZeroGrads(sigma=0.1, seed=5, surrogate=MLPSurrogate(3)).probe(theta).points()
+    assert torch.equal(default, given)

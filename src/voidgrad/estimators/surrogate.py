@@ -275,6 +275,9 @@ class ZeroGrads(BlackBoxEstimator):
         self.rank = rank
         self.low_rank_above = low_rank_above
         self.surrogate = surrogate
+        # Drawn whether or not a surrogate is given, so that the sampling stream after it,
+        # and with it every offset, is the same for a given seed and any surrogate.
+        self._network_seed = int(torch.randint(0, 2**62, (1,), generator=self._generator))
         self._optimizer: torch.optim.Optimizer | None = None
         self._center: torch.Tensor | None = None
         self._target_shift = 0.0
@@ -311,9 +314,8 @@ class ZeroGrads(BlackBoxEstimator):
                 if d * (1 + 2 * self.network_options["encoding_levels"]) > (self.low_rank_above)
                 else None
             )
-            seed = int(torch.randint(0, 2**62, (1,), generator=self._generator))
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+                torch.manual_seed(self._network_seed)
                 self.surrogate = MLPSurrogate(d, rank=rank, **self.network_options)
         if self._optimizer is None:
             self._optimizer = torch.optim.Adam(self.surrogate.parameters(), lr=self.surrogate_lr)
@@ -435,7 +437,7 @@ class ZeroGrads(BlackBoxEstimator):
             self.surrogate.load_state_dict(state["surrogate"])  # type: ignore[arg-type]
             self._optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
         self._center = center
-        super().load_state_dict(state)  # after building the surrogate, which draws a seed
+        super().load_state_dict(state)
         target = state["target"]
         assert isinstance(target, list)
         self._target_shift, self._target_scale = float(target[0]), float(target[1])
