@@ -167,12 +167,7 @@ def meta_learn_surrogate(
 
 
 def default_surrogate(dim: int, seed: int) -> MLPSurrogate:
-    """A network like ZeroGrads' default surrogate at this d (3 × 64, zero output layer).
-
-    Built here, not by ZeroGrads: left to build its own, ZeroGrads would draw the network's
-    seed from its sampling stream, and runs with the default and the meta-learned start
-    would no longer share their offsets ε.
-    """
+    """A network like ZeroGrads' default surrogate at this d (3 × 64, zero output layer)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MLPSurrogate(dim)
@@ -304,11 +299,9 @@ def main() -> None:
         for seed in range(index * arguments.seeds, (index + 1) * arguments.seeds):
             for mode, unbiased in MODES.items():
                 for init, fit_steps in INITS.items():
-                    start = (
-                        default_surrogate(arguments.dim, seed)
-                        if init == "default"
-                        else copy.deepcopy(surrogate)
-                    )
+                    # ZeroGrads draws its own network's seed up front, so every start
+                    # of this run sees the same offsets ε
+                    start = None if init == "default" else copy.deepcopy(surrogate)
                     losses = zerograds_run(
                         problem, arguments.steps, seed, unbiased, start, fit_steps
                     )
