@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -12,6 +13,7 @@ from voidgrad.bench import (
     Scaled,
     method_options,
     minimize_method,
+    paired,
     parse_options,
     parse_problem,
     problem_scale,
@@ -155,3 +157,35 @@ def test_scaled_options_resolve_to_each_problems_scale() -> None:
     large = method_options("zerograds", 4.0, 800, {"lr": Scaled(0.02), "sigma": 0.3})
     assert (small["lr"], large["lr"]) == (0.01, 0.08)
     assert small["sigma"] == large["sigma"] == 0.3  # a plain number stays absolute
+
+
+def cell(seed: int, answer: float, optimum: float = 0.0, error: str | None = None) -> dict:
+    return {"seed": seed, "answer": answer, "optimum": optimum, "error": error}
+
+
+def test_paired_compares_the_seeds_both_methods_finished() -> None:
+    first = [cell(0, 1.0), cell(1, 10.0), cell(2, 1.0), cell(3, 5.0, error="crashed")]
+    second = [cell(0, 10.0), cell(1, 10.0), cell(2, 100.0), cell(3, 1.0)]
+    comparison = paired(first, second)
+    assert (comparison.seeds, comparison.better, comparison.worse) == (3, 2, 0)
+    assert comparison.log_ratios == pytest.approx((-1.0, 0.0, -2.0))
+    assert comparison.mean_log_ratio == pytest.approx(-1.0)
+    assert comparison.standard_error == pytest.approx(1.0 / 3**0.5)
+
+
+def test_paired_gives_no_ratio_when_a_seed_is_solved_exactly() -> None:
+    comparison = paired(
+        [cell(0, 2.0), cell(1, 2.0)],
+        [cell(0, 2.0), cell(1, 3.0)],
+    )
+    assert comparison.log_ratios  # gaps 2 vs 2 and 2 vs 3: ratios exist
+    exact = paired([cell(0, 2.0, optimum=2.0), cell(1, 2.5)], [cell(0, 3.0), cell(1, 3.0)])
+    assert (exact.better, exact.worse, exact.log_ratios) == (2, 0, ())
+    assert math.isnan(exact.mean_log_ratio)
+
+
+def test_the_report_compares_the_first_method_seed_by_seed(tmp_path) -> None:
+    run_bench(settings(tmp_path, problems=["sphere:3"]), log=lambda line: None)
+    report = (tmp_path / "report.md").read_text()
+    assert "Seed by seed, `smoothing` against each method" in report
+    assert "| spsa | 2 |" in report

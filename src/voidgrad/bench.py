@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -429,7 +430,72 @@ def format_report(results: dict[str, Any]) -> str:
                 f"{statistics.median(c['fun'] for c in done):.4g} | {to_threshold} | "
                 f"{statistics.median(c['seconds'] for c in done):.2f} |"
             )
+        if len(methods) > 1 and settings["seeds"] > 1:
+            lines += _paired_lines(methods)
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Method A against method B seed by seed (same instance and start on each seed).
+
+    ``log_ratios`` are log10((answer_A − optimum)/(answer_B − optimum)) per seed, empty
+    when some seed has a gap of 0 (both solved exactly: no ratio).
+    """
+
+    seeds: int
+    better: int
+    worse: int
+    log_ratios: tuple[float, ...]
+
+    @property
+    def mean_log_ratio(self) -> float:
+        return statistics.fmean(self.log_ratios) if self.log_ratios else float("nan")
+
+    @property
+    def standard_error(self) -> float:
+        if len(self.log_ratios) < 2:
+            return float("nan")
+        return statistics.stdev(self.log_ratios) / math.sqrt(len(self.log_ratios))
+
+
+def paired(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> Paired:
+    """Compare two methods' finished cells of one problem on the seeds both finished."""
+    gaps_first = {c["seed"]: c["answer"] - c["optimum"] for c in first if c["error"] is None}
+    gaps_second = {c["seed"]: c["answer"] - c["optimum"] for c in second if c["error"] is None}
+    pairs = [(gaps_first[s], gaps_second[s]) for s in sorted(gaps_first.keys() & gaps_second)]
+    positive = all(a > 0 and b > 0 for a, b in pairs)
+    return Paired(
+        seeds=len(pairs),
+        better=sum(a < b for a, b in pairs),
+        worse=sum(a > b for a, b in pairs),
+        log_ratios=tuple(math.log10(a / b) for a, b in pairs) if positive else (),
+    )
+
+
+def _paired_lines(methods: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The report's seed-by-seed table: the first method against each other one."""
+    (first, first_cells), *others = methods.items()
+    lines = [
+        "",
+        f"Seed by seed, `{first}` against each method (the same instance and start on a "
+        "seed; mean log10 of the answers' gaps to the optimum, ± its standard error):",
+        "",
+        f"| method | seeds | `{first}` better / worse | mean log10({first} / method) |",
+        "|---|---|---|---|",
+    ]
+    for method, cells in others:
+        comparison = paired(first_cells, cells)
+        ratio = (
+            f"{comparison.mean_log_ratio:+.3f} ± {comparison.standard_error:.3f}"
+            if comparison.log_ratios
+            else "–"
+        )
+        lines.append(
+            f"| {method} | {comparison.seeds} | {comparison.better} / {comparison.worse} "
+            f"| {ratio} |"
+        )
+    return lines
 
 
 def _relative(cell: dict[str, Any]) -> float:
