@@ -152,6 +152,18 @@ def test_the_sigma_schedule_spans_the_run_whatever_the_samples(method: str, samp
     assert doubled["schedule"].total_steps == 800 // (2 * samples)
 
 
+def test_a_scaled_option_runs_and_is_recorded_as_typed(tmp_path) -> None:
+    options = parse_options(["smoothing.lr=0.1s"])
+    results = run_bench(
+        settings(tmp_path, problems=["sphere:3"], methods=["smoothing"], options=options),
+        log=lambda line: None,
+    )
+    scale = problem_scale(problems.make("sphere", dim=3))
+    assert results["cells"][0]["options"]["lr"] == pytest.approx(0.1 * scale)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["settings"]["options"] == {"smoothing": {"lr": "0.1s"}}
+
+
 def test_scaled_options_resolve_to_each_problems_scale() -> None:
     small = method_options("zerograds", 0.5, 800, {"lr": Scaled(0.02), "sigma": 0.3})
     large = method_options("zerograds", 4.0, 800, {"lr": Scaled(0.02), "sigma": 0.3})

@@ -114,6 +114,9 @@ class Scaled:
     def at(self, scale: float) -> float:
         return self.factor * scale
 
+    def __str__(self) -> str:
+        return f"{self.factor}s"
+
 
 def parse_options(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``["smoothing.sigma=0.5", "cma.popsize=20"]`` -> {"smoothing": {"sigma": 0.5}, ...}.
@@ -352,7 +355,8 @@ def run_bench(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
         "machine": _machine(),
         "cells": records,
     }
-    (settings.out / "results.json").write_text(json.dumps(results, indent=1))
+    # default=str: a scale-relative option is written as typed ("0.02s")
+    (settings.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (settings.out / "report.md").write_text(format_report(results))
     plot_curves(results, settings.out)
     return results
