@@ -189,3 +189,21 @@ def test_lambda_returns_refuses_bad_discounts_and_values(gamma, lam, values, mes
     )
     with pytest.raises(ValueError, match=message):
         lambda_returns(episodes, values, gamma, lam)
+
+
+def test_per_episode_gradients_equal_one_backward_pass_per_episode():
+    """The batched passes (in chunks smaller than the batch) give each episode's own gradient."""
+    weight = nn.Parameter(torch.tensor([[0.5, -1.0], [2.0, 0.3]]))
+    bias = nn.Parameter(torch.tensor([0.1, -0.2]))
+    inputs = torch.randn(7, 2, generator=torch.Generator().manual_seed(0))
+    surrogates = torch.tanh(inputs @ weight + bias).pow(2).sum(1)
+    batched = per_episode_gradients(surrogates, [weight, bias], chunk=3)
+    one_by_one = torch.stack(
+        [
+            torch.cat(
+                [g.reshape(-1) for g in torch.autograd.grad(s, [weight, bias], retain_graph=True)]
+            )
+            for s in surrogates
+        ]
+    )
+    torch.testing.assert_close(batched, one_by_one)

@@ -186,15 +186,29 @@ def episode_surrogates(
     return per_episode, square_norm(grads)
 
 
-def per_episode_gradients(surrogates: torch.Tensor, parameters: list[nn.Parameter]) -> torch.Tensor:
-    """∇_θ of each episode's surrogate, flattened: ``[E, P]``."""
+def per_episode_gradients(
+    surrogates: torch.Tensor, parameters: list[nn.Parameter], chunk: int = 256
+) -> torch.Tensor:
+    """∇_θ of each episode's surrogate, flattened: ``[E, P]``.
+
+    One batched backward pass per ``chunk`` episodes (rows of the identity as the
+    incoming gradients), not one pass per episode: each pass runs through the whole
+    batch's graph, so a pass per episode would cost O(E²).
+    """
+    count = surrogates.shape[0]
     rows = []
-    for surrogate in surrogates:
+    for start in range(0, count, chunk):
+        selectors = torch.eye(count, dtype=surrogates.dtype)[start : start + chunk]
         grads = torch.autograd.grad(
-            surrogate, parameters, retain_graph=True, materialize_grads=True
+            surrogates,
+            parameters,
+            grad_outputs=selectors,
+            is_grads_batched=True,
+            retain_graph=True,
+            materialize_grads=True,
         )
-        rows.append(torch.cat([g.reshape(-1) for g in grads]))
-    return torch.stack(rows)
+        rows.append(torch.cat([g.reshape(len(selectors), -1) for g in grads], dim=1))
+    return torch.cat(rows)
 
 
 def gradient_variance(per_episode: torch.Tensor) -> float:
