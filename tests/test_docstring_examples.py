@@ -58,19 +58,28 @@ def attribute_docstrings(module: ModuleType) -> dict[str, str]:
     return found
 
 
+MODULES = _modules()
+# (module, name) -> the attribute docstring of module.name
+ATTRIBUTE_DOCSTRINGS = {
+    (module, name): text
+    for module in MODULES
+    for name, text in attribute_docstrings(module).items()
+}
+
+
 def _doctests() -> list[doctest.DocTest]:
     finder = doctest.DocTestFinder(exclude_empty=True)
     parser = doctest.DocTestParser()
     found: dict[str, doctest.DocTest] = {}
-    for module in _modules():
+    for module in MODULES:
         for test in finder.find(module, module.__name__):
             if test.examples:
                 found.setdefault(test.name, test)
-        for name, text in attribute_docstrings(module).items():
-            qualified = f"{module.__name__}.{name}"
-            test = parser.get_doctest(text, {}, qualified, module.__file__, 0)
-            if test.examples:
-                found.setdefault(qualified, test)
+    for (module, name), text in ATTRIBUTE_DOCSTRINGS.items():
+        qualified = f"{module.__name__}.{name}"
+        test = parser.get_doctest(text, {}, qualified, module.__file__, 0)
+        if test.examples:
+            found.setdefault(qualified, test)
     return sorted(found.values(), key=lambda t: t.name)
 
 
@@ -139,10 +148,9 @@ def _docstring(obj: object) -> str:
     """``obj``'s docstring; for data (a dict, a type alias), its attribute docstring."""
     if inspect.ismodule(obj) or inspect.isclass(obj) or callable(obj):
         return inspect.getdoc(obj) or ""
-    for module in _modules():
-        for name, text in attribute_docstrings(module).items():
-            if getattr(module, name, None) is obj:
-                return text
+    for (module, name), text in ATTRIBUTE_DOCSTRINGS.items():
+        if getattr(module, name, None) is obj:
+            return text
     return ""
 
 

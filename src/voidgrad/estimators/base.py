@@ -268,6 +268,14 @@ def check_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
+def check_unit_interval(name: str, value: object) -> float:
+    """Return ``value`` as a float, or raise naming ``name`` unless it is a number in [0, 1]."""
+    number = float(value) if isinstance(value, numbers.Real) else math.nan
+    if isinstance(value, bool) or not 0 <= number <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1]; got {value!r}")
+    return number
+
+
 def check_seed(seed: object) -> int | None:
     """Return ``seed`` unchanged, or raise unless it is a non-negative int or None."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):

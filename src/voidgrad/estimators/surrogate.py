@@ -373,13 +373,10 @@ class ZeroGrads(BlackBoxEstimator):
     def control_coefficient(self) -> float:
         """β, the weight the next unbiased estimate gives the surrogate's control variate.
 
-        Near 0 the surrogate is not reducing variance (the estimate is then
-        plain Gaussian smoothing); near 1 it removes most of it.
+        Fixed by ``control_scale``, or −⟨a, b⟩/⟨b, b⟩ over earlier steps, clipped to
+        [0, 1] (module doc). Near 0 the surrogate is not reducing variance (the
+        estimate is then plain Gaussian smoothing); near 1 it removes most of it.
         """
-        return self._control_coefficient()
-
-    def _control_coefficient(self) -> float:
-        """β: fixed, or −⟨a, b⟩/⟨b, b⟩ over earlier steps, clipped to [0, 1] (module doc)."""
         if self.control_scale is not None:
             return self.control_scale
         cross, square = self._control_moments
@@ -504,7 +501,7 @@ class _SurrogateProbe(Probe):
             score = self.eps[finite] / self.sigma**2
             plain = (y.unsqueeze(1) * score).mean(0)
             control = (grad_h - h.unsqueeze(1) * score).mean(0)  # zero mean, any h
-            self.gradient = (plain + estimator._control_coefficient() * control).unsqueeze(0)
+            self.gradient = (plain + estimator.control_coefficient * control).unsqueeze(0)
             estimator._record_control(plain, control)
             estimator._fit(x, y)
         else:

@@ -66,6 +66,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from voidgrad.estimators.base import check_unit_interval
 from voidgrad.optimize.dfo import DFOAdapter
 
 #: Method names accepted by :func:`make_dfo` (for error messages and docs).
@@ -555,10 +556,9 @@ def _make_ga(
     ng = _import_optional("nevergrad")
     _check_int("popsize", popsize, low=2)
     _check_int("offsprings", offsprings, low=1)
-    if not isinstance(recombination_ratio, int | float) or not 0 <= recombination_ratio <= 1:
-        raise ValueError(f"recombination_ratio must be in [0, 1], got {recombination_ratio!r}")
+    ratio = check_unit_interval("recombination_ratio", recombination_ratio)
     ga = ng.families.EvolutionStrategy(
-        recombination_ratio=float(recombination_ratio),
+        recombination_ratio=ratio,
         popsize=popsize,
         offsprings=offsprings,
         only_offsprings=False,

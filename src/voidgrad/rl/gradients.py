@@ -30,7 +30,9 @@ from typing import Literal
 import torch
 from torch import nn
 from torch.distributions import Categorical, Normal
+from torch.nn import functional
 
+from voidgrad.estimators.base import check_unit_interval
 from voidgrad.estimators.discrete import sample_conditional
 from voidgrad.estimators.distributional import parameter_surrogate
 from voidgrad.estimators.relax import lax_gradients, relax_gradient, square_norm
@@ -39,13 +41,6 @@ from voidgrad.rl.networks import Policy
 
 Estimator = Literal["actor_critic", "lax", "relax"]
 ESTIMATORS: tuple[Estimator, ...] = ("actor_critic", "lax", "relax")
-
-
-def check_unit_interval(name: str, value: float) -> float:
-    """``value`` if it is a number in [0, 1] (a discount γ or λ); else a ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a number in [0, 1]; got {value!r}")
-    return value
 
 
 def lambda_returns(
@@ -198,7 +193,8 @@ def per_episode_gradients(
     count = surrogates.shape[0]
     rows = []
     for start in range(0, count, chunk):
-        selectors = torch.eye(count, dtype=surrogates.dtype)[start : start + chunk]
+        episodes = torch.arange(start, min(start + chunk, count))
+        selectors = functional.one_hot(episodes, count).to(surrogates.dtype)
         grads = torch.autograd.grad(
             surrogates,
             parameters,

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from voidgrad.estimators.base import check_int, check_positive
+from voidgrad.estimators.base import check_int, check_positive, check_unit_interval
 from voidgrad.estimators.relax import variance_step
 from voidgrad.evaluation.evaluator import derived_seed
 from voidgrad.optimize.checkpoint import check_same_run, load_checkpoint, save_checkpoint
@@ -23,7 +23,6 @@ from voidgrad.rl.episodes import BatchedRollouts, EnvSpec, EvaluatorRollouts, ma
 from voidgrad.rl.gradients import (
     ESTIMATORS,
     Estimator,
-    check_unit_interval,
     episode_surrogates,
     flatten,
     gradient_variance,
