@@ -207,3 +207,9 @@ def test_per_episode_gradients_equal_one_backward_pass_per_episode():
         ]
     )
     torch.testing.assert_close(batched, one_by_one)
+
+
+def test_per_episode_gradients_refuse_a_chunk_below_one():
+    weight = nn.Parameter(torch.ones(2))
+    with pytest.raises(ValueError, match="chunk must be an int >= 1"):
+        per_episode_gradients(weight * 2, [weight], chunk=0)

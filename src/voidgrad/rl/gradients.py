@@ -32,7 +32,7 @@ from torch import nn
 from torch.distributions import Categorical, Normal
 from torch.nn import functional
 
-from voidgrad.estimators.base import check_unit_interval
+from voidgrad.estimators.base import check_int, check_unit_interval
 from voidgrad.estimators.discrete import sample_conditional
 from voidgrad.estimators.distributional import parameter_surrogate
 from voidgrad.estimators.relax import lax_gradients, relax_gradient, square_norm
@@ -190,6 +190,7 @@ def per_episode_gradients(
     incoming gradients), not one pass per episode: each pass runs through the whole
     batch's graph, so a pass per episode would cost O(E²).
     """
+    check_int("chunk", chunk, 1)
     count = surrogates.shape[0]
     rows = []
     for start in range(0, count, chunk):
