@@ -6,10 +6,12 @@ import json
 import math
 
 import pytest
+import torch
 
 from voidgrad import cli, problems
 from voidgrad.bench import (
     BenchSettings,
+    LinearLrDecay,
     Scaled,
     method_options,
     minimize_method,
@@ -169,6 +171,54 @@ def test_scaled_options_resolve_to_each_problems_scale() -> None:
     large = method_options("zerograds", 4.0, 800, {"lr": Scaled(0.02), "sigma": 0.3})
     assert (small["lr"], large["lr"]) == (0.01, 0.08)
     assert small["sigma"] == large["sigma"] == 0.3  # a plain number stays absolute
+
+
+@pytest.mark.parametrize(("method", "samples"), [("smoothing", 8), ("spsa", 2), ("zerograds", 4)])
+def test_lr_decay_spans_the_runs_steps(method: str, samples: int) -> None:
+    assert "lr_schedule" not in method_options(method, 1.0, 800, {})
+    decayed = method_options(method, 1.0, 800, {"lr_decay": 0.01})
+    assert decayed["lr_schedule"] == LinearLrDecay(0.01, 800 // samples)
+    assert "lr_decay" not in decayed  # vg.minimize has no such option
+    doubled = method_options(method, 1.0, 800, {"lr_decay": 0.5, "samples": 2 * samples})
+    assert doubled["lr_schedule"] == LinearLrDecay(0.5, 800 // (2 * samples))
+
+
+def test_linear_lr_decay_reaches_its_end_factor_and_stays() -> None:
+    weight = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.Adam([weight], lr=2.0)
+    scheduler = LinearLrDecay(end_factor=0.25, total_steps=4)(optimizer)
+    rates = []
+    for _ in range(6):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([2.0, 1.625, 1.25, 0.875, 0.5, 0.5])
+
+
+@pytest.mark.parametrize(
+    ("method", "value", "message"),
+    [
+        ("cma", 0.1, "lr_decay needs a method"),
+        ("smoothing", 0.0, "in \\(0, 1\\]"),
+        ("smoothing", 1.5, "in \\(0, 1\\]"),
+        ("smoothing", True, "a number"),
+        ("smoothing", "fast", "a number"),
+    ],
+)
+def test_lr_decay_refuses_bad_input(method: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        method_options(method, 1.0, 800, {"lr_decay": value})
+
+
+def test_an_lr_decay_run_records_its_schedule(tmp_path) -> None:
+    options = parse_options(["smoothing.lr_decay=0.01"])
+    results = run_bench(
+        settings(tmp_path, problems=["sphere:3"], methods=["smoothing"], seeds=1, options=options),
+        log=lambda line: None,
+    )
+    (record,) = results["cells"]
+    assert record["error"] is None
+    assert record["options"]["lr_schedule"] == repr(LinearLrDecay(0.01, 160 // 8))
 
 
 def cell(seed: int, answer: float, optimum: float = 0.0, error: str | None = None) -> dict:

@@ -190,7 +190,9 @@ def method_options(
 
     The σ schedules of ``smoothing`` and ``zerograds`` anneal over the run's
     steps, budget // samples, with ``samples`` as overridden (a ``schedule``
-    override replaces them).
+    override replaces them). The override ``lr_decay=f`` (0 < f ≤ 1) decays
+    the learning rate linearly to f times its start over those same steps
+    (:class:`LinearLrDecay`); without it lr is constant.
     """
 
     def annealed(default_samples: int) -> dict[str, Any]:
@@ -212,7 +214,56 @@ def method_options(
         "zerograds-reference": reference_zerograds_options(scale, dim),
     }
     resolved = {k: v.at(scale) if isinstance(v, Scaled) else v for k, v in overrides.items()}
-    return {**defaults.get(method, {}), **resolved}
+    lr_decay = resolved.pop("lr_decay", None)
+    options = {**defaults.get(method, {}), **resolved}
+    if lr_decay is not None:
+        options["lr_schedule"] = _lr_decay_schedule(method, lr_decay, budget, options)
+    return options
+
+
+@dataclass(frozen=True)
+class LinearLrDecay:
+    """An ``lr_schedule`` for ``vg.minimize``: lr falls linearly to ``end_factor`` · lr.
+
+    lr_t = lr · (1 − (1 − end_factor) · min(t, T)/T) with T = ``total_steps``:
+    a noisy gradient's step keeps a fixed lr jittering at a noise floor, and
+    decaying lr averages the noise out (σ's anneal does the same for the bias).
+
+    Examples:
+        >>> import torch
+        >>> from voidgrad.bench import LinearLrDecay
+        >>> optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        >>> scheduler = LinearLrDecay(end_factor=0.1, total_steps=2)(optimizer)
+        >>> for _ in range(3):
+        ...     optimizer.step()
+        ...     scheduler.step()
+        >>> round(optimizer.param_groups[0]["lr"], 6)
+        0.1
+    """
+
+    end_factor: float
+    total_steps: int
+
+    def __call__(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LinearLR:
+        return torch.optim.lr_scheduler.LinearLR(
+            optimizer, start_factor=1.0, end_factor=self.end_factor, total_iters=self.total_steps
+        )
+
+
+def _lr_decay_schedule(
+    method: str, end_factor: Any, budget: int, options: dict[str, Any]
+) -> LinearLrDecay:
+    """The ``lr_decay=f`` option: lr decays to f · lr over the budget // samples steps."""
+    if "samples" not in options or "lr" not in options:
+        raise ValueError(
+            f"lr_decay needs a method whose steps take `samples` evaluations and an lr "
+            f"(smoothing, spsa, zerograds, zerograds-reference); got {method!r}"
+        )
+    if isinstance(end_factor, bool) or not isinstance(end_factor, int | float):
+        raise ValueError(f"lr_decay must be a number in (0, 1]; got {end_factor!r}")
+    if not 0 < end_factor <= 1:
+        raise ValueError(f"lr_decay must be in (0, 1]; got {end_factor!r}")
+    return LinearLrDecay(float(end_factor), max(1, budget // options["samples"]))
 
 
 def reference_zerograds_options(scale: float, dim: int) -> dict[str, Any]:

@@ -179,7 +179,8 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="METHOD.KEY=VALUE",
         help="override a method option, e.g. smoothing.sigma=0.5, or zerograds.lr=0.02s for "
-        "0.02 times each problem's scale (repeatable)",
+        "0.02 times each problem's scale, or smoothing.lr_decay=0.01 to decay the learning "
+        "rate linearly to 1%% of its start over the run (repeatable)",
     )
     return parser
 
