@@ -210,6 +210,17 @@ def test_lr_decay_refuses_bad_input(method: str, value: object, message: str) ->
         method_options(method, 1.0, 800, {"lr_decay": value})
 
 
+@pytest.mark.parametrize(
+    ("end_factor", "total_steps", "message"),
+    [(0.0, 10, "end_factor must be in"), (0.5, 0, "total_steps must be an int >= 1")],
+)
+def test_linear_lr_decay_refuses_bad_input(
+    end_factor: float, total_steps: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        LinearLrDecay(end_factor, total_steps)
+
+
 def test_an_lr_decay_run_records_its_schedule(tmp_path) -> None:
     options = parse_options(["smoothing.lr_decay=0.01"])
     results = run_bench(

@@ -46,6 +46,7 @@ import torch
 import voidgrad as vg
 from voidgrad import problems
 from voidgrad.estimators import LinearAnneal
+from voidgrad.estimators.base import check_int
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,10 @@ class LinearLrDecay:
     end_factor: float
     total_steps: int
 
+    def __post_init__(self) -> None:
+        _check_decay_factor("end_factor", self.end_factor)
+        check_int("total_steps", self.total_steps, 1)
+
     def __call__(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LinearLR:
         return torch.optim.lr_scheduler.LinearLR(
             optimizer, start_factor=1.0, end_factor=self.end_factor, total_iters=self.total_steps
@@ -259,11 +264,16 @@ def _lr_decay_schedule(
             f"lr_decay needs a method whose steps take `samples` evaluations and an lr "
             f"(smoothing, spsa, zerograds, zerograds-reference); got {method!r}"
         )
-    if isinstance(end_factor, bool) or not isinstance(end_factor, int | float):
-        raise ValueError(f"lr_decay must be a number in (0, 1]; got {end_factor!r}")
-    if not 0 < end_factor <= 1:
-        raise ValueError(f"lr_decay must be in (0, 1]; got {end_factor!r}")
+    _check_decay_factor("lr_decay", end_factor)
     return LinearLrDecay(float(end_factor), max(1, budget // options["samples"]))
+
+
+def _check_decay_factor(name: str, value: object) -> None:
+    """Raise naming ``name`` unless ``value`` is a number in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number in (0, 1]; got {value!r}")
+    if not 0 < value <= 1:
+        raise ValueError(f"{name} must be in (0, 1]; got {value!r}")
 
 
 def reference_zerograds_options(scale: float, dim: int) -> dict[str, Any]:
