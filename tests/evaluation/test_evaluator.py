@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import voidgrad as vg
-from voidgrad.evaluation import Outcome, SerialBackend
+from voidgrad.evaluation import Outcome, SerialBackend, Tally, VectorizedBackend
 
 
 def row_sum(row: torch.Tensor) -> torch.Tensor:
@@ -115,7 +115,8 @@ def test_output_shape_change_is_an_error() -> None:
     ev = vg.Evaluator(lambda r: torch.zeros(int(r[0])))
     ev(torch.tensor([[2.0]]))
     with pytest.raises(
-        ValueError, match=r"shape \(3,\), but earlier evaluations returned shape \(2,\)"
+        ValueError,
+        match=r"shape \(3,\) at row 0 of 1, but earlier evaluations returned shape \(2,\)",
     ):
         ev(torch.tensor([[3.0]]))
 
@@ -243,13 +244,169 @@ def test_bad_call_arguments(X, seeds, message) -> None:
         vg.Evaluator(row_sum)(X, seeds=seeds)
 
 
-def test_non_numeric_output_is_a_type_error() -> None:
+NOT_REAL_NUMBERS = {
+    "python bool": (lambda r: True, "bool True"),
+    "numpy bool": (lambda r: np.bool_(False), "NumPy scalar of dtype bool: False"),
+    "bool tensor": (lambda r: r > 0, "torch tensor of dtype torch.bool and shape \\(2,\\)"),
+    "bool array": (lambda r: np.ones(2, dtype=bool), "NumPy array of dtype bool"),
+    "object array": (
+        lambda r: np.array([1.0, None], dtype=object),
+        "NumPy array of dtype object and shape \\(2,\\)",
+    ),
+    "string array": (lambda r: np.array(["a"]), "NumPy array of dtype <U1"),
+    "string": (lambda r: "image.png", "str 'image.png'"),
+    "None": (lambda r: None, "None \\(does fn end with a return statement\\?\\)"),
+    "complex": (lambda r: 1 + 2j, "complex \\(1\\+2j\\)"),
+    "complex tensor": (
+        lambda r: torch.zeros(2, dtype=torch.complex64),
+        "torch tensor of dtype torch.complex64",
+    ),
+    "list": (lambda r: [1.0, 2.0], "list \\[1.0, 2.0\\]"),
+}
+
+
+@pytest.mark.parametrize("on_error", ["raise", "nan"])
+@pytest.mark.parametrize("case", sorted(NOT_REAL_NUMBERS))
+def test_an_output_that_is_not_real_numbers_is_refused_at_once(case, on_error) -> None:
+    """A wrong type cannot be right for any parameters: a usage error, whatever the policy."""
+    fn, returned = NOT_REAL_NUMBERS[case]
+    X = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    calls = []
+
+    def black_box(row: torch.Tensor) -> object:
+        calls.append(1)
+        return 0.5 if len(calls) < 2 else fn(row)
+
+    ev = vg.Evaluator(black_box, on_error=on_error)
     with pytest.raises(
-        TypeError, match="must return a float, a NumPy array or a torch tensor; got str"
+        TypeError, match=f"fn returned (a )?{returned}.* at row 1 of 3; a black box"
     ):
-        vg.Evaluator(lambda r: "image.png")(torch.zeros(1, 1))
-    with pytest.raises(TypeError, match="real numbers"):
-        vg.Evaluator(lambda r: torch.zeros(2, dtype=torch.complex64))(torch.zeros(1, 1))
+        ev(X)
+    assert ev.stats.evals == 3  # it ran: counted
+
+
+@pytest.mark.parametrize("case", sorted(NOT_REAL_NUMBERS))
+def test_a_vectorized_output_that_is_not_real_numbers_is_refused(case) -> None:
+    fn, returned = NOT_REAL_NUMBERS[case]
+    ev = vg.Evaluator(lambda X: fn(X[0]), backend="vectorized", on_error="nan")
+    with pytest.raises(TypeError, match=f"fn returned (a )?{returned}.* for a batch of 2 rows"):
+        ev(torch.ones(2, 2))
+    assert ev.stats.evals == 2
+
+
+@pytest.mark.parametrize(
+    "empty", [torch.zeros(0), np.zeros((2, 0)), torch.zeros(3, 0)], ids=["tensor", "array", "3x0"]
+)
+def test_an_empty_output_is_refused_at_once(empty) -> None:
+    ev = vg.Evaluator(lambda r: empty, on_error="nan")
+    with pytest.raises(ValueError, match=r"fn returned an empty output, .* at row 0 of 2"):
+        ev(torch.zeros(2, 1))
+    vectorized = vg.Evaluator(lambda X: torch.zeros(2, 0), backend="vectorized")
+    with pytest.raises(ValueError, match=r"empty output.* for a batch of 2 rows"):
+        vectorized(torch.zeros(2, 1))
+
+
+def test_integer_outputs_and_unusual_numpy_dtypes_are_accepted() -> None:
+    outputs = iter([torch.tensor(3), np.array(2, dtype=">f8"), np.longdouble(1.5), np.uint16(7)])
+    ev = vg.Evaluator(lambda r: next(outputs))
+    assert ev(torch.zeros(4, 1, dtype=torch.float64)).tolist() == [3.0, 2.0, 1.5, 7.0]
+
+
+@pytest.mark.parametrize("backend", ["serial", "vectorized"])
+def test_fn_writing_into_its_input_leaves_the_callers_tensor_alone(backend) -> None:
+    def serial(row: torch.Tensor) -> torch.Tensor:
+        value = row.sum()
+        row.mul_(0).add_(123)
+        return value
+
+    def vectorized(X: torch.Tensor) -> torch.Tensor:
+        value = X.sum(1)
+        X.zero_()
+        return value
+
+    X = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    ev = vg.Evaluator(serial if backend == "serial" else vectorized, backend=backend)
+    torch.testing.assert_close(ev(X), torch.tensor([3.0, 7.0]))
+    assert X.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    torch.testing.assert_close(ev(X), torch.tensor([3.0, 7.0]))  # and again: X is intact
+
+
+def test_a_differentiable_call_still_gets_a_copy_and_keeps_the_graph() -> None:
+    def fn(row: torch.Tensor) -> torch.Tensor:
+        value = (row * torch.tensor([2.0, 3.0])).sum()  # its gradient does not need row
+        row.detach().zero_()  # writes into the storage of what fn was given
+        return value
+
+    X = torch.tensor([[1.0, 2.0]], requires_grad=True)
+    vg.Evaluator(fn)(X, differentiable=True).sum().backward()
+    assert X.detach().tolist() == [[1.0, 2.0]]
+    torch.testing.assert_close(X.grad, torch.tensor([[2.0, 3.0]]))
+
+
+def test_a_vectorized_fn_writing_into_its_seeds_leaves_the_callers_alone() -> None:
+    def fn(X: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+        value = seed.to(X.dtype)
+        seed.zero_()
+        return value
+
+    seeds = torch.tensor([7, 8, 9])
+    outcomes = VectorizedBackend().evaluate(fn, torch.zeros(3, 1), seeds)
+    assert [float(o.value) for o in outcomes] == [7.0, 8.0, 9.0]  # type: ignore[arg-type]
+    assert seeds.tolist() == [7, 8, 9]
+
+
+@pytest.mark.parametrize("kind", ["tensor", "numpy"])
+def test_a_black_box_reusing_its_output_buffer_gives_each_row_its_own_output(kind) -> None:
+    """Renderers often fill the same image every call; each row must keep its own."""
+    buffer = torch.zeros(2) if kind == "tensor" else np.zeros(2)
+
+    def render(row: torch.Tensor) -> object:
+        buffer[:] = row * 10 if kind == "tensor" else row.numpy() * 10
+        return buffer
+
+    Y = vg.Evaluator(render)(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    assert Y.tolist() == [[10.0, 20.0], [30.0, 40.0]]
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_mid_batch_still_counts_the_rows_that_ran(interrupt) -> None:
+    """Rows 1 to 3 of 5 ran (the third raised): the budget must see 3, and the interrupt go on."""
+
+    def fn(row: torch.Tensor) -> float:
+        if row[0] == 2:
+            raise interrupt()
+        return 0.0
+
+    ev = vg.Evaluator(fn, budget=10)
+    with pytest.raises(interrupt):
+        ev(torch.arange(5.0)[:, None])
+    assert (ev.stats.evals, ev.stats.attempts, ev.remaining) == (3, 3, 7)
+    ev(torch.zeros(2, 1))
+    assert ev.stats.evals == 5
+
+
+def test_an_interrupted_vectorized_batch_counts_every_row() -> None:
+    def fn(X: torch.Tensor) -> torch.Tensor:
+        raise KeyboardInterrupt
+
+    ev = vg.Evaluator(fn, backend="vectorized")
+    with pytest.raises(KeyboardInterrupt):
+        ev(torch.zeros(4, 1))
+    assert ev.stats.evals == 4
+
+
+def test_a_vectorized_output_of_the_wrong_length_still_counts_the_batch() -> None:
+    ev = vg.Evaluator(lambda X: X.sum(), backend="vectorized")
+    with pytest.raises(ValueError, match="leading dimension 3"):
+        ev(torch.zeros(3, 2))
+    assert ev.stats.evals == 3
+
+
+def test_the_tally_follows_a_serial_batch() -> None:
+    tally = Tally()
+    outcomes = SerialBackend().evaluate(row_sum, torch.ones(4, 2), None, tally=tally)
+    assert (tally.rows, tally.attempts) == (4, 4)
+    assert tally.seconds == pytest.approx(sum(o.seconds for o in outcomes))
 
 
 def test_evaluator_is_a_context_manager_that_closes_its_backend() -> None:

@@ -3,13 +3,16 @@ per-worker set-up and clean shutdown (checked in the process table)."""
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -322,3 +325,118 @@ def test_a_start_method_that_is_not_a_name_is_rejected() -> None:
     box.process_start_method = 3  # type: ignore[assignment]
     with pytest.raises(TypeError, match="process_start_method"):
         vg.Evaluator(box, backend="process")
+
+
+def scaled(row: torch.Tensor, k: int) -> float:
+    return float(row.sum()) * k
+
+
+def test_a_reused_backend_runs_the_function_each_evaluator_gives_it() -> None:
+    """Freed partials often get the address of the previous one; each must still run as given."""
+    backend = ProcessBackend(2)
+    try:
+        for k in range(8):
+            evaluator = vg.Evaluator(functools.partial(scaled, k=k), backend=backend)
+            assert evaluator(torch.ones(4, 2)).tolist() == [2.0 * k] * 4, f"k={k}"
+            del evaluator
+    finally:
+        backend.close()
+
+
+class _Scaled:
+    def __init__(self, k: float) -> None:
+        self.k = k
+
+    def __call__(self, row: torch.Tensor) -> float:
+        return float(row.sum()) * self.k
+
+
+def test_a_callable_changed_between_batches_runs_with_its_new_state(pool) -> None:
+    box = _Scaled(1.0)
+    evaluator = pool(box)
+    assert evaluator(torch.ones(2, 1)).tolist() == [1.0, 1.0]
+    box.k = 5.0
+    assert evaluator(torch.ones(2, 1)).tolist() == [5.0, 5.0]
+
+
+_ARRIVALS = {"count": 0}
+
+
+class _CountsItsArrivals:
+    """Returns how often a copy of it was unpickled in this process."""
+
+    def __init__(self) -> None:
+        self.tag = "state"  # a non-empty state, so that unpickling calls __setstate__
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        _ARRIVALS["count"] += 1
+        self.__dict__.update(state)
+
+    def __call__(self, row: torch.Tensor) -> float:
+        return float(_ARRIVALS["count"])
+
+
+def test_an_unchanged_function_is_sent_to_a_worker_once(pool) -> None:
+    evaluator = pool(_CountsItsArrivals(), workers=1)
+    assert evaluator(torch.zeros(2, 1)).tolist() == [1.0, 1.0]
+    assert evaluator(torch.zeros(2, 1)).tolist() == [1.0, 1.0]
+
+
+def test_fn_writing_into_its_input_leaves_the_callers_tensor_alone(pool) -> None:
+    def overwrite(row: torch.Tensor) -> float:
+        value = float(row.sum())
+        row.mul_(0).add_(123)
+        return value
+
+    X = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert pool(overwrite)(X).tolist() == [3.0, 7.0]
+    assert X.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_an_unpicklable_fn_is_named() -> None:
+    lock = threading.Lock()
+
+    def locked(row: torch.Tensor) -> float:
+        with lock:
+            return float(row.sum())
+
+    with (
+        vg.Evaluator(locked, backend="process", workers=1) as evaluator,
+        pytest.raises(TypeError, match="fn must be picklable with cloudpickle.*lock"),
+    ):
+        evaluator(torch.ones(1, 1))
+
+
+def started_then_hang(row: torch.Tensor) -> float:
+    """Rows 0 and 1 return at once; any other row leaves a marker file, then hangs."""
+    index = int(row[0])
+    if index >= 2:
+        (Path(os.environ["VG_TEST_MARKERS"]) / f"row{index}").touch()
+        time.sleep(60)
+    return 0.0
+
+
+def test_ctrl_c_in_the_parent_still_counts_the_rows_that_ran(tmp_path, monkeypatch) -> None:
+    """Two workers: rows 0 and 1 finish, rows 2 and 3 are running when Ctrl-C arrives, rows 4
+    and 5 never start. Four rows ran (two of them partly): the budget must see four."""
+    monkeypatch.setenv("VG_TEST_MARKERS", str(tmp_path))
+    # Ctrl-C as the user's shell delivers it, whatever the test runner installed.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def interrupt_once_rows_2_and_3_run() -> None:
+        while not all((tmp_path / f"row{i}").exists() for i in (2, 3)):
+            time.sleep(0.01)
+        _thread.interrupt_main()
+
+    try:
+        with vg.Evaluator(started_then_hang, backend="process", workers=2, budget=20) as ev:
+            ev(torch.zeros(2, 1))  # the pool is up
+            watcher = threading.Thread(target=interrupt_once_rows_2_and_3_run, daemon=True)
+            watcher.start()
+            with pytest.raises(KeyboardInterrupt):
+                ev(torch.arange(6.0)[:, None])
+            watcher.join(timeout=30)
+            assert (ev.stats.evals, ev.stats.attempts, ev.remaining) == (2 + 4, 2 + 4, 14)
+            assert not (tmp_path / "row4").exists() and not (tmp_path / "row5").exists()
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,6 +1,6 @@
 """The evaluation engine: every call of a user's black box goes through an Evaluator."""
 
-from voidgrad.evaluation.backends import Backend, Outcome, SerialBackend, VectorizedBackend
+from voidgrad.evaluation.backends import Backend, Outcome, SerialBackend, Tally, VectorizedBackend
 from voidgrad.evaluation.evaluator import EvaluationStats, Evaluator
 from voidgrad.evaluation.process import ProcessBackend
 from voidgrad.evaluation.ray_backend import RayBackend
@@ -13,5 +13,6 @@ __all__ = [
     "ProcessBackend",
     "RayBackend",
     "SerialBackend",
+    "Tally",
     "VectorizedBackend",
 ]

@@ -5,15 +5,21 @@ per row, in row order. That contract is what lets a process pool or a Ray
 cluster sit behind the same :class:`~voidgrad.Evaluator`: batches in, ordered
 results out, one seed per row. Backends never judge the outputs; validation,
 counting and the failure policy live in the Evaluator.
+
+Every backend gives ``fn`` its own copy of the inputs: a black box that writes
+into its argument (``x.mul_(0)``) changes only that copy, never the caller's
+parameters or samples. The pooled backends copy by sending the rows to
+another process; the in-process backends here clone them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from voidgrad.evaluation.outputs import as_output_tensor
@@ -43,13 +49,54 @@ class Outcome:
     attempts: int = 1
 
 
+@dataclass
+class Tally:
+    """What a batch has used so far, kept up to date by the backend while the batch runs.
+
+    The :class:`~voidgrad.Evaluator` passes one to a backend whose ``evaluate``
+    has a ``tally`` keyword, and reads it only when ``evaluate`` does not
+    return (Ctrl-C, a ``SystemExit`` raised by ``fn``, an error after ``fn``
+    ran): the rows that ran are then still counted, so a budget never
+    under-counts. ``rows``: rows started (the one running when the batch
+    ended included); ``attempts``: tries, retries included; ``seconds``:
+    time inside ``fn``.
+
+    Examples:
+        >>> import torch
+        >>> from voidgrad.evaluation import SerialBackend, Tally
+        >>> def interrupted(row):
+        ...     if row[0] == 2:
+        ...         raise KeyboardInterrupt
+        ...     return 0.0
+        >>> tally = Tally()
+        >>> try:
+        ...     SerialBackend().evaluate(interrupted, torch.arange(5.0)[:, None], None, tally=tally)
+        ... except KeyboardInterrupt:
+        ...     print(tally.rows, tally.attempts)
+        3 3
+    """
+
+    rows: int = 0
+    attempts: int = 0
+    seconds: float = 0.0
+
+    def started(self, rows: int = 1, first_try: bool = True) -> None:
+        """``rows`` rows begin a try (a first one unless ``first_try`` is false)."""
+        self.rows += rows if first_try else 0
+        self.attempts += rows
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Runs a black box on a batch of rows.
 
     ``seeds`` is ``None`` or one integer per row; a backend passes it to ``fn``
     as the keyword ``seed`` (the Evaluator only supplies seeds when ``fn``
-    accepts one).
+    accepts one). A backend must not let ``fn`` write into ``X``: hand it
+    copies. A backend whose ``evaluate`` also takes a keyword ``tally`` (a
+    :class:`Tally`) keeps it up to date, so the Evaluator counts the rows that
+    ran even when the batch ends early; one without it is counted by the
+    outcomes it returns.
 
     Examples:
         >>> import torch, voidgrad as vg
@@ -73,7 +120,11 @@ class Backend(Protocol):
 
 
 class SerialBackend:
-    """Calls ``fn(row)`` for each row in turn, in this process.
+    """Calls ``fn`` on a copy of each row in turn, in this process.
+
+    Each call gets a fresh copy of its row, and what it returns is copied at
+    once, so a black box that reuses one output buffer (a renderer filling
+    the same image every call) still gives every row its own output.
 
     Examples:
         >>> import torch, voidgrad as vg
@@ -84,18 +135,20 @@ class SerialBackend:
     """
 
     def evaluate(
-        self, fn: Callable[..., object], X: torch.Tensor, seeds: Sequence[int] | None
+        self,
+        fn: Callable[..., object],
+        X: torch.Tensor,
+        seeds: Sequence[int] | None,
+        *,
+        tally: Tally | None = None,
     ) -> list[Outcome]:
+        tally = Tally() if tally is None else tally
         outcomes = []
         for i, row in enumerate(X):
             kwargs = {} if seeds is None else {"seed": seeds[i]}
-            start = time.perf_counter()
-            try:
-                value = fn(row, **kwargs)
-            except Exception as error:  # failures are data: the Evaluator applies the policy
-                outcomes.append(Outcome(error=error, seconds=time.perf_counter() - start))
-            else:
-                outcomes.append(Outcome(value=value, seconds=time.perf_counter() - start))
+            tally.started()
+            value, error, seconds = _call(fn, row.clone(), kwargs, tally)
+            outcomes.append(Outcome(value=_snapshot(value), error=error, seconds=seconds))
         return outcomes
 
     def close(self) -> None:
@@ -103,10 +156,10 @@ class SerialBackend:
 
 
 class VectorizedBackend:
-    """Calls ``fn(X)`` once for the whole batch; ``fn`` returns ``[n, ...]``.
+    """Calls ``fn`` once on a copy of the whole batch; ``fn`` returns ``[n, ...]``.
 
-    Seeds, when used, arrive as an int64 tensor ``seed`` of shape ``[n]``. An
-    exception fails every row of the batch.
+    Seeds, when used, arrive as a fresh int64 tensor ``seed`` of shape ``[n]``.
+    An exception fails every row of the batch.
 
     Examples:
         >>> import torch, voidgrad as vg
@@ -118,24 +171,56 @@ class VectorizedBackend:
     """
 
     def evaluate(
-        self, fn: Callable[..., object], X: torch.Tensor, seeds: Sequence[int] | None
+        self,
+        fn: Callable[..., object],
+        X: torch.Tensor,
+        seeds: Sequence[int] | None,
+        *,
+        tally: Tally | None = None,
     ) -> list[Outcome]:
+        tally = Tally() if tally is None else tally
         n = X.shape[0]
-        kwargs = {} if seeds is None else {"seed": torch.as_tensor(seeds, dtype=torch.int64)}
-        start = time.perf_counter()
-        try:
-            output = fn(X, **kwargs)
-        except Exception as error:
-            seconds = (time.perf_counter() - start) / n
-            return [Outcome(error=error, seconds=seconds) for _ in range(n)]
-        seconds = (time.perf_counter() - start) / n
-        batch = as_output_tensor(output, detach=False)  # the Evaluator decides
+        kwargs: dict[str, object] = {}
+        if seeds is not None:
+            kwargs["seed"] = torch.as_tensor(seeds, dtype=torch.int64).clone()
+        tally.started(n)
+        output, error, seconds = _call(fn, X.clone(), kwargs, tally)
+        if error is not None:
+            return [Outcome(error=error, seconds=seconds / n) for _ in range(n)]
+        batch = as_output_tensor(output, detach=False, where=f" for a batch of {n} rows")
         if batch.ndim == 0 or batch.shape[0] != n:
             raise ValueError(
                 f"a vectorized black box must return an output with leading dimension {n} "
                 f"(one per row of X); got shape {tuple(batch.shape)}"
             )
-        return [Outcome(value=row, seconds=seconds) for row in batch]
+        return [Outcome(value=row, seconds=seconds / n) for row in batch]
 
     def close(self) -> None:
         pass
+
+
+def _call(
+    fn: Callable[..., object], arg: object, kwargs: Mapping[str, object], tally: Tally
+) -> tuple[object, Exception | None, float]:
+    """``fn(arg, **kwargs)``: its value or the exception it raised, and the seconds it took.
+
+    The seconds reach ``tally`` even when a ``BaseException`` (Ctrl-C) ends the call.
+    """
+    start = time.perf_counter()
+    try:
+        value, error = fn(arg, **kwargs), None
+    except Exception as caught:  # failures are data: the Evaluator applies the policy
+        value, error = None, caught
+    finally:
+        seconds = time.perf_counter() - start
+        tally.seconds += seconds
+    return value, error, seconds
+
+
+def _snapshot(value: object) -> object:
+    """A copy of a returned tensor or array (the black box may write into it again later)."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()  # keeps the autograd graph of a differentiable call
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    return value  # numbers and NumPy scalars cannot change

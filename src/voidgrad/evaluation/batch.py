@@ -4,7 +4,9 @@ Rows wait in a queue; a worker takes one at a time. Each row ends in one
 :class:`~voidgrad.evaluation.backends.Outcome`: its value or exception, a
 timeout, or, when its worker died more than ``retries`` times, a
 :class:`~voidgrad.WorkerDied`. A row whose worker died with tries left goes
-back to the front of the queue.
+back to the front of the queue. A :class:`~voidgrad.evaluation.backends.Tally`,
+when given, follows the batch as it runs, so the rows that ran are counted
+even when the batch is interrupted.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ import time
 from collections import deque
 
 from voidgrad.errors import EvaluationTimeout, WorkerDied
-from voidgrad.evaluation.backends import Outcome
+from voidgrad.evaluation.backends import Outcome, Tally
 
 
 class PoolBatch:
     """The rows of one ``evaluate`` call: which wait, how often each was tried, how each ended."""
 
-    def __init__(self, n: int, retries: int, timeout: float | None) -> None:
+    def __init__(
+        self, n: int, retries: int, timeout: float | None, tally: Tally | None = None
+    ) -> None:
         self.retries = retries
         self.timeout = timeout
+        self.tally = Tally() if tally is None else tally
         self._queue = deque(range(n))
         self._attempts = [0] * n
         self._outcomes: list[Outcome | None] = [None] * n
@@ -34,6 +39,7 @@ class PoolBatch:
     def take(self) -> tuple[int, float | None]:
         """The next row to run, counted as one attempt, and its deadline (monotonic seconds)."""
         index = self._queue.popleft()
+        self.tally.started(first_try=self._attempts[index] == 0)
         self._attempts[index] += 1
         return index, None if self.timeout is None else time.monotonic() + self.timeout
 
@@ -41,6 +47,7 @@ class PoolBatch:
         self, index: int, value: object, error: BaseException | None, seconds: float
     ) -> None:
         """The worker returned a value, or the exception ``fn`` raised."""
+        self.tally.seconds += seconds
         self._outcomes[index] = Outcome(
             value=value, error=error, seconds=seconds, attempts=self._attempts[index]
         )
@@ -54,6 +61,7 @@ class PoolBatch:
 
     def timed_out(self, index: int) -> None:
         """The row ran past the timeout (its worker is killed by the caller); not retried."""
+        self.tally.seconds += float(self.timeout or 0.0)
         self._outcomes[index] = Outcome(
             error=EvaluationTimeout(f"the evaluation ran past the {self.timeout} s timeout"),
             seconds=float(self.timeout or 0.0),

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 
 from voidgrad.errors import BudgetExhausted, EvaluationError, EvaluationTimeout, WorkerDied
-from voidgrad.evaluation.backends import Backend, Outcome, SerialBackend, VectorizedBackend
+from voidgrad.evaluation.backends import Backend, Outcome, SerialBackend, Tally, VectorizedBackend
 from voidgrad.evaluation.outputs import as_output_tensor
 
 OnError = Literal["raise", "nan"]
@@ -27,7 +27,9 @@ class EvaluationStats:
 
     ``evals``: rows evaluated (what budgets count); ``attempts``: tries,
     retries after a worker died included; ``failures``: rows whose final
-    attempt failed; ``seconds``: time inside ``fn``.
+    attempt failed; ``seconds``: time inside ``fn``. A batch cut short
+    (Ctrl-C, ``fn`` raising ``SystemExit``) still counts every row that
+    started, the one running when it ended included; it adds no failures.
 
     Examples:
         >>> import torch, voidgrad as vg
@@ -57,10 +59,15 @@ class Evaluator:
             with ``row = X[i]`` (a parameter vector ``[d]``, or a sample of any
             shape); with ``"vectorized"`` as ``fn(X)`` on the whole batch
             ``[n, ...]``, returning ``[n, ...]``. It
-            may return a float, a 0-d or n-d tensor, or a NumPy array. If its
-            signature has a ``seed`` parameter, it receives the per-row seed
-            that the caller supplies (an int, or an int64 tensor ``[n]`` when
-            vectorized).
+            may return a float or int, or a non-empty tensor or NumPy array of
+            a floating or integer dtype; anything else (a bool, ``None``, a
+            string, a complex number, an object array, an empty output)
+            raises a ``TypeError`` or ``ValueError`` at once, whatever
+            ``on_error`` says, naming what it returned and the row. It gets
+            its own copy of its input, so writing into it changes nothing
+            outside. If its signature has a ``seed`` parameter, it receives
+            the per-row seed that the caller supplies (an int, or an int64
+            tensor ``[n]`` when vectorized).
         backend: ``"serial"``, ``"vectorized"``, or any object following the
             :class:`~voidgrad.evaluation.Backend` protocol.
         budget: maximal number of evaluations; a batch that would exceed it
@@ -139,7 +146,8 @@ class Evaluator:
         self._backend = backend
         self._budget = budget
         self._on_error: OnError = on_error
-        self._accepts_seed = _accepts_seed(fn)
+        self._accepts_seed = _takes_keyword(fn, "seed")
+        self._backend_takes_tally = _takes_keyword(backend.evaluate, "tally")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
         self._seed = seed
@@ -205,10 +213,7 @@ class Evaluator:
             raise BudgetExhausted(self._budget, self._stats.evals, n)
         if seed_list is None and self._seed is not None:
             seed_list = [derived_seed(self._seed, self._stats.evals + i) for i in range(n)]
-        with contextlib.nullcontext() if differentiable else torch.no_grad():
-            outcomes = self._backend.evaluate(
-                self._fn, X, seed_list if self._accepts_seed else None
-            )
+        outcomes = self._run(X, seed_list if self._accepts_seed else None, differentiable)
         if len(outcomes) != n:
             raise RuntimeError(f"backend returned {len(outcomes)} outcomes for {n} rows")
         outputs = self._collect(X, outcomes, differentiable)
@@ -216,26 +221,54 @@ class Evaluator:
             listener(X.detach(), outputs.detach())
         return outputs
 
+    def _run(self, X: torch.Tensor, seeds: list[int] | None, differentiable: bool) -> list[Outcome]:
+        """The backend's outcomes for ``X``.
+
+        When the backend raises instead of returning (Ctrl-C, ``fn`` raising
+        ``SystemExit``, a batch output of the wrong shape), the rows that ran,
+        as its tally records them, are counted before the exception goes on.
+        """
+        tally = Tally()
+        options = {"tally": tally} if self._backend_takes_tally else {}
+        try:
+            with contextlib.nullcontext() if differentiable else torch.no_grad():
+                return self._backend.evaluate(self._fn, X, seeds, **options)
+        except BaseException:
+            self._count(tally.rows, tally.attempts, tally.seconds)
+            raise
+
+    def _count(self, evals: int, attempts: int, seconds: float) -> None:
+        """Add what a batch used to the counters."""
+        self._stats = replace(
+            self._stats,
+            evals=self._stats.evals + evals,
+            attempts=self._stats.attempts + attempts,
+            seconds=self._stats.seconds + seconds,
+        )
+
     def _collect(
         self, X: torch.Tensor, outcomes: list[Outcome], differentiable: bool
     ) -> torch.Tensor:
         """Stack the outputs, find the failures, apply the failure policy.
 
-        Outputs that cannot be right for any parameters (wrong type, changed
-        shape) raise at once, whatever the policy.
+        Outputs that cannot be right for any parameters (not real numbers,
+        empty, changed shape) raise at once, whatever the policy.
         """
-        self._stats = replace(
-            self._stats,
-            evals=self._stats.evals + len(outcomes),
-            attempts=self._stats.attempts + sum(o.attempts for o in outcomes),
-            seconds=self._stats.seconds + sum(o.seconds for o in outcomes),
+        self._count(
+            len(outcomes),
+            sum(o.attempts for o in outcomes),
+            sum(o.seconds for o in outcomes),
         )
         succeeded = [i for i, o in enumerate(outcomes) if o.error is None]
         failures = {i: _describe(o) for i, o in enumerate(outcomes) if o.error is not None}
         dtype = X.dtype if X.is_floating_point() else torch.get_default_dtype()
         if succeeded:
+            n = len(outcomes)
             values = torch.stack(
-                [self._as_output(outcomes[i].value, differentiable) for i in succeeded]
+                [
+                    self._as_output(outcomes[i].value, differentiable, f" at row {i} of {n}")
+                    for i in succeeded
+                ]
             )
             values = values.to(dtype)
             finite = torch.isfinite(values.reshape(len(succeeded), -1)).all(1).tolist()
@@ -263,14 +296,14 @@ class Evaluator:
             outputs[sorted(failures)] = float("nan")
         return outputs.to(X.device)
 
-    def _as_output(self, value: object, differentiable: bool) -> torch.Tensor:
-        """``value`` as a tensor of the shape every output must have."""
-        tensor = as_output_tensor(value, detach=not differentiable)
+    def _as_output(self, value: object, differentiable: bool, where: str) -> torch.Tensor:
+        """``value`` as a tensor of the shape every output must have; ``where`` names the row."""
+        tensor = as_output_tensor(value, detach=not differentiable, where=where)
         if self._output_shape is None:
             self._output_shape = tensor.shape
         elif tensor.shape != self._output_shape:
             raise ValueError(
-                f"fn returned an output of shape {tuple(tensor.shape)}, but earlier "
+                f"fn returned an output of shape {tuple(tensor.shape)}{where}, but earlier "
                 f"evaluations returned shape {tuple(self._output_shape)}; a black box must "
                 "return the same shape every call"
             )
@@ -393,12 +426,13 @@ def _start_method(fn: Callable[..., object]) -> str | None:
     return method
 
 
-def _accepts_seed(fn: Callable[..., object]) -> bool:
+def _takes_keyword(fn: Callable[..., object], name: str) -> bool:
+    """Whether ``fn``'s signature has a parameter ``name``."""
     try:
         parameters = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # builtins without a signature
         return False
-    return "seed" in parameters
+    return name in parameters
 
 
 def _as_batch(X: object, differentiable: bool) -> torch.Tensor:

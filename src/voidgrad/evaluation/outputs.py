@@ -1,30 +1,90 @@
-"""Conversion of whatever a black box returns into a tensor."""
+"""Conversion of whatever a black box returns into a tensor, refusing what is not a loss.
+
+A black box must return real numbers: a float or int, or a NumPy array or
+torch tensor of a floating or integer dtype, with at least one element.
+Anything else is a usage error, raised at once whatever the failure policy,
+because it cannot be right for any parameters: a bool (``True`` would count
+as a loss of 1), ``None`` (often a forgotten ``return``), a string, a list, a
+complex number, a NumPy array of objects or strings, an empty array. A
+black box that fails for some parameters should raise or return NaN; the
+Evaluator's ``on_error`` policy then applies.
+"""
 
 from __future__ import annotations
 
 import numbers
+import reprlib
 
 import numpy as np
 import torch
 
+# What a black box may return, for error messages.
+_EXPECTED = (
+    "a black box must return real numbers: a float or int, or a NumPy array or torch tensor "
+    "of a floating or integer dtype"
+)
 
-def as_output_tensor(value: object, detach: bool = True) -> torch.Tensor:
-    """Return ``value`` (a number, NumPy array or tensor) as a real tensor, detached by default.
+_REAL_KINDS = "fiu"  # NumPy dtype kinds: floating, signed and unsigned integer
+
+
+def as_output_tensor(value: object, detach: bool = True, where: str = "") -> torch.Tensor:
+    """Return ``value`` as a real tensor with at least one element, detached by default.
+
+    NumPy outputs are copied into float64 (so a black box may reuse its
+    buffer); tensors keep their dtype. ``where`` (e.g. ``" at row 3"``) is
+    put into error messages after "fn returned ...".
 
     Raises:
-        TypeError: for anything else, or for complex or non-numeric arrays.
+        TypeError: for a value that is not real numbers (see the module
+            docstring), naming what it is.
+        ValueError: for an empty output.
+
+    Examples:
+        >>> import numpy as np
+        >>> as_output_tensor(np.float32(1.5))
+        tensor(1.5000, dtype=torch.float64)
+        >>> as_output_tensor(True)
+        Traceback (most recent call last):
+        ...
+        TypeError: fn returned bool True; a black box must return real numbers: ...
     """
-    if isinstance(value, torch.Tensor):
-        tensor = value.detach() if detach else value
-    elif isinstance(value, np.ndarray | np.generic):
-        tensor = torch.from_numpy(np.asarray(value))
-    elif isinstance(value, numbers.Real):
-        tensor = torch.tensor(float(value), dtype=torch.float64)
-    else:
-        raise TypeError(
-            "a black box must return a float, a NumPy array or a torch tensor; "
-            f"got {type(value).__name__}"
+    tensor = _as_tensor(value, detach)
+    if tensor is None:
+        raise TypeError(f"fn returned {_describe(value)}{where}; {_EXPECTED}")
+    if tensor.numel() == 0:
+        raise ValueError(
+            f"fn returned an empty output, {_describe(value)}{where}; a black box must return "
+            "at least one number"
         )
-    if tensor.is_complex():
-        raise TypeError(f"a black box must return real numbers; got dtype {tensor.dtype}")
     return tensor
+
+
+def _describe(value: object) -> str:
+    """A short description of a returned value for error messages: its type, dtype, shape."""
+    if isinstance(value, torch.Tensor):
+        return f"a torch tensor of dtype {value.dtype} and shape {tuple(value.shape)}"
+    if isinstance(value, np.ndarray):
+        return f"a NumPy array of dtype {value.dtype} and shape {value.shape}"
+    if isinstance(value, np.generic):
+        return f"a NumPy scalar of dtype {value.dtype}: {reprlib.repr(value.item())}"
+    if value is None:
+        return "None (does fn end with a return statement?)"
+    return f"{type(value).__name__} {reprlib.repr(value)}"
+
+
+def _as_tensor(value: object, detach: bool) -> torch.Tensor | None:
+    """``value`` as a tensor if it holds real numbers, else ``None``."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.is_complex():
+            return None
+        return value.detach() if detach else value
+    if isinstance(value, np.ndarray | np.generic):
+        array = np.asarray(value)
+        if array.dtype.kind not in _REAL_KINDS:
+            return None
+        # A float64 copy handles any byte order, float128 and read-only buffers; the
+        # Evaluator casts to the dtype of X, which is never wider.
+        return torch.from_numpy(np.array(array, dtype=np.float64))
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return torch.tensor(float(value), dtype=torch.float64)
+    return None

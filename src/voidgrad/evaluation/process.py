@@ -12,7 +12,13 @@ recoverable:
 - an exception raised by ``fn`` is sent back and fails only its row.
 
 ``fn`` and ``init`` travel with cloudpickle, so functions and lambdas defined
-in a script or notebook work. Workers pin torch to ``threads`` threads (one
+in a script or notebook work. ``fn`` is pickled once per batch and sent to a
+worker only when those bytes differ from the ones it last received: a backend
+reused by several Evaluators always runs the function each one gives it (a
+freed function's ``id`` can be reused, its bytes are compared instead), and a
+callable whose state changed between batches runs with its new state. Each
+worker evaluates its own copy of a row, so a black box that writes into its
+argument cannot change the caller's tensors. Workers pin torch to ``threads`` threads (one
 by default: several workers each running a full thread pool oversubscribe
 the cores), ignore SIGINT (Ctrl-C is the parent's to handle), and on Linux
 die with their parent. ``close()``, garbage collection and interpreter exit
@@ -39,7 +45,7 @@ import cloudpickle
 import torch
 
 from voidgrad.errors import WorkerInitError
-from voidgrad.evaluation.backends import Outcome
+from voidgrad.evaluation.backends import Outcome, Tally
 from voidgrad.evaluation.batch import PoolBatch
 
 
@@ -124,7 +130,7 @@ def _worker_main(conn: Connection, init: bytes | None, threads: int) -> None:
 class _Worker:
     process: Any
     conn: Connection
-    fn_id: int | None = None
+    fn_token: int | None = None
     task: int | None = None
     deadline: float | None = None
     started: float = field(default=0.0)
@@ -197,7 +203,10 @@ class ProcessBackend:
         self._context: Any = multiprocessing.get_context(start_method)
         self._init = None if init is None else cloudpickle.dumps(init)
         self._pool: list[_Worker] = []
-        self._fn_bytes: tuple[int, bytes] | None = None
+        # The pickled fn of the latest batch and a token that names those bytes; a worker that
+        # holds the token holds that fn. Tokens only grow, so one never names two functions.
+        self._fn_bytes: bytes | None = None
+        self._fn_token = 0
         self._finalizer = weakref.finalize(self, _stop_all, self._pool)
         #: Workers started so far, replacements included.
         self.started = 0
@@ -255,31 +264,48 @@ class ProcessBackend:
 
     # -- evaluation -----------------------------------------------------------------------------
 
-    def _send(self, worker: _Worker, fn: Callable[..., object], batch: PoolBatch, X, seeds) -> None:
-        if self._fn_bytes is None or self._fn_bytes[0] != id(fn):
-            self._fn_bytes = (id(fn), cloudpickle.dumps(fn))
-        fn_id, fn_bytes = self._fn_bytes
-        payload = None if worker.fn_id == fn_id else fn_bytes
+    def _use(self, fn: Callable[..., object]) -> None:
+        """Make ``fn``, as it is now, the function that workers run."""
+        try:
+            fn_bytes = cloudpickle.dumps(fn)
+        except Exception as error:
+            raise TypeError(
+                "fn must be picklable with cloudpickle to run in worker processes; "
+                f"pickling it raised {type(error).__name__}: {error}"
+            ) from error
+        if fn_bytes != self._fn_bytes:
+            self._fn_bytes = fn_bytes
+            self._fn_token += 1
+
+    def _send(self, worker: _Worker, batch: PoolBatch, X, seeds) -> None:
+        payload = None if worker.fn_token == self._fn_token else self._fn_bytes
         index, worker.deadline = batch.take()
         seed = None if seeds is None else seeds[index]
         row = X[index].clone()  # a view would pickle all of X
         worker.conn.send_bytes(pickle.dumps(("eval", payload, index, row, seed)))
-        worker.fn_id = fn_id
+        worker.fn_token = self._fn_token
         worker.task = index
 
     def evaluate(
-        self, fn: Callable[..., object], X: torch.Tensor, seeds: Sequence[int] | None
+        self,
+        fn: Callable[..., object],
+        X: torch.Tensor,
+        seeds: Sequence[int] | None,
+        *,
+        tally: Tally | None = None,
     ) -> list[Outcome]:
+        self._use(fn)
         self._ensure_pool()
-        batch = PoolBatch(X.shape[0], self.retries, self.timeout)
+        batch = PoolBatch(X.shape[0], self.retries, self.timeout, tally)
         try:
             while batch.waiting or any(w.task is not None for w in self._pool):
                 for worker in self._pool:
                     if worker.task is None and batch.waiting:
-                        self._send(worker, fn, batch, X, seeds)
+                        self._send(worker, batch, X, seeds)
                 self._collect(batch)
         except BaseException:
             # Ctrl-C or an internal error: the pool's state is unknown; start afresh next time.
+            # The rows already sent stay in the tally: the Evaluator counts them.
             _stop_all(self._pool)
             raise
         return batch.outcomes()
