@@ -138,14 +138,134 @@ def test_saved_state_loads_with_weights_only(tmp_path: Path) -> None:
     learner = MetaLearner(small_texture_model(0), inner_steps=2, inner_lr=0.05, seed=0)
     learner.meta_fit(family, steps=3, progress=False)
     learner.save(tmp_path / "meta.pt")
-    fresh = MetaLearner(small_texture_model(5), inner_steps=1, inner_lr=0.5)
+    fresh = MetaLearner(small_texture_model(5), inner_steps=2, inner_lr=0.05)
     fresh.load(tmp_path / "meta.pt")
-    assert fresh.inner_steps == 2
     for name in learner.init:
         assert torch.equal(fresh.init[name], learner.init[name])
         assert torch.equal(fresh.lr[name], learner.lr[name])
-    with pytest.raises(ValueError, match="parameters"):
-        MetaLearner(tiny_model()).load(tmp_path / "meta.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["meta.pt"]  # no temporary file left
+
+
+def saved_tiny_learner(path: Path, **settings: object) -> MetaLearner:
+    learner = MetaLearner(tiny_model(), inner_steps=2, seed=0, **settings)  # type: ignore[arg-type]
+    learner.save(path)
+    return learner
+
+
+@pytest.mark.parametrize(
+    ("setting", "other"),
+    [
+        ("inner_steps", 3),
+        ("inner_lr", 0.5),
+        ("learn_lr", False),
+        ("first_order", True),
+        ("meta_lr", 0.1),
+        ("meta_batch", 2),
+    ],
+)
+def test_load_refuses_a_file_written_with_other_settings(
+    tmp_path: Path, setting: str, other: object
+) -> None:
+    path = tmp_path / "meta.pt"
+    saved_tiny_learner(path)
+    options: dict[str, object] = {"inner_steps": 2, setting: other}
+    learner = MetaLearner(tiny_model(), **options)  # type: ignore[arg-type]
+    before = {n: p.detach().clone() for n, p in learner.init.items()}
+    with pytest.raises(ValueError, match=rf"^{path} was written by a MetaLearner with {setting}="):
+        learner.load(path)
+    assert learner.inner_steps == options["inner_steps"]
+    assert all(torch.equal(before[n], learner.init[n]) for n in before)  # nothing changed
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (
+            nn.Sequential(nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 1)).double(),
+            r"init\['0.weight'\] has shape \(4, 2\) .* this model's parameter has shape \(5, 2\)",
+        ),
+        (
+            nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)),  # float32
+            r"dtype torch.float64; this model's parameter has .* dtype torch.float32",
+        ),
+        (nn.Sequential(nn.Linear(2, 1)).double(), r"'init' holds parameters \['0.bias'"),
+    ],
+)
+def test_load_refuses_other_shapes_dtypes_and_names(
+    tmp_path: Path, model: nn.Module, message: str
+) -> None:
+    path = tmp_path / "meta.pt"
+    saved_tiny_learner(path)
+    with pytest.raises(ValueError, match=rf"^{path}: .*{message}"):
+        MetaLearner(model, inner_steps=2).load(path)
+
+
+def test_load_names_a_damaged_file(tmp_path: Path) -> None:
+    good = tmp_path / "good.pt"
+    saved_tiny_learner(good)
+    damaged = {
+        "empty.pt": b"",
+        "truncated.pt": good.read_bytes()[: good.stat().st_size // 2],
+        "garbage.pt": bytes(range(256)) * 4,
+    }
+    for name, data in damaged.items():
+        (tmp_path / name).write_bytes(data)
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    torch.save({"init": {}, "lr": {}, "inner_steps": 2}, tmp_path / "other.pt")
+    for name in [*damaged, "list.pt", "other.pt"]:
+        path = tmp_path / name
+        with pytest.raises(ValueError, match=rf"{path}(:| is not| was)"):
+            MetaLearner(tiny_model(), inner_steps=2).load(path)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        MetaLearner(tiny_model(), inner_steps=2).load(tmp_path / "missing.pt")
+
+
+class _PlantsAMarker:
+    """Unpickling this runs code: it creates the file ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.path), "w"))  # opening for writing creates the file
+
+
+def test_load_runs_no_code_from_the_file(tmp_path: Path) -> None:
+    path, marker = tmp_path / "evil.pt", tmp_path / "marker"
+    learner = saved_tiny_learner(path)
+    state = learner.state_dict()
+    state["init"]["0.bias"] = _PlantsAMarker(marker)
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=rf"cannot load {path}: .*nothing in it was run"):
+        MetaLearner(tiny_model(), inner_steps=2, seed=0).load(path)
+    assert not marker.exists()
+
+
+def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "meta.pt"
+    learner = saved_tiny_learner(path)
+    saved = path.read_bytes()
+
+    def fail_midway(obj: object, f: object, *args: object, **kwargs: object) -> None:
+        if isinstance(f, str | Path):
+            f = open(f, "wb")  # noqa: SIM115 (closed below)
+        f.write(b"half a file")  # type: ignore[union-attr]
+        f.close()  # type: ignore[union-attr]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", fail_midway)
+    with pytest.raises(OSError, match="disk full"):
+        learner.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == saved  # the previous file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["meta.pt"]
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, 2**64])
+def test_bad_seeds_are_refused(seed: object) -> None:
+    # seed=-1 was passed on to manual_seed, which silently takes it as another seed
+    with pytest.raises(ValueError, match=r"^seed must be a non-negative int or None; got"):
+        MetaLearner(tiny_model(), seed=seed)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

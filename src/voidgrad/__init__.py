@@ -7,6 +7,7 @@ from voidgrad.errors import (
     BudgetExhausted,
     EvaluationError,
     EvaluationTimeout,
+    NumericalWarning,
     WorkerDied,
     WorkerInitError,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "GaussianSmoothing",
     "GumbelSoftmax",
     "LinearAnneal",
+    "NumericalWarning",
     "OptimizeResult",
     "Pathwise",
     "ScoreFunction",

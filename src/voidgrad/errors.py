@@ -105,3 +105,26 @@ class WorkerInitError(RuntimeError):
         no worker could start: 0 evaluations
         >>> ev.close()
     """
+
+
+class NumericalWarning(UserWarning):
+    """A result was computed, but floating-point resolution has emptied or biased it.
+
+    Issued as a warning, not an error, because the computation itself is valid
+    and a long run should not die of it; the message names the argument to
+    change (a perturbation below the spacing of floats at θ, for example).
+
+    Examples:
+        >>> import warnings, torch, voidgrad as vg
+        >>> bb = vg.blackbox(lambda x: float(x.sum()), vg.FiniteDifferences(h=1e-30))
+        >>> theta = torch.ones(2, dtype=torch.float64, requires_grad=True)
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     bb(theta).backward()
+        >>> caught[0].category.__name__
+        'NumericalWarning'
+        >>> print(caught[0].message)
+        h=1e-30 is below the resolution of float64 at theta (|theta| up to 1) in 2 of 2
+        coordinates: the perturbed points equal theta there, so the gradient estimate there is
+        zero. Use a larger h or a wider dtype.
+    """

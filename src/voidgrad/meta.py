@@ -38,6 +38,7 @@ Examples:
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,11 +48,15 @@ from torch import nn
 from torch.func import functional_call, grad
 from tqdm.auto import tqdm
 
-from voidgrad.estimators.base import check_int, check_positive
+from voidgrad.estimators.base import check_int, check_positive, check_seed
+from voidgrad.optimize.checkpoint import save_checkpoint
 
 __all__ = ["MetaLearner", "Task", "TaskSampler"]
 
 Params = dict[str, torch.Tensor]
+
+#: Marks a file written by MetaLearner.save (and its layout's version).
+_FORMAT = "voidgrad.meta.MetaLearner/1"
 
 
 class Task(Protocol):
@@ -99,7 +104,13 @@ class MetaLearner:
         first_order: drop second derivatives from the meta-gradient.
         meta_lr: Adam step size of the outer loop.
         meta_batch: tasks per outer step.
-        seed: seeds the task draws of :meth:`meta_fit`.
+        seed: seeds the task draws of :meth:`meta_fit` (a non-negative int;
+            ``None`` draws one).
+
+    A saved learner (:meth:`save`) loads only into a learner built with the
+    same settings (all of the above but ``model`` and ``seed``) and a model
+    with the same parameter names, shapes and dtypes; anything else is
+    refused with an error naming the file and the field that differs.
 
     Examples:
         >>> import torch, voidgrad as vg
@@ -137,8 +148,9 @@ class MetaLearner:
             raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
         check_int("inner_steps", inner_steps, 1)
         check_int("meta_batch", meta_batch, 1)
-        check_positive("inner_lr", inner_lr)
-        check_positive("meta_lr", meta_lr)
+        inner_lr = check_positive("inner_lr", inner_lr)
+        meta_lr = check_positive("meta_lr", meta_lr)
+        seed = check_seed(seed)
         init = {
             name: p.detach().clone().requires_grad_(True)
             for name, p in model.named_parameters()
@@ -151,6 +163,8 @@ class MetaLearner:
         self.first_order = bool(first_order)
         self.learn_lr = bool(learn_lr)
         self.meta_batch = meta_batch
+        self.inner_lr = inner_lr
+        self.meta_lr = meta_lr
         self.init: Params = init
         self.lr: Params = {
             name: torch.full_like(p, float(inner_lr)).requires_grad_(self.learn_lr)
@@ -262,38 +276,122 @@ class MetaLearner:
 
     # -- saving --------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
-        """The meta-learned state: initialisation, step sizes and settings (tensors and ints)."""
+    def settings(self) -> dict[str, object]:
+        """The constructor's settings a saved state belongs to (numbers and bools)."""
         return {
-            "init": {n: p.detach().clone() for n, p in self.init.items()},
-            "lr": {n: a.detach().clone() for n, a in self.lr.items()},
             "inner_steps": self.inner_steps,
+            "inner_lr": self.inner_lr,
+            "learn_lr": self.learn_lr,
+            "first_order": self.first_order,
+            "meta_lr": self.meta_lr,
+            "meta_batch": self.meta_batch,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Put back a :meth:`state_dict` taken from a learner of the same model."""
-        for key in ("init", "lr"):
-            if set(state[key]) != set(self.init):
-                raise ValueError(
-                    f"state {key!r} holds parameters {sorted(state[key])}; this model has "
-                    f"{sorted(self.init)}"
-                )
+    def state_dict(self) -> dict[str, Any]:
+        """The meta-learned state: initialisation, step sizes and settings (tensors, numbers)."""
+        return {
+            "format": _FORMAT,
+            "settings": self.settings(),
+            "init": {n: p.detach().clone() for n, p in self.init.items()},
+            "lr": {n: a.detach().clone() for n, a in self.lr.items()},
+        }
+
+    def load_state_dict(self, state: object, source: str = "the state") -> None:
+        """Put back a :meth:`state_dict` taken from a learner with the same settings and model.
+
+        Raises:
+            ValueError: naming ``source`` and the field, if ``state`` is not such
+                a state, its settings differ from this learner's, or its
+                tensors differ from the model's parameters in name, shape or
+                dtype. Nothing is changed then.
+        """
+        _check_state(state, source, self.settings(), self.init)
+        assert isinstance(state, dict)
         with torch.no_grad():
             for name in self.init:
                 self.init[name].copy_(state["init"][name])
                 self.lr[name].copy_(state["lr"][name])
-        self.inner_steps = int(state["inner_steps"])
 
     def save(self, path: str | Path) -> None:
-        """Write :meth:`state_dict` with ``torch.save``."""
-        torch.save(self.state_dict(), Path(path))
+        """Write :meth:`state_dict` to ``path`` atomically (a temporary file, then a rename).
+
+        A run killed mid-write leaves the previous file, never half of one. The
+        file holds tensors, numbers and strings only, so :meth:`load` reads it
+        with ``weights_only=True``.
+        """
+        save_checkpoint(path, self.state_dict())
 
     def load(self, path: str | Path) -> None:
-        """Read a file written by :meth:`save` (``weights_only=True``: no code is run)."""
-        self.load_state_dict(torch.load(Path(path), weights_only=True))
+        """Read a file written by :meth:`save` into this learner.
+
+        The file is read with ``torch.load(weights_only=True)``: nothing in it
+        is executed, and a file that would need code to unpickle is refused.
+
+        Raises:
+            FileNotFoundError: if there is no such file.
+            ValueError: naming the file, if it is empty, damaged, not written
+                by :meth:`save`, or written by a learner with other settings or
+                parameter shapes (and the field that differs). Nothing is
+                changed then.
+        """
+        path = Path(path)
+        try:
+            state = torch.load(path, weights_only=True)
+        except OSError:
+            raise  # a missing or unreadable file is named by its own error
+        except pickle.UnpicklingError as error:
+            raise ValueError(
+                f"cannot load {path}: it is not a file written by MetaLearner.save (not a torch "
+                "file, or it holds objects only code could rebuild, which are refused: nothing "
+                "in it was run)"
+            ) from error
+        except Exception as error:  # torch raises several types for an empty or cut file
+            reason = str(error).split(". ")[0].strip() or "no detail"
+            raise ValueError(
+                f"cannot load {path}: it is empty, truncated or damaged "
+                f"({type(error).__name__}: {reason})"
+            ) from error
+        self.load_state_dict(state, source=str(path))
 
     def __repr__(self) -> str:
         return (
             f"MetaLearner(inner_steps={self.inner_steps}, learn_lr={self.learn_lr}, "
             f"first_order={self.first_order}, meta_batch={self.meta_batch})"
         )
+
+
+def _check_state(state: object, source: str, settings: dict[str, object], init: Params) -> None:
+    """Raise a ValueError naming ``source`` and the field unless ``state`` fits this learner."""
+    if not isinstance(state, dict) or state.get("format") != _FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            f"{source} is not a MetaLearner state (format {found!r}, expected {_FORMAT!r})"
+        )
+    saved = state.get("settings")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{source} has no settings (found {type(saved).__name__})")
+    for key, value in settings.items():
+        if key not in saved or saved[key] != value or type(saved[key]) is not type(value):
+            raise ValueError(
+                f"{source} was written by a MetaLearner with {key}={saved.get(key)!r}; this one "
+                f"has {key}={value!r}: build the learner with the settings of the file to load it"
+            )
+    for field in ("init", "lr"):
+        tensors = state.get(field)
+        if not isinstance(tensors, dict) or set(tensors) != set(init):
+            names = sorted(tensors) if isinstance(tensors, dict) else type(tensors).__name__
+            raise ValueError(
+                f"{source}: {field!r} holds parameters {names}; this model has {sorted(init)}"
+            )
+        for name, expected in init.items():
+            tensor = tensors[name]
+            if not isinstance(tensor, torch.Tensor):
+                raise ValueError(
+                    f"{source}: {field}[{name!r}] is a {type(tensor).__name__}, not a tensor"
+                )
+            if tensor.shape != expected.shape or tensor.dtype != expected.dtype:
+                raise ValueError(
+                    f"{source}: {field}[{name!r}] has shape {tuple(tensor.shape)} and dtype "
+                    f"{tensor.dtype}; this model's parameter has shape {tuple(expected.shape)} "
+                    f"and dtype {expected.dtype}"
+                )

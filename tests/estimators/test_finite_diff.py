@@ -57,6 +57,25 @@ def test_vector_outputs_give_the_vjp() -> None:
     torch.testing.assert_close(theta.grad, J.T @ v)
 
 
+@pytest.mark.parametrize("scheme", ["forward", "central"])
+@pytest.mark.parametrize(
+    ("dtype", "x", "h"),
+    [
+        (torch.float16, 1.0, 1e-2),  # 1 ± 0.01 rounds to 1 + 10/1024 and 1 − 20/2048
+        (torch.float32, 1e4, 1e-3),  # float32 spacing at 1e4 is 2^-10 ≈ 0.98e-3
+        (torch.float32, 3e4, 1e-3),  # spacing 2^-9: θ + h rounds to θ + 1.95e-3
+    ],
+)
+def test_the_difference_is_divided_by_the_step_actually_taken(scheme, dtype, x, h) -> None:
+    # A slope-1 function whose outputs are exact in the dtype: the quotient is exactly 1.
+    # Dividing by h (or 2h) instead gave 0.9766 (float16) and 0.977 or 1.95 (float32).
+    theta = torch.tensor([x], dtype=dtype, requires_grad=True)
+    vg.blackbox(lambda r: float(r[0].double() - x), vg.FiniteDifferences(h, scheme))(
+        theta
+    ).backward()
+    assert theta.grad is not None and theta.grad.item() == 1.0
+
+
 def test_plateau_gives_exactly_zero() -> None:
     theta = torch.tensor([0.3, 0.3], dtype=torch.float64, requires_grad=True)
     vg.blackbox(lambda r: float(r[0] > 0.5), vg.FiniteDifferences(1e-3))(theta).backward()
@@ -78,6 +97,7 @@ def test_common_random_numbers_give_all_points_one_seed() -> None:
     [
         (dict(h=0.0), "h must be a finite number > 0; got 0.0"),
         (dict(h=1e-3, scheme="backward"), "scheme must be 'forward' or 'central'; got 'backward'"),
+        (dict(h=1e-3, seed=-1), "seed must be a non-negative int or None; got -1"),
     ],
 )
 def test_bad_arguments(kwargs, message) -> None:

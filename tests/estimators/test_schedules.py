@@ -19,7 +19,11 @@ def test_constant_then_linear_then_floor() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(sigma_min=0, total_steps=10), "sigma_min must be > 0; got 0"),
+        (dict(sigma_min=0, total_steps=10), "sigma_min must be a finite number > 0; got 0"),
+        (dict(sigma_min="0.1", total_steps=10), "sigma_min must be a finite number > 0; got '0.1'"),
+        (dict(sigma_min=float("inf"), total_steps=10), "sigma_min must be a finite number > 0"),
+        (dict(sigma_min=0.1, total_steps=True), "total_steps must be an int > .* got True"),
+        (dict(sigma_min=0.1, total_steps=10.0), "total_steps must be an int > .* got 10.0"),
         (dict(sigma_min=0.1, total_steps=5, constant_steps=5), "total_steps must be an int > "),
         (
             dict(sigma_min=0.1, total_steps=5, constant_steps=-1),

@@ -67,6 +67,26 @@ def test_one_direction_in_one_dimension_is_the_central_difference() -> None:
     )
 
 
+def test_one_dimension_in_float16_divides_by_the_step_actually_taken() -> None:
+    # 1 ± 0.01 rounds to 1 + 10/1024 and 1 − 20/2048: dividing by 2c gave 0.9766.
+    theta = torch.ones(1, dtype=torch.float16, requires_grad=True)
+    vg.blackbox(lambda r: float(r[0]), vg.SPSA(0.01, seed=0))(theta).backward()
+    assert theta.grad is not None and theta.grad.item() == 1.0
+
+
+def test_unbiased_where_the_dtype_rounds_each_coordinate_differently() -> None:
+    # float32 at 1e4 and 3e4: θ ± 1e-3 moves by 0.98e-3 and 1.95e-3, so dividing by c
+    # overestimated the second slope by 1.95×. Outputs stay small, hence exact.
+    theta = torch.tensor([1e4, 3e4], dtype=torch.float32)
+    slopes = torch.tensor([2.0, -1.0], dtype=torch.float64)
+
+    def linear_about_theta(X: torch.Tensor) -> torch.Tensor:
+        return (X.double() - theta.double()) @ slopes
+
+    grads = spsa_gradients(vg.SPSA(1e-3, samples=2, seed=0), linear_about_theta, theta, K=4000)
+    assert_unbiased(grads.double(), slopes)
+
+
 def test_directions_are_balanced_independent_signs() -> None:
     estimator = vg.SPSA(0.5, samples=2000, seed=0)
     delta = estimator.probe(torch.zeros(1, 13, dtype=torch.float64)).offsets[0] / 0.5
@@ -92,6 +112,7 @@ def test_common_random_numbers_pair_the_seeds() -> None:
         (dict(c=0), "c must be a finite number > 0; got 0"),
         (dict(c=0.1, samples=3), "samples must be even .* got 3"),
         (dict(c=0.1, samples=-2), "samples must be a positive int; got -2"),
+        (dict(c=0.1, seed=1.5), "seed must be a non-negative int or None; got 1.5"),
     ],
 )
 def test_bad_arguments(kwargs, message) -> None:

@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from abc import ABC, abstractmethod
 
 import torch
 
-from voidgrad.errors import EvaluationError
+from voidgrad.errors import EvaluationError, NumericalWarning
 
 _SEED_HIGH = 2**31 - 1
+#: The largest seed torch.Generator.manual_seed accepts.
+_SEED_MAX = 2**64 - 1
+#: Frames from warn_unresolved up to the user's call of the black box: probe, the autograd
+#: Function's forward, Function.apply, BlackBox.__call__.
+_CALLER_FRAME = 6
 
 
 class Probe(ABC):
@@ -152,15 +158,19 @@ class BlackBoxEstimator(ABC):
 
 
 class MirroredProbe(Probe):
-    """Points θ + τ_i (and θ − τ_i when antithetic) with weights W_i = s · w(τ_i).
+    """Points θ + τ_i (and θ − τ_i when antithetic) with weights W_i = s ⊙ w(τ_i).
 
     Non-antithetic:  ĝ = (1/n) Σ_i W_i ⟨v, F(θ + τ_i)⟩
     Antithetic:      ĝ = (1/2n) Σ_i W_i ⟨v, F(θ + τ_i) − F(θ − τ_i)⟩
     value = the mean of F over all points.
 
-    The weight is a scalar ``weight_scale`` s times w(τ) = τ, or sign(τ) with
-    ``sign_weights``: every estimator here has that form, so no second
-    ``[B, n, d]`` tensor is kept.
+    The weight is a scale s times w(τ) = τ / ``unit``, or sign(τ) with
+    ``sign_weights``: every estimator here has that form, so the weights are
+    not kept between the passes. s is a number, or a ``[B, d]`` tensor with
+    one scale per coordinate (SPSA's 1/c̃_k for the step actually taken).
+    ``unit`` keeps w(τ) of order one, so that a weight such as τ/σ² is
+    computed as (τ/σ)·(1/σ) and does not overflow for a tiny σ; the read-out
+    runs in at least float32, so that 1/σ does not overflow float16.
 
     Failed evaluations (NaN rows under ``on_error="nan"``) are dropped: a
     direction counts only if all of its points succeeded, and the means are
@@ -173,8 +183,9 @@ class MirroredProbe(Probe):
         offsets: torch.Tensor,
         seeds: torch.Tensor,
         antithetic: bool,
-        weight_scale: float,
+        weight_scale: float | torch.Tensor,
         sign_weights: bool = False,
+        unit: float = 1.0,
     ) -> None:
         self.theta = theta
         self.offsets = offsets
@@ -182,6 +193,7 @@ class MirroredProbe(Probe):
         self.antithetic = antithetic
         self.weight_scale = weight_scale
         self.sign_weights = sign_weights
+        self.unit = unit
 
     def points(self) -> torch.Tensor:
         B, n, d = self.offsets.shape
@@ -227,27 +239,33 @@ class MirroredProbe(Probe):
             signal = projected
         return torch.where(valid, signal, 0.0), valid
 
-    def _basis(self) -> torch.Tensor:
-        return self.offsets.sign() if self.sign_weights else self.offsets
+    def _weights(self, dtype: torch.dtype) -> torch.Tensor:
+        """W_i = s ⊙ w(τ_i), ``[B, n, d]``, computed in at least float32."""
+        wide = torch.promote_types(dtype, torch.float32)
+        offsets = self.offsets.to(wide)
+        basis = offsets.sign() if self.sign_weights else offsets / self.unit  # a new tensor
+        scale = self.weight_scale
+        return basis.mul_(scale.unsqueeze(1) if isinstance(scale, torch.Tensor) else scale)
 
     def vjp(self, projected: torch.Tensor) -> torch.Tensor:
         signal, valid = self._signal(projected)
-        signal = signal * (self.weight_scale / valid.sum(1, keepdim=True).to(signal.dtype))
-        return torch.einsum("bn,bnd->bd", signal, self._basis())
+        weights = self._weights(signal.dtype)
+        mean = signal.to(weights.dtype) / valid.sum(1, keepdim=True)
+        return torch.einsum("bn,bnd->bd", mean, weights).to(signal.dtype)
 
     def vjp_variance(self, projected: torch.Tensor) -> torch.Tensor | None:
-        r"""tr Cov(ĝ) ≈ (Σ_i ‖g_i‖² − n ‖ĝ‖²) / (n(n − 1)), g_i = W s_i w(τ_i), per row.
+        r"""tr Cov(ĝ) ≈ (Σ_i ‖g_i‖² − n ‖ĝ‖²) / (n(n − 1)), g_i = W_i s_i, per row.
 
         The unbiased sample estimate from the n valid directions of the
         estimate itself (None with fewer than two).
         """
         signal, valid = self._signal(projected)
-        n = valid.sum(1).to(signal.dtype)
+        n = valid.sum(1)
         if bool((n < 2).any()):
             return None
-        norms = self._basis().pow(2).sum(-1)  # ‖w(τ_i)‖²
-        squares = (self.weight_scale * signal).pow(2).mul(norms).sum(1)
-        mean = self.vjp(projected).pow(2).sum(1)
+        weights = self._weights(signal.dtype)
+        squares = (signal.to(weights.dtype).pow(2) * weights.pow(2).sum(-1)).sum(1)
+        mean = self.vjp(projected).to(weights.dtype).pow(2).sum(1)
         return ((squares - n * mean) / (n * (n - 1))).clamp_min(0.0)
 
 
@@ -277,9 +295,18 @@ def check_unit_interval(name: str, value: object) -> float:
 
 
 def check_seed(seed: object) -> int | None:
-    """Return ``seed`` unchanged, or raise unless it is a non-negative int or None."""
+    """Return ``seed`` unchanged, or raise unless it is None or an int in [0, 2**64 − 1].
+
+    2**64 − 1 is the largest seed a ``torch.Generator`` takes; a negative one
+    it would silently map to another.
+    """
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
+    if seed is not None and seed > _SEED_MAX:
+        raise ValueError(
+            f"seed must be a non-negative int or None; got {seed}, above 2**64 - 1, the largest "
+            "seed a torch.Generator takes"
+        )
     return seed
 
 
@@ -293,3 +320,77 @@ def check_samples(samples: object, paired: bool) -> int:
             f"evaluations; got {samples}"
         )
     return samples
+
+
+def float_spacing(theta: torch.Tensor) -> torch.Tensor:
+    """The gap from |θ| to the next larger number of θ's dtype, elementwise: θ's resolution."""
+    magnitude = theta.abs()
+    return torch.nextafter(magnitude, torch.full_like(magnitude, math.inf)) - magnitude
+
+
+def check_representable(name: str, value: float, theta: torch.Tensor, *spans: torch.Tensor) -> None:
+    """Raise unless every span (θ ± perturbation, or a step between points) is finite.
+
+    A perturbation that overflows θ's dtype (σ = 1e4 in float16, h = 1e308 in
+    float64) would put infinite points or an infinite step into the estimate,
+    which then comes out inf or NaN: a ValueError naming ``name`` instead.
+    """
+    if not all(bool(torch.isfinite(span).all()) for span in spans):
+        dtype = str(theta.dtype).removeprefix("torch.")
+        raise ValueError(
+            f"{name}={value:.3g} overflows {dtype} at theta: the perturbed points or the steps "
+            f"between them are not finite in {dtype}; use a smaller {name} or a wider dtype"
+        )
+
+
+def unresolved_offsets(
+    sigma: float, theta: torch.Tensor, offsets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where random offsets of scale ``sigma`` are lost to rounding at θ (``[B, d]`` masks).
+
+    ``lost``: σ is below half the spacing of floats at θ_k, where most of the
+    points θ ± τ round to θ and a smoothing estimate shrinks toward 0 (above
+    it the rounding averages out; see ``voidgrad.estimators.smoothing``).
+    ``dead``: the drawn offsets (``[B, n, d]``) leave every point equal to θ_k,
+    so the estimate there is exactly 0. Rounding is monotone, so the largest
+    |τ_k| decides.
+    """
+    lost = sigma < float_spacing(theta) / 2
+    if not bool(lost.any()):
+        return lost, lost
+    reach = offsets.abs().amax(1)
+    return lost, lost & (theta + reach == theta) & (theta - reach == theta)
+
+
+def warn_unresolved(
+    name: str, value: float, theta: torch.Tensor, lost: torch.Tensor, dead: torch.Tensor
+) -> None:
+    """Warn that the perturbation ``name=value`` is lost to rounding at ``theta`` (``[B, d]``).
+
+    ``lost`` (``[B, d]``) marks the coordinates where the perturbation is below
+    the resolution of θ's dtype, ``dead`` those where every perturbed point
+    equals θ, so that the estimate there is exactly zero. Nothing happens if
+    no coordinate is lost. A warning rather than an error: the estimate is a
+    valid computation, and a long run should not die of one step; but a zero
+    or shrunken gradient must not pass for a flat function.
+    """
+    if not bool(lost.any()):
+        return
+    if bool(torch.equal(lost, dead)):
+        consequence = (
+            "the perturbed points equal theta there, so the gradient estimate there is zero"
+        )
+    else:
+        consequence = (
+            "most perturbed points equal theta there, so the gradient estimate there is biased "
+            "toward zero"
+        )
+    dtype = str(theta.dtype).removeprefix("torch.")
+    largest = float(theta.abs()[lost].max())
+    warnings.warn(
+        f"{name}={value:.3g} is below the resolution of {dtype} at theta (|theta| up to "
+        f"{largest:.3g}) in {int(lost.any(0).sum())} of {theta.shape[-1]} coordinates: "
+        f"{consequence}. Use a larger {name} or a wider dtype.",
+        NumericalWarning,
+        stacklevel=_CALLER_FRAME,
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from voidgrad.estimators.base import check_positive
+from voidgrad.estimators.base import check_int, check_positive
 
 
 class SigmaSchedule(Protocol):
@@ -47,16 +47,18 @@ class LinearAnneal:
     """
 
     def __init__(self, sigma_min: float, total_steps: int, constant_steps: int = 0) -> None:
-        if not sigma_min > 0:
-            raise ValueError(f"sigma_min must be > 0; got {sigma_min!r}")
-        if not isinstance(constant_steps, int) or constant_steps < 0:
-            raise ValueError(f"constant_steps must be an int >= 0; got {constant_steps!r}")
-        if not isinstance(total_steps, int) or total_steps <= constant_steps:
+        sigma_min = check_positive("sigma_min", sigma_min)
+        constant_steps = check_int("constant_steps", constant_steps, 0)
+        if (
+            isinstance(total_steps, bool)
+            or not isinstance(total_steps, int)
+            or total_steps <= constant_steps
+        ):
             raise ValueError(
                 f"total_steps must be an int > constant_steps ({constant_steps}); "
                 f"got {total_steps!r}"
             )
-        self.sigma_min = float(sigma_min)
+        self.sigma_min = sigma_min
         self.total_steps = total_steps
         self.constant_steps = constant_steps
 

@@ -8,6 +8,13 @@ where Δ_i^{-1} = Δ_i elementwise. Each direction costs two evaluations, so an
 estimate with ``samples`` evaluations averages n = samples/2 directions. For
 vector outputs F is replaced by ⟨v, F⟩ (a vector-Jacobian product).
 
+The 2c of coordinate k is the step actually taken, 2c̃_k = (θ_k + c) − (θ_k − c)
+in θ's dtype (the same for Δ_ik = ±1, since both signs evaluate the same two
+values of θ_k), so a linear F is still estimated without bias where the dtype
+rounds θ_k ± c (float16, or float32 at large |θ_k|). Where c is below the
+resolution at θ_k, c̃_k = 0, that coordinate's estimate is 0 and a
+:class:`~voidgrad.errors.NumericalWarning` says so.
+
 Bias: unbiased for ∇F when F is linear (and for quadratic F: the even part
 cancels in the difference and E[Δ_iΔ_j] = δ_ij); O(c²) otherwise. The value is
 the mean of F over the 2n points, F(θ) + O(c²).
@@ -21,7 +28,9 @@ from voidgrad.estimators.base import (
     BlackBoxEstimator,
     MirroredProbe,
     check_positive,
+    check_representable,
     check_samples,
+    warn_unresolved,
 )
 
 
@@ -61,9 +70,20 @@ class SPSA(BlackBoxEstimator):
         B, d = theta.shape
         n = self.samples // 2
         offsets = _rademacher((B, n, d), self._generator, theta.dtype).mul_(self.c)
+        offsets = offsets.to(theta.device)
         seeds = self._draw_mirrored_seeds(B, n, True, self.common_random_numbers)
-        # W = Δ/c = offsets/c², so that (1/2n) Σ W (F⁺ − F⁻) is the SPSA average.
-        return MirroredProbe(theta, offsets.to(theta.device), seeds, True, 1 / self.c**2)
+        # c as the dtype holds it (every offset is ±c), and c̃ = half the step actually taken.
+        c = offsets.reshape(-1)[:1].abs()
+        upper, lower = theta + c, theta - c
+        taken = upper - lower
+        check_representable("c", self.c, theta, upper, lower, taken)
+        lost = taken == 0
+        warn_unresolved("c", self.c, theta, lost, lost)
+        # W_k = Δ_k/c̃_k = sign(offsets)·2/(2c̃_k), so that (1/2n) Σ W (F⁺ − F⁻) is the SPSA
+        # average; a lost coordinate gets weight 0 rather than 1/0.
+        wide = taken.to(torch.promote_types(taken.dtype, torch.float32))
+        scale = torch.where(lost, 0.0, 2 / torch.where(lost, 1.0, wide))
+        return MirroredProbe(theta, offsets, seeds, True, scale, sign_weights=True)
 
     def evaluations(self, dim: int) -> int:
         return self.samples

@@ -62,7 +62,15 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from voidgrad.estimators.base import BlackBoxEstimator, Probe, check_positive, check_samples
+from voidgrad.estimators.base import (
+    BlackBoxEstimator,
+    Probe,
+    check_positive,
+    check_representable,
+    check_samples,
+    unresolved_offsets,
+    warn_unresolved,
+)
 from voidgrad.estimators.schedules import SigmaSchedule, check_schedule, scheduled_sigma
 
 
@@ -404,6 +412,10 @@ class ZeroGrads(BlackBoxEstimator):
         sigma = self.sigma
         eps = torch.randn((n, d), generator=self._generator, dtype=theta.dtype) * sigma
         eps = torch.cat([eps, -eps]).to(theta.device)
+        name = "sigma" if self.schedule is None else f"sigma (scheduled, step {self.steps})"
+        reach = eps.abs().amax(0)
+        check_representable(name, sigma, theta, theta + reach, theta - reach)
+        warn_unresolved(name, sigma, theta, *unresolved_offsets(sigma, theta, eps.unsqueeze(0)))
         inner = (
             torch.randn((2 * n, d), generator=self._generator, dtype=theta.dtype).to(theta.device)
             * (self.inner_sigma * sigma)
@@ -493,21 +505,33 @@ class _SurrogateProbe(Probe):
         finite = torch.isfinite(y)
         if not finite.any():
             raise ValueError("every evaluation of this ZeroGrads step failed")
-        x = (self.theta + self.eps)[finite]
-        y = y[finite]
+        points = self.theta + self.eps
+        x = points[finite]
         estimator = self.estimator
         if estimator.unbiased:
-            h, grad_h = estimator._gradient(x)
-            score = self.eps[finite] / self.sigma**2
-            plain = (y.unsqueeze(1) * score).mean(0)
-            control = (grad_h - h.unsqueeze(1) * score).mean(0)  # zero mean, any h
+            h, grad_h = estimator._gradient(points)
+            score = self.eps / self.sigma / self.sigma  # σ² underflows for σ < 1e-154
+            plain = self._mean(y.unsqueeze(1) * score, finite)
+            control = self._mean(grad_h - h.unsqueeze(1) * score, finite)  # zero mean, any h
             self.gradient = (plain + estimator.control_coefficient * control).unsqueeze(0)
             estimator._record_control(plain, control)
-            estimator._fit(x, y)
+            estimator._fit(x, y[finite])
         else:
-            estimator._fit(x, y)
+            estimator._fit(x, y[finite])
             self.gradient = estimator._gradient(self.theta)[1]
-        return y.mean().reshape(1)
+        return y[finite].mean().reshape(1)
+
+    @staticmethod
+    def _mean(terms: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
+        """The mean of the rows of ``terms`` (``[2n, d]``) at finite outputs.
+
+        Each point's term is added to its antithetic partner's first, so that
+        equal losses at θ ± ε cancel exactly: summed in another order, y·ε/σ²
+        leaves a rounding residue of order |y|/σ that swamps the estimate when
+        σ is tiny or |y| is large.
+        """
+        kept = torch.where(finite.unsqueeze(1), terms, 0.0)
+        return kept.reshape(2, -1, kept.shape[-1]).sum(0).sum(0) / finite.sum().to(terms.dtype)
 
     def vjp(self, projected: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("the surrogate's gradient comes from backward()")
