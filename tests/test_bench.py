@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -13,6 +14,8 @@ from voidgrad.bench import (
     BenchSettings,
     LinearLrDecay,
     Scaled,
+    SettingsError,
+    format_report,
     method_options,
     minimize_method,
     paired,
@@ -60,13 +63,17 @@ def test_finished_cells_are_not_run_again(tmp_path) -> None:
 
 
 def test_a_failing_method_is_reported_and_the_rest_runs(tmp_path) -> None:
+    """lr = 1e200 throws smoothing's iterate to 1e200 after one step: the sphere overflows."""
+    diverging = {"smoothing": {"lr": 1e200}}
     results = run_bench(
-        settings(tmp_path, methods=["smoothing", "fd"], budget=5, problems=["sphere:3"]),
+        settings(tmp_path, problems=["sphere:3"], budget=32, options=diverging),
         log=lambda line: None,
     )
     errors = {c["method"]: c["error"] for c in results["cells"]}
-    assert errors["fd"] is not None and "too small for one step" in errors["fd"]
-    assert "| fd | error:" in (tmp_path / "report.md").read_text()
+    assert "fn returned a non-finite output" in errors["smoothing"]
+    assert errors["spsa"] is None
+    assert "| smoothing | error: EvaluationError" in (tmp_path / "report.md").read_text()
+    assert not (tmp_path / "cells" / "sphere-3__smoothing__0.json").exists()  # runs again
 
 
 def test_options_and_problem_specs_parse() -> None:
@@ -92,22 +99,6 @@ def test_options_and_problem_specs_parse() -> None:
         parse_problem("texture:12")
     with pytest.raises(ValueError, match="method.key=value"):
         parse_options(["sigma=0.5"])
-
-
-@pytest.mark.parametrize(
-    ("argument", "message"),
-    [
-        (["--methods", "newton"], "unknown method 'newton'"),
-        (["--problems", "moon"], "unknown problem 'moon'"),
-    ],
-)
-def test_the_command_line_refuses_unknown_names(tmp_path, capsys, argument, message) -> None:
-    argv = ["bench", "--problems", "sphere:2", "--methods", "smoothing", "--budget", "16"]
-    argv += ["--out", str(tmp_path)]
-    flag = argument[0]
-    argv[argv.index(flag) + 1] = argument[1]
-    assert cli.main(argv) == 2
-    assert message in capsys.readouterr().err
 
 
 def test_the_command_line_runs_a_small_benchmark(tmp_path, capsys) -> None:
@@ -262,3 +253,214 @@ def test_the_report_compares_the_first_method_seed_by_seed(tmp_path) -> None:
     report = (tmp_path / "report.md").read_text()
     assert "Seed by seed, `smoothing` against each method" in report
     assert "| spsa | 2 |" in report
+
+
+# --- a cell is reused only when everything that defines it is the same (issue 19, item 7) ---
+
+
+def one_cell(tmp_path, **changes) -> BenchSettings:
+    values = {"problems": ["sphere:2"], "methods": ["smoothing"], "budget": 32, "seeds": 1}
+    return settings(tmp_path, **{**values, **changes})
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"budget": 48}, "budget"),
+        ({"options": {"smoothing": {"sigma": 1.0}}}, "options.sigma"),
+        ({"options": {"smoothing": {"lr_decay": 0.5}}}, "options.lr_schedule"),
+        ({"workers": 2}, "workers"),
+    ],
+)
+def test_a_cell_run_with_other_settings_is_run_again(tmp_path, change, field) -> None:
+    run_bench(one_cell(tmp_path), log=lambda line: None)
+    logged: list[str] = []
+    results = run_bench(one_cell(tmp_path, **change), log=logged.append)
+    (record,) = results["cells"]
+    assert not any("kept" in line for line in logged)
+    assert any(f"ran with other settings ({field}" in line for line in logged), logged
+    assert record["budget"] == change.get("budget", 32)
+    assert record["identity"]["workers"] == change.get("workers", 1)
+    stored = json.loads((tmp_path / "cells" / "sphere-2__smoothing__0.json").read_text())
+    assert stored == json.loads(json.dumps(record))  # the new run replaced the old file
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ('{"problem": "sphere-2", "answ', "unreadable"),
+        (b"\xff\xfe\x00garbage", "unreadable"),
+        ("[1, 2, 3]", "damaged"),
+        ("{}", "damaged"),
+        ("answer", "unreadable"),
+    ],
+)
+def test_a_damaged_cell_file_is_run_again(tmp_path, content, why) -> None:
+    path = tmp_path / "cells" / "sphere-2__smoothing__0.json"
+    path.parent.mkdir()
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    logged: list[str] = []
+    (record,) = run_bench(one_cell(tmp_path), log=logged.append)["cells"]
+    assert record["error"] is None and record["nevals"] <= 32
+    assert any(why in line and "running it again" in line for line in logged), logged
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("answer", "0.1"), ("evals", [1, "x"]), ("best", None), ("seconds", True), ("error", "x")],
+)
+def test_a_cell_file_with_a_wrong_field_is_not_trusted(tmp_path, field, value) -> None:
+    run_bench(one_cell(tmp_path), log=lambda line: None)
+    path = tmp_path / "cells" / "sphere-2__smoothing__0.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, field: value}))
+    logged: list[str] = []
+    (rerun,) = run_bench(one_cell(tmp_path), log=logged.append)["cells"]
+    assert rerun == record | {"seconds": rerun["seconds"]}
+    assert any(f"damaged (field {field!r}" in line for line in logged), logged
+
+
+def test_a_cell_file_without_its_identity_is_run_again(tmp_path) -> None:
+    """A file written before cells recorded what defines them proves nothing: run again."""
+    run_bench(one_cell(tmp_path), log=lambda line: None)
+    path = tmp_path / "cells" / "sphere-2__smoothing__0.json"
+    record = json.loads(path.read_text())
+    del record["identity"]
+    path.write_text(json.dumps(record))
+    logged: list[str] = []
+    run_bench(one_cell(tmp_path), log=logged.append)
+    assert any("damaged (field 'identity'" in line for line in logged), logged
+
+
+# --- failed cells are reported and make the command fail ---
+
+
+def test_the_command_line_fails_after_the_report_when_cells_failed(tmp_path, capsys) -> None:
+    argv = ["bench", "--problems", "sphere:2", "--methods", "smoothing,spsa", "--budget", "32"]
+    argv += ["--seeds", "1", "--out", str(tmp_path), "--option", "smoothing.lr=1e200"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "1 of 2 cells failed" in err
+    assert "sphere-2 smoothing seed 0: EvaluationError: fn returned a non-finite output" in err
+    report = (tmp_path / "report.md").read_text()
+    assert "| smoothing | error: EvaluationError" in report and "| spsa | " in report
+
+
+def test_the_report_counts_the_seeds_that_failed() -> None:
+    done = {"error": None, "answer": 1.0, "fun": 1.0, "seconds": 0.1, "evals_to_threshold": None}
+    base = {"problem": "sphere-2", "method": "smoothing", "dim": 2, "start_loss": 4.0}
+    base |= {"optimum": 0.0, "threshold": 1e-6}
+    cells = [base | done | {"seed": 0}, base | {"seed": 1, "error": "ValueError: boom"}]
+    results = {
+        "settings": {"budget": 32, "seeds": 2, "workers": 1},
+        "machine": {"platform": "p", "cpus": 1, "torch": "t", "date": "d"},
+        "cells": cells,
+    }
+    report = format_report(results)
+    assert "| smoothing (1 of 2 seeds failed) | 1 |" in report
+    assert "- sphere-2, smoothing, seed 1: ValueError: boom" in report
+
+
+# --- bad input is a usage error before any cell runs ---
+
+
+def bench_argv(tmp_path, *extra: str, **flags: str) -> list[str]:
+    values = {"problems": "sphere:2", "methods": "smoothing", "budget": "32", "seeds": "1"}
+    values |= {"out": str(tmp_path / "out"), **flags}
+    argv = ["bench"]
+    for name, value in values.items():
+        argv += [f"--{name}", value]
+    return argv + list(extra)
+
+
+@pytest.mark.parametrize(
+    ("extra", "flags", "message"),
+    [
+        ((), {"problems": "texture:size=-1"}, "texture:size=-1: size must be an int >= 4"),
+        ((), {"problems": "plateau:start=abc"}, "start must be two numbers"),
+        ((), {"problems": "sphere:2:dim=3"}, "gives 'dim' twice"),
+        ((), {"problems": "sphere:2,sphere:dim=2"}, "'sphere:dim=2' is the same problem as"),
+        ((), {"problems": ","}, "problems must name at least one problem"),
+        ((), {"problems": "moon"}, "unknown problem 'moon'"),
+        ((), {"methods": "newton"}, "unknown method 'newton'"),
+        ((), {"methods": "smoothing,smoothing"}, "methods list 'smoothing' twice"),
+        ((), {"methods": "nevergrad:Nope"}, "unknown nevergrad optimizer 'Nope'"),
+        ((), {"methods": "fd", "budget": "3"}, "budget 3 is too small for one step of 'fd'"),
+        (("--option", "smoothing.lr_decay=5"), {}, "lr_decay must be in (0, 1]"),
+        (("--option", "smoothing.sigma=-1"), {}, "sigma must be a finite number > 0"),
+        (("--option", "smoothing.bogus=1"), {}, "unexpected keyword argument 'bogus'"),
+        (("--option", "smoothing.seed=3"), {}, "option smoothing.seed: the bench sets seed"),
+        (("--option", "cma.sigma0=1"), {}, "options for 'cma', which is not among the methods"),
+        (("--option", "smoothing.lr=1", "--option", "smoothing.lr=2"), {}, "given twice"),
+        (("--option", "sigma=1"), {}, "an option must read method.key=value"),
+        ((), {"budget": "0"}, "argument --budget: must be a positive int"),
+        ((), {"seeds": "0"}, "argument --seeds: must be a positive int"),
+        ((), {"seeds": "-1"}, "argument --seeds: must be a positive int"),
+        ((), {"workers": "0"}, "argument --workers: must be a positive int"),
+    ],
+)
+def test_bad_input_is_a_usage_error_before_any_cell_runs(
+    tmp_path, capsys, extra, flags, message
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(bench_argv(tmp_path, *extra, **flags))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: voidgrad bench" in err and message in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing was written
+
+
+def test_an_unwritable_out_is_a_usage_error(tmp_path, capsys) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(bench_argv(tmp_path, out=str(tmp_path / "file" / "bench")))
+    assert exit_info.value.code == 2
+    assert "out: cannot write to" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("method", "module"),
+    [
+        ("cma", "cma"),
+        ("annealing", "scipy.optimize"),
+        ("ga", "nevergrad"),
+        ("nevergrad:NGOpt", "nevergrad"),
+    ],
+)
+def test_a_missing_optional_dependency_is_named_before_any_cell_runs(
+    tmp_path, capsys, monkeypatch, method, module
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # what `import module` sees when it is absent
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(bench_argv(tmp_path, methods=f"smoothing,{method}"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"method {method!r} cannot run here: this method needs" in err, err
+    assert "pip install 'voidgrad[bench]'" in err
+    assert not (tmp_path / "out").exists()  # not even the smoothing cell ran
+
+
+def test_run_bench_refuses_bad_settings_before_any_cell_runs(tmp_path) -> None:
+    bad = one_cell(tmp_path / "out", options={"cma": {"sigma0": 1.0}})
+    with pytest.raises(SettingsError, match="options for 'cma'"):
+        run_bench(bad, log=lambda line: None)
+    with pytest.raises(ValueError, match="budget must be an int >= 1"):
+        run_bench(one_cell(tmp_path / "out", budget=0), log=lambda line: None)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("problem", "akima"), ("method", "spsa"), ("seed", 1), ("budget", 16)],
+)
+def test_a_cell_file_whose_labels_disagree_with_its_cell_is_not_trusted(
+    tmp_path, field, value
+) -> None:
+    run_bench(one_cell(tmp_path), log=lambda line: None)
+    path = tmp_path / "cells" / "sphere-2__smoothing__0.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    logged: list[str] = []
+    (rerun,) = run_bench(one_cell(tmp_path), log=logged.append)["cells"]
+    assert rerun[field] != value
+    assert any(f"damaged (field {field!r} is {value!r}" in line for line in logged), logged

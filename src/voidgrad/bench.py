@@ -2,8 +2,17 @@
 
 Each (problem, method, seed) *cell* is one ``vg.minimize`` run with the same
 budget, written to ``DIR/cells/<problem>__<method>__<seed>.json`` as soon as
-it finishes; a cell whose file exists is not run again, so an interrupted
-benchmark resumes where it stopped. At the end the cells are gathered into
+it finishes, with everything that defines it (:func:`cell_identity`: the
+problem's arguments, the budget, the method's options as resolved, the
+workers, voidgrad's version). A cell whose file holds the same definition is
+not run again, so an interrupted benchmark resumes where it stopped; a file
+from other settings, or one that is unreadable or damaged, is run again and
+overwritten, never reported (:func:`load_cell`). Before the first cell runs,
+:func:`plan` checks every setting and starts every method once on every
+problem without evaluating anything, so a mistake or a missing optional
+dependency is a :class:`SettingsError`, not a report of failed cells. A cell
+that fails while it runs is recorded with its error, listed in the report, and
+run again next time. At the end the cells are gathered into
 ``DIR/results.json`` (raw best-so-far curves), ``DIR/report.md`` (per problem:
 median and range of the answer's loss, the best evaluated loss, evaluations
 to reach the problem's threshold, wall time) and one PNG per problem (best
@@ -31,12 +40,15 @@ none is tuned per problem.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
+import re
 import statistics
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +59,15 @@ import voidgrad as vg
 from voidgrad import problems
 from voidgrad.estimators import LinearAnneal
 from voidgrad.estimators.base import check_int
+from voidgrad.optimize.minimize import check_method
+
+
+class SettingsError(ValueError):
+    """A benchmark that cannot run as asked, found before its first cell runs.
+
+    The message names the setting (a problem, a method, an option, ``out``) and
+    what was expected; ``voidgrad bench`` prints it as a usage error.
+    """
 
 
 @dataclass(frozen=True)
@@ -67,12 +88,31 @@ class Cell:
         return self.problem + "".join(f"-{key}{value}" for key, value in self.arguments)
 
     @property
+    def spec(self) -> str:
+        """The problem as the command line writes it: ``NAME:DIM`` or ``NAME[:KEY=VALUE...]``."""
+        if len(self.arguments) == 1 and self.arguments[0][0] == "dim":
+            return f"{self.problem}:{self.arguments[0][1]}"
+        return self.problem + "".join(f":{key}={value}" for key, value in self.arguments)
+
+    @property
     def key(self) -> str:
-        return f"{self.problem_label}__{self.method.replace(':', '-')}__{self.seed}"
+        """The stem of the cell's file name.
+
+        Characters other than letters, digits and ``.=_-`` become ``_``, so that
+        no problem argument can name a file outside the cells folder.
+        """
+        key = f"{self.problem_label}__{self.method.replace(':', '-')}__{self.seed}"
+        return re.sub(r"[^A-Za-z0-9.=_-]", "_", key)
 
 
 @dataclass
 class BenchSettings:
+    """What ``voidgrad bench`` runs: problem specs, methods, budget, seeds, output folder.
+
+    ``options`` maps a method to its overrides (see :func:`parse_options`);
+    :func:`plan` checks all of it before anything runs.
+    """
+
     problems: list[str]
     methods: list[str]
     budget: int
@@ -92,7 +132,7 @@ def parse_problem(text: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
     if name not in problems.PROBLEMS:
         raise ValueError(f"unknown problem {name!r}; known problems: {sorted(problems.PROBLEMS)}")
     accepted = inspect.signature(problems.PROBLEMS[name]).parameters
-    arguments = []
+    arguments: dict[str, Any] = {}
     for part in parts:
         key, equals, raw = part.partition("=")
         if not equals:
@@ -102,8 +142,10 @@ def parse_problem(text: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
         if key not in accepted or key == "seed":
             options = sorted(k for k in accepted if k != "seed")
             raise ValueError(f"problem {name!r} takes no {key!r}; its options: {options}")
-        arguments.append((key, _literal(raw)))
-    return name, tuple(arguments)
+        if key in arguments:
+            raise ValueError(f"problem {text!r} gives {key!r} twice")
+        arguments[key] = _literal(raw)
+    return name, tuple(arguments.items())
 
 
 @dataclass(frozen=True)
@@ -124,6 +166,7 @@ def parse_options(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
 
     A number followed by ``s`` (``zerograds.lr=0.02s``) is relative to each
     problem's scale (:func:`problem_scale`), like the bench's own defaults.
+    An option given twice is an error, not "the last one wins".
     """
     options: dict[str, dict[str, Any]] = {}
     for pair in pairs:
@@ -131,7 +174,9 @@ def parse_options(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
         method, dot, key = target.rpartition(".")
         if not equals or not dot or not method or not key:
             raise ValueError(f"an option must read method.key=value; got {pair!r}")
-        options.setdefault(method, {})[key] = _scaled(raw) or _literal(raw)
+        if key in options.setdefault(method, {}):
+            raise ValueError(f"option {target} is given twice")
+        options[method][key] = _scaled(raw) or _literal(raw)
     return options
 
 
@@ -155,6 +200,7 @@ def _literal(raw: str) -> Any:
 
 
 def make_problem(cell: Cell) -> Any:
+    """The cell's problem instance: its seed fixes the instance and the start."""
     return problems.make(cell.problem, seed=cell.seed, **dict(cell.arguments))
 
 
@@ -309,16 +355,333 @@ def reference_zerograds_options(scale: float, dim: int) -> dict[str, Any]:
     }
 
 
-def run_cell(cell: Cell, settings: BenchSettings) -> dict[str, Any]:
-    """Run one cell; failures are recorded, not raised."""
+BENCH_SET_OPTIONS = frozenset(
+    {
+        "budget",
+        "seed",
+        "workers",
+        "evaluator",
+        "checkpoint",
+        "checkpoint_every",
+        "callback",
+        "progress",
+    }
+)
+"""``vg.minimize`` arguments the bench sets itself, from its settings: no option may."""
+
+
+def plan(settings: BenchSettings) -> list[Cell]:
+    """The run's cells, once every setting is known to work.
+
+    Checked before any cell runs, so that a mistake costs a usage error and not
+    a benchmark of failed cells: ``budget``, ``seeds`` and ``workers`` are ints
+    >= 1; problems and methods are known and each listed once; every option
+    belongs to a method of the run and is not one the bench sets itself
+    (:data:`BENCH_SET_OPTIONS`); every problem builds with its arguments for
+    every seed; every method starts on every problem (:func:`dry_run`: its
+    options resolve and its estimator, optimizer or derivative-free library is
+    built, so a missing optional dependency is named with the extra to
+    install). Last, ``out`` is created and written to.
+
+    Raises:
+        SettingsError: naming the setting and what was expected.
+    """
+    with _settings_error(""):
+        for name in ("budget", "seeds", "workers"):
+            check_int(name, getattr(settings, name), 1)
+    specs = _problem_specs(settings.problems)
+    methods = _methods(settings.methods)
+    _check_options(settings.options, methods)
+    for name, arguments in specs:
+        for seed in range(settings.seeds):
+            instance = Cell(name, arguments, "", seed)
+            with _settings_error(f"problem {instance.spec}: "):
+                make_problem(instance)
+    for name, arguments in specs:
+        for method in methods:
+            dry_run(Cell(name, arguments, method, 0), settings)
+    _check_writable(settings.out)
+    return [
+        Cell(name, arguments, method, seed)
+        for name, arguments in specs
+        for method in methods
+        for seed in range(settings.seeds)
+    ]
+
+
+@contextlib.contextmanager
+def _settings_error(context: str) -> Iterator[None]:
+    """Re-raise a ValueError or TypeError from inside as a SettingsError led by ``context``."""
+    try:
+        yield
+    except SettingsError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise SettingsError(f"{context}{error}") from error
+
+
+def _problem_specs(texts: Sequence[str]) -> list[tuple[str, tuple[tuple[str, Any], ...]]]:
+    """The parsed problem specs; two texts that name one problem are an error."""
+    if not texts:
+        raise SettingsError("problems must name at least one problem")
+    seen: dict[tuple[str, tuple[tuple[str, Any], ...]], str] = {}
+    for text in texts:
+        with _settings_error(""):
+            spec = parse_problem(text)
+        if spec in seen:
+            raise SettingsError(
+                f"problems list {text!r} twice"
+                if seen[spec] == text
+                else f"problems: {text!r} is the same problem as {seen[spec]!r}"
+            )
+        seen[spec] = text
+    return list(seen)
+
+
+def _methods(names: Sequence[str]) -> list[str]:
+    """The methods, each known and listed once."""
+    if not names:
+        raise SettingsError("methods must name at least one method")
+    for name in names:
+        try:
+            check_method(minimize_method(name))
+        except ValueError as error:
+            raise SettingsError(f"{error}; bench presets: {sorted(PRESETS)}") from error
+        if names.count(name) > 1:
+            raise SettingsError(f"methods list {name!r} twice")
+    return list(names)
+
+
+def _check_options(options: dict[str, dict[str, Any]], methods: list[str]) -> None:
+    """Every option is for a method of the run, and not one the bench sets itself."""
+    for method, values in options.items():
+        if method not in methods:
+            raise SettingsError(
+                f"options for {method!r}, which is not among the methods {methods}: "
+                "add the method or drop its options"
+            )
+        if not isinstance(values, dict):
+            raise SettingsError(f"options for {method!r} must be a dict; got {values!r}")
+        for key in values:
+            if key in BENCH_SET_OPTIONS:
+                raise SettingsError(
+                    f"option {method}.{key}: the bench sets {key} itself (from its budget, "
+                    "seeds and workers)"
+                )
+
+
+class _FirstEvaluationError(Exception):
+    """Raised by the dry run's black box: the method got as far as evaluating."""
+
+
+def _stop(x: torch.Tensor) -> float:
+    """The dry run's black box: it never returns."""
+    raise _FirstEvaluationError
+
+
+def dry_run(cell: Cell, settings: BenchSettings) -> None:
+    """Start ``cell``'s method as :func:`run_cell` would, and stop at its first evaluation.
+
+    Nothing is evaluated: the black box raises when it is first called. What
+    fails before that (options that do not resolve or that the method rejects,
+    a budget too small for one step, an unknown nevergrad optimizer, a library
+    that is not installed) would fail every cell of the method.
+
+    Raises:
+        SettingsError: naming the method, the problem and the error.
+    """
     problem = make_problem(cell)
-    options = method_options(
+    try:
+        options = cell_options(cell, settings, problem)
+        vg.minimize(
+            _stop,
+            problem.x0.double(),
+            method=minimize_method(cell.method),
+            budget=settings.budget,
+            seed=cell.seed,
+            progress=False,
+            **options,
+        )
+    except ImportError as error:
+        raise SettingsError(f"method {cell.method!r} cannot run here: {error}") from error
+    except Exception as error:  # what a cell would record as its failure
+        if not _caused_by(error, _FirstEvaluationError):
+            raise SettingsError(f"{cell.method} on {cell.spec}: {error}") from error
+
+
+def _caused_by(error: BaseException | None, kind: type[BaseException]) -> bool:
+    """Whether ``error`` or an exception it was raised from is a ``kind``."""
+    while error is not None:
+        if isinstance(error, kind):
+            return True
+        error = error.__cause__
+    return False
+
+
+def _check_writable(out: Path) -> None:
+    """Create ``out/cells`` and write a file there, or raise naming ``out``."""
+    try:
+        (out / "cells").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out / "cells"):
+            pass
+    except OSError as error:
+        raise SettingsError(
+            f"out: cannot write to {str(out)!r} ({error.strerror or error})"
+        ) from error
+
+
+def cell_options(cell: Cell, settings: BenchSettings, problem: Any) -> dict[str, Any]:
+    """The options ``vg.minimize`` gets for ``cell`` on ``problem`` (:func:`method_options`)."""
+    return method_options(
         cell.method,
         problem_scale(problem),
         settings.budget,
         settings.options.get(cell.method, {}),
         problem.dim,
     )
+
+
+def cell_identity(cell: Cell, settings: BenchSettings, options: dict[str, Any]) -> dict[str, Any]:
+    """What defines a cell's result; a stored cell is reused only when all of it matches.
+
+    The problem and its arguments, the method, the seed, the budget, the
+    method's ``options`` as resolved for the problem (defaults included, so a
+    changed default runs the cell again), the workers, and voidgrad's version.
+    Workers do not change a gradient method's answer (the Evaluator's per-row
+    seeds do not depend on them), but they set how many points a nevergrad
+    optimizer asks for at once, and the wall time the report shows: a cell run
+    with other workers is run again. Returned as read back from JSON.
+    """
+    identity = {
+        "problem": cell.problem,
+        "arguments": dict(cell.arguments),
+        "method": cell.method,
+        "seed": cell.seed,
+        "budget": settings.budget,
+        "workers": settings.workers,
+        "options": _recorded(options),
+        "voidgrad": vg.__version__,
+    }
+    return json.loads(json.dumps(identity))
+
+
+def _recorded(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as a cell records them: numbers and strings as they are, the rest by repr."""
+    return {k: v if isinstance(v, int | float | str) else repr(v) for k, v in options.items()}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_optional(check: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _is_list_of(check: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda value: isinstance(value, list) and all(check(v) for v in value)
+
+
+_FINISHED_FIELDS: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "problem": ("a string", lambda v: isinstance(v, str)),
+    "dim": ("an int", _is_int),
+    "method": ("a string", lambda v: isinstance(v, str)),
+    "seed": ("an int", _is_int),
+    "budget": ("an int", _is_int),
+    "identity": ("a dict", lambda v: isinstance(v, dict)),
+    "options": ("a dict", lambda v: isinstance(v, dict)),
+    "error": ("null", lambda v: v is None),
+    "threshold": ("a number", _is_number),
+    "optimum": ("a number", _is_number),
+    "start_loss": ("a number", _is_number),
+    "fun": ("a number", _is_number),
+    "last": ("a number", _is_number),
+    "answer": ("a number", _is_number),
+    "nevals": ("an int", _is_int),
+    "seconds": ("a number", _is_number),
+    "evals": ("a list of ints", _is_list_of(_is_int)),
+    "best": ("a list of numbers", _is_list_of(_is_number)),
+    "evals_to_threshold": ("an int or null", _is_optional(_is_int)),
+    "distance_to_target": ("a number or null", _is_optional(_is_number)),
+}
+"""The fields of a finished cell's record that the report reads, and their JSON types."""
+
+
+def load_cell(
+    path: Path, cell: Cell, identity: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str]:
+    """The finished record stored in ``path`` if it was run as ``identity`` says.
+
+    Otherwise None and why not ("" when there is no file): a file that does not
+    parse as JSON is unreadable; a record with a missing or mistyped field, or
+    whose labels, budget or options disagree with its cell and its identity, is
+    damaged; one run with other settings names the fields that differ. None of
+    them is trusted.
+    """
+    if not path.exists():
+        return None, ""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError included
+        return None, f"its file is unreadable ({type(error).__name__}: {error})"
+    damage = _damage(record, cell)
+    if damage:
+        return None, f"its file is damaged ({damage})"
+    changes = _differences(record["identity"], identity)
+    if changes:
+        return None, f"it ran with other settings ({'; '.join(changes)})"
+    return record, ""
+
+
+def _damage(record: object, cell: Cell) -> str:
+    """What is wrong with a finished cell's record, or "" when nothing is."""
+    if not isinstance(record, dict):
+        return f"a JSON object was expected, got {type(record).__name__}"
+    for name, (expected, check) in _FINISHED_FIELDS.items():
+        if name not in record or not check(record[name]):
+            return f"field {name!r} is missing or not {expected}"
+    if len(record["evals"]) != len(record["best"]):
+        return "fields 'evals' and 'best' differ in length"
+    identity = record["identity"]
+    agreed = {
+        "problem": cell.problem_label,
+        "method": cell.method,
+        "seed": cell.seed,
+        "budget": identity.get("budget"),
+        "options": identity.get("options"),
+    }
+    for name, value in agreed.items():
+        if record[name] != value:
+            return f"field {name!r} is {record[name]!r}, not {value!r} as its cell says"
+    return ""
+
+
+def _differences(stored: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """``"key: stored -> now"`` for every field that differs, nested dicts by dotted key."""
+    changes = []
+    for key in sorted(stored.keys() | now.keys()):
+        old, new = stored.get(key, "(none)"), now.get(key, "(none)")
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changes
+
+
+def run_cell(cell: Cell, settings: BenchSettings) -> dict[str, Any]:
+    """Run one cell; failures are recorded (``error``), not raised.
+
+    The record holds the cell's :func:`cell_identity`. The start loss is
+    evaluated inside the guard too: a black box that fails at ``x0`` is a
+    failed cell, not a crashed benchmark.
+    """
+    problem = make_problem(cell)
+    options = cell_options(cell, settings, problem)
+    identity = cell_identity(cell, settings, options)
     backend = "process" if settings.workers > 1 else "serial"
     workers = settings.workers if settings.workers > 1 else None
     record: dict[str, Any] = {
@@ -327,15 +690,15 @@ def run_cell(cell: Cell, settings: BenchSettings) -> dict[str, Any]:
         "method": cell.method,
         "seed": cell.seed,
         "budget": settings.budget,
-        "options": {
-            k: v if isinstance(v, int | float | str) else repr(v) for k, v in options.items()
-        },
+        "options": identity["options"],
+        "identity": identity,
         "threshold": problem.threshold,
         "optimum": problem.optimum,
-        "start_loss": problem.loss(problem.x0),
+        "start_loss": None,
     }
     start = time.perf_counter()
     try:
+        record["start_loss"] = problem.loss(problem.x0)
         with vg.Evaluator(
             problem.loss, backend=backend, workers=workers, seed=cell.seed
         ) as evaluator:
@@ -377,22 +740,32 @@ def run_cell(cell: Cell, settings: BenchSettings) -> dict[str, Any]:
 
 
 def run_bench(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
-    """Run (or resume) every cell, then write results.json, report.md and the plots."""
-    cells = [
-        Cell(name, arguments, method, seed)
-        for name, arguments in map(parse_problem, settings.problems)
-        for method in settings.methods
-        for seed in range(settings.seeds)
-    ]
+    """Run (or resume) every cell, then write results.json, report.md and the plots.
+
+    Every setting is checked first (:func:`plan`). A cell whose stored record
+    was run as this run asks (:func:`load_cell`) is kept; any other stored file
+    is run again, and the log says why. Finished cells are written as they
+    finish; failed ones are recorded in the results and the report, not
+    written, so they run again next time.
+
+    Raises:
+        SettingsError: a setting that cannot run, before any cell has run.
+    """
+    cells = plan(settings)
     folder = settings.out / "cells"
-    folder.mkdir(parents=True, exist_ok=True)
     records = []
     for number, cell in enumerate(cells, 1):
+        prefix = f"[{number}/{len(cells)}] {cell.key}"
         path = folder / f"{cell.key}.json"
-        if path.exists():
-            records.append(json.loads(path.read_text()))
-            log(f"[{number}/{len(cells)}] {cell.key}: done before, kept")
+        problem = make_problem(cell)
+        identity = cell_identity(cell, settings, cell_options(cell, settings, problem))
+        stored, why = load_cell(path, cell, identity)
+        if stored is not None:
+            records.append(stored)
+            log(f"{prefix}: done before, kept")
             continue
+        if why:
+            log(f"{prefix}: {why}; running it again")
         record = run_cell(cell, settings)
         if record["error"] is None:  # a failed cell is tried again next time
             temporary = path.with_suffix(".tmp")
@@ -403,7 +776,7 @@ def run_bench(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
             f"answer {record['answer']:.4g} (best evaluated {record['fun']:.4g}) "
             f"in {record['seconds']:.1f} s"
         )
-        log(f"[{number}/{len(cells)}] {cell.key}: {outcome}")
+        log(f"{prefix}: {outcome}")
     results = {
         "settings": {
             "problems": settings.problems,
@@ -466,11 +839,9 @@ def format_report(results: dict[str, Any]) -> str:
         "heading is seed 0's.",
     ]
     for problem, methods in _by_problem(results["cells"]).items():
-        first = next(iter(methods.values()))[0]
         lines += [
             "",
-            f"## {problem} (d = {first['dim']}, start loss {first['start_loss']:.4g}, "
-            f"optimum {first['optimum']:.4g}, threshold {first['threshold']:.4g})",
+            _heading(problem, methods),
             "",
             "| method | answer (median) | [min, max] | answer / start (median) "
             "| best evaluated (median) | to threshold | wall s (median) |",
@@ -481,6 +852,8 @@ def format_report(results: dict[str, Any]) -> str:
             if not done:
                 lines.append(f"| {method} | error: {cells[0]['error']} | | | | | |")
                 continue
+            failed = len(cells) - len(done)
+            label = f"{method} ({failed} of {len(cells)} seeds failed)" if failed else method
             answers = [c["answer"] for c in done]
             reached = [c["evals_to_threshold"] for c in done if c["evals_to_threshold"] is not None]
             to_threshold = (
@@ -489,7 +862,7 @@ def format_report(results: dict[str, Any]) -> str:
                 else f"never (0/{len(done)})"
             )
             lines.append(
-                f"| {method} | {statistics.median(answers):.4g} | "
+                f"| {label} | {statistics.median(answers):.4g} | "
                 f"[{min(answers):.4g}, {max(answers):.4g}] | "
                 f"{statistics.median(_relative(c) for c in done):.3g} | "
                 f"{statistics.median(c['fun'] for c in done):.4g} | {to_threshold} | "
@@ -497,7 +870,30 @@ def format_report(results: dict[str, Any]) -> str:
             )
         if len(methods) > 1 and settings["seeds"] > 1:
             lines += _paired_lines(methods)
+    failures = [c for c in results["cells"] if c["error"] is not None]
+    if failures:
+        lines += [
+            "",
+            "## Failed cells",
+            "",
+            "Left out of the tables above; run again next time.",
+            "",
+        ]
+        lines += [
+            f"- {c['problem']}, {c['method']}, seed {c['seed']}: {c['error']}" for c in failures
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _heading(problem: str, methods: dict[str, list[dict[str, Any]]]) -> str:
+    """A problem's heading, from its first cell whose start loss was measured."""
+    cells = [cell for group in methods.values() for cell in group]
+    first = next((c for c in cells if c.get("start_loss") is not None), cells[0])
+    start = "–" if first.get("start_loss") is None else f"{first['start_loss']:.4g}"
+    return (
+        f"## {problem} (d = {first['dim']}, start loss {start}, "
+        f"optimum {first['optimum']:.4g}, threshold {first['threshold']:.4g})"
+    )
 
 
 @dataclass(frozen=True)

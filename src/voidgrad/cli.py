@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 from tqdm import tqdm
@@ -150,14 +150,19 @@ def _parser() -> argparse.ArgumentParser:
         help="methods x problems x seeds at equal evaluation budgets, with a report",
         description=(
             "Run every method on every problem for several seeds with the same budget of "
-            "evaluations; write results.json, report.md and one plot per problem. Finished "
-            "runs are kept, so an interrupted benchmark resumes."
+            "evaluations; write results.json, report.md and one plot per problem. Every "
+            "setting is checked, and every method started once on every problem, before the "
+            "first run. A finished run is kept when it was run with the same settings (budget, "
+            "options, workers, problem arguments), so an interrupted benchmark resumes; any "
+            "other is run again. Exits with 1 after the report when some runs failed."
         ),
     )
+    bench.set_defaults(usage_error=bench.error)
     bench.add_argument(
         "--problems",
         required=True,
-        help="comma-separated problems, NAME or NAME:DIM (e.g. plateau,rastrigin:1000)",
+        help="comma-separated problems, NAME, NAME:DIM or NAME:KEY=VALUE "
+        "(e.g. plateau,rastrigin:1000,texture:size=64)",
     )
     bench.add_argument(
         "--methods",
@@ -186,38 +191,47 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from voidgrad.bench import (
-        BenchSettings,
-        minimize_method,
-        parse_options,
-        parse_problem,
-        run_bench,
-    )
-    from voidgrad.optimize.minimize import check_method
+    """Run ``voidgrad bench``: 0 when every cell finished, 1 when some failed.
 
-    problems = [p for p in args.problems.split(",") if p]
-    methods = [m for m in args.methods.split(",") if m]
+    A setting that cannot run (bad problem arguments or options, options for a
+    method not in the run, a missing optional dependency, an unwritable
+    ``--out``) is a usage error, exit status 2, before any cell runs.
+    """
+    from voidgrad.bench import BenchSettings, SettingsError, parse_options, run_bench
+
+    usage_error: Callable[[str], NoReturn] = args.usage_error
     try:
-        for problem in problems:
-            parse_problem(problem)
-        for method in methods:
-            check_method(minimize_method(method))
         options = parse_options(args.option)
     except ValueError as error:
-        print(f"voidgrad bench: {error}", file=sys.stderr)
-        return 2
+        usage_error(str(error))
     settings = BenchSettings(
-        problems=problems,
-        methods=methods,
+        problems=[p for p in args.problems.split(",") if p],
+        methods=[m for m in args.methods.split(",") if m],
         budget=args.budget,
         seeds=args.seeds,
         out=Path(args.out),
         workers=args.workers,
         options=options,
     )
-    run_bench(settings)
+    try:
+        results = run_bench(settings)
+    except SettingsError as error:
+        usage_error(str(error))
     print(f"report: {Path(args.out) / 'report.md'}")
-    return 0
+    failed = [cell for cell in results["cells"] if cell["error"] is not None]
+    if not failed:
+        return 0
+    print(
+        f"voidgrad bench: {len(failed)} of {len(results['cells'])} cells failed (the report "
+        "lists them; they run again next time):",
+        file=sys.stderr,
+    )
+    for cell in failed:
+        print(
+            f"  {cell['problem']} {cell['method']} seed {cell['seed']}: {cell['error']}",
+            file=sys.stderr,
+        )
+    return 1
 
 
 def _int(text: str) -> int:
