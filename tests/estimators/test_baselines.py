@@ -32,6 +32,7 @@ def test_constant() -> None:
     ("make", "message"),
     [
         (lambda: vg.baselines.MovingAverage(decay=1.0), r"decay must be a number in \[0, 1\)"),
+        (lambda: vg.baselines.MovingAverage(decay=False), r"decay must be a number in \[0, 1\)"),
         (lambda: vg.baselines.Constant(float("inf")), "value must be a finite number"),
     ],
 )
@@ -64,3 +65,12 @@ def test_learned_baseline_errors() -> None:
         baseline(torch.zeros(4), dist)
     with pytest.raises(ValueError, match="needs the distribution the costs came from"):
         baseline(torch.zeros(4))
+    with pytest.raises(TypeError, match="features must map a distribution to a tensor; got int"):
+        vg.baselines.Learned(torch.nn.Linear(2, 1), features=3)
+
+
+def test_a_baseline_module_that_fails_on_its_features_is_named() -> None:
+    baseline = vg.baselines.Learned(torch.nn.Linear(5, 1))  # the logits have 2 entries
+    dist = torch.distributions.Bernoulli(logits=torch.zeros(2))
+    with pytest.raises(ValueError, match=r"baseline module Linear failed on features of shape"):
+        baseline(torch.zeros(4), dist)

@@ -324,7 +324,11 @@ def test_rebar_needs_a_differentiable_f() -> None:
         (lambda: vg.LAX("mlp"), TypeError, "control must be a torch.nn.Module"),
         (lambda: vg.REBAR(temperature=0), ValueError, "temperature must be a finite number > 0"),
         (lambda: vg.REBAR(lr=-1), ValueError, "lr must be a finite number > 0"),
-        (lambda: vg.REBAR(eta="one"), ValueError, "eta must be a number"),
+        (lambda: vg.REBAR(eta="one"), ValueError, "eta must be a finite number"),
+        (lambda: vg.REBAR(eta=float("nan")), ValueError, "eta must be a finite number"),
+        (lambda: vg.REBAR(train_control="False"), TypeError, "train_control must be True or"),
+        (lambda: vg.RELAX(relaxed_f="False"), TypeError, "relaxed_f must be True or False"),
+        (lambda: vg.LAX(MLP(1), train_control=0), TypeError, "train_control must be True or"),
     ],
 )
 def test_bad_arguments(make, error, message) -> None:
@@ -337,6 +341,16 @@ def test_a_control_of_the_wrong_shape_is_named() -> None:
     wide = nn.Linear(3, 2).double()
     with pytest.raises(ValueError, match=r"control variate must return one value per sample"):
         vg.expectation(bernoulli_cost, Bernoulli(logits=logits), 4, vg.RELAX(wide))
+
+
+def test_a_control_that_fails_on_the_samples_is_named() -> None:
+    """A control for vectors given scalar samples: the error names the control and the shapes."""
+    loc = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    estimator = vg.LAX(nn.Linear(1, 1).double())
+    with pytest.raises(
+        ValueError, match=r"control variate Linear failed on samples of shape \(4,\)"
+    ):
+        vg.expectation(lambda z: z, Normal(loc, 1.0), 4, estimator)
 
 
 def test_parameters_outside_the_graph_give_the_plain_value() -> None:

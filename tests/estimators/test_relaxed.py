@@ -115,6 +115,13 @@ def test_relaxed_estimators_need_a_differentiable_f(estimator) -> None:
         vg.expectation(lambda b: b.detach().sum(-1), Bernoulli(logits=logits), 1, estimator)
 
 
+@pytest.mark.parametrize("hard", ["False", 0, None])
+def test_hard_must_be_a_bool(hard) -> None:
+    """bool("False") is True: a string would silently turn on the straight-through variant."""
+    with pytest.raises(TypeError, match="hard must be True or False"):
+        vg.GumbelSoftmax(0.5, hard=hard)
+
+
 @pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), "hot"])
 def test_temperature_must_be_positive(temperature) -> None:
     with pytest.raises(ValueError, match="temperature must be a finite number > 0"):

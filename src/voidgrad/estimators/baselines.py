@@ -96,7 +96,7 @@ class MovingAverage(Baseline):
     """
 
     def __init__(self, decay: float = 0.9) -> None:
-        if not (isinstance(decay, int | float) and 0 <= decay < 1):
+        if isinstance(decay, bool) or not (isinstance(decay, int | float) and 0 <= decay < 1):
             raise ValueError(f"decay must be a number in [0, 1); got {decay!r}")
         self.decay = float(decay)
         self.average = 0.0
@@ -195,6 +195,10 @@ class Learned(Baseline):
         parameters = list(module.parameters())
         if not parameters:
             raise ValueError("module has no parameters to learn")
+        if not callable(features):
+            raise TypeError(
+                f"features must map a distribution to a tensor; got {type(features).__name__}"
+            )
         lr = check_positive("lr", lr)
         self.module = module
         self.features = features
@@ -206,7 +210,14 @@ class Learned(Baseline):
         if dist is None:
             raise ValueError("a Learned baseline needs the distribution the costs came from")
         x = self.features(dist).detach()
-        prediction = self.module(x.to(next(self.module.parameters()).dtype))
+        try:
+            prediction = self.module(x.to(next(self.module.parameters()).dtype))
+        except Exception as error:  # the user's module: say what it was given and why
+            raise ValueError(
+                f"the baseline module {type(self.module).__name__} failed on features of shape "
+                f"{tuple(x.shape)} (by default the logits of a discrete distribution, else its "
+                f"mean): {type(error).__name__}: {error}"
+            ) from error
         rows = costs.shape[1:]
         if prediction.numel() != rows.numel():
             raise ValueError(

@@ -23,9 +23,18 @@ variance: since E[ĝ] does not depend on φ,
     ∂/∂φ Var(ĝ) = E[∂/∂φ ‖ĝ‖²],
 
 estimated from the same draws by double backward, one optimizer step per
-call. ĝ here is the gradient with respect to the distribution's own
-parameter tensors (the logits, or loc and scale): autograd then carries it
-into whatever produced them.
+call. ĝ there is the gradient with respect to the distribution's own
+tensors: the logits for RELAX and REBAR; for LAX the tensors the
+distribution holds that are in the graph, less those computed from another
+of them (``gradient_parameters``: L of ``MultivariateNormal(scale_tril=L)``,
+the concentrations of a ``Beta``, the loc and scale inside an
+``Independent``). The loss routes the estimate into whatever built the
+distribution: for LAX it is the θ-derivative of the estimator's objective
+itself, so every parameter the user passed gets its gradient whichever
+tensors torch samples through.
+
+LAX, like the score function, needs a support that does not move with θ:
+``Uniform(low, high)`` with its bounds in the graph is refused.
 
 The default learning rate, 1e-2, suits small controls (the RELAX toy); for
 controls with many parameters 1e-3 measured better (benchmarks/dither_ssim.py,
@@ -36,6 +45,7 @@ bias near the typical cost.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -57,9 +67,12 @@ from voidgrad.estimators.distributional import (
     DistributionEstimator,
     Evaluate,
     check_connected,
+    check_fixed_support,
+    check_flag,
     gradient_parameters,
     joint_log_prob,
     parameter_surrogate,
+    sum_trailing,
     surrogate_loss,
 )
 
@@ -99,7 +112,7 @@ class ControlVariateEstimator(DistributionEstimator):
         super().__init__(seed)
         lr = check_positive("lr", lr)
         self.control_parameters = parameters
-        self.train_control = bool(train_control) and bool(parameters)
+        self.train_control = check_flag("train_control", train_control) and bool(parameters)
         self.optimizer = (
             None
             if not parameters
@@ -110,19 +123,29 @@ class ControlVariateEstimator(DistributionEstimator):
         #: ‖ĝ‖² of the last estimate (summed over the independent expectations).
         self.last_square_norm = float("nan")
 
-    def _finish(
-        self,
-        costs: torch.Tensor,
-        grads: list[torch.Tensor],
-        params: list[torch.Tensor],
-    ) -> torch.Tensor:
-        """Step φ on ‖ĝ‖², then the loss whose gradient routes ĝ into ``params``."""
+    def _train(self, grads: list[torch.Tensor]) -> None:
+        """Record ‖ĝ‖² and, when training, step φ on it."""
         norm = square_norm(grads)
         self.last_square_norm = float(norm.detach())
         if self.train_control:
             assert self.optimizer is not None
             variance_step(self.optimizer, self.control_parameters, norm)
-        return surrogate_loss(costs.mean(0), parameter_surrogate(grads, params, costs.ndim - 1))
+
+
+def lax_objective(
+    costs: torch.Tensor,
+    log_prob: torch.Tensor,
+    control_at_sample: torch.Tensor,
+    control_reparameterized: torch.Tensor,
+) -> torch.Tensor:
+    r"""(1/N) Σ_i [f(z̄_i) − c_φ(z̄_i)] log p(z̄_i|θ) + c_φ(z_i(θ)): its θ-gradient is LAX's ĝ.
+
+    ``log_prob`` is log p(z̄|θ) of the samples held fixed, ``control_at_sample``
+    c_φ(z̄) (no path to θ) and ``control_reparameterized`` anything whose
+    θ-gradient is that of c_φ(z(θ)); all ``[N, *cost_batch]``. Returns
+    ``[*cost_batch]``.
+    """
+    return ((costs - control_at_sample) * log_prob + control_reparameterized).mean(0)
 
 
 def lax_gradients(
@@ -132,17 +155,16 @@ def lax_gradients(
     control_reparameterized: torch.Tensor,
     params: list[torch.Tensor],
     create_graph: bool,
+    retain_graph: bool | None = None,
 ) -> list[torch.Tensor]:
-    r"""LAX's ĝ with respect to the distribution's parameter tensors ``params``.
+    r"""LAX's ĝ with respect to the tensors ``params``: the gradient of :func:`lax_objective`.
 
-    ĝ = (1/N) Σ_i ∇ { [f(z̄_i) − c_φ(z̄_i)] log p(z̄_i|θ) + c_φ(z_i(θ)) }, where
-    ``log_prob`` is log p(z̄|θ) of the samples held fixed, ``control_at_sample``
-    c_φ(z̄) (no path to θ) and ``control_reparameterized`` c_φ(z(θ)), all
-    ``[N, *cost_batch]``. ``create_graph`` keeps ĝ differentiable in φ for
-    :func:`variance_step`. Shared by :class:`LAX` and :mod:`voidgrad.rl`.
+    ``create_graph`` keeps ĝ differentiable in φ for :func:`variance_step`;
+    ``retain_graph`` keeps the graph for a later backward pass (by default
+    only with ``create_graph``). Shared by :class:`LAX` and :mod:`voidgrad.rl`.
     """
-    objective = (costs - control_at_sample) * log_prob + control_reparameterized
-    return _grad_or_zeros(objective.mean(0).sum(), params, create_graph)
+    objective = lax_objective(costs, log_prob, control_at_sample, control_reparameterized)
+    return _grad_or_zeros(objective.sum(), params, create_graph, retain_graph)
 
 
 def relax_gradient(
@@ -200,7 +222,15 @@ def apply_control(control: nn.Module, z: torch.Tensor, costs: torch.Tensor) -> t
     """c_φ(z), shaped like ``costs`` (``[N, *cost_batch]``; a trailing 1 is dropped)."""
     parameter = next(control.parameters(), None)
     dtype = z.dtype if parameter is None else parameter.dtype
-    value = control(z.to(dtype))
+    try:
+        value = control(z.to(dtype))
+    except Exception as error:  # the user's module: say what it was given and why
+        raise ValueError(
+            f"the control variate {type(control).__name__} failed on samples of shape "
+            f"{tuple(z.shape)} ([N, *batch_shape, *event_shape]; it must map them to one "
+            f"value per sample and expectation, {tuple(costs.shape)}): "
+            f"{type(error).__name__}: {error}"
+        ) from error
     if not isinstance(value, torch.Tensor) or value.numel() != costs.numel():
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         raise ValueError(
@@ -210,11 +240,32 @@ def apply_control(control: nn.Module, z: torch.Tensor, costs: torch.Tensor) -> t
     return value.reshape(costs.shape).to(costs.dtype)
 
 
-def _grad_or_zeros(output: torch.Tensor, inputs: list[torch.Tensor], create_graph: bool):
+def control_and_slope(
+    control: nn.Module, z: torch.Tensor, costs: torch.Tensor, create_graph: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """c_φ(z̄) (``[N, *cost_batch]``) and ∂c_φ/∂z at z̄ (shaped like ``z``), z̄ = ``z`` held fixed.
+
+    The value is differentiable in φ, the slope too with ``create_graph``;
+    neither depends on θ.
+    """
+    point = z.detach().requires_grad_(True)
+    value = apply_control(control, point, costs)
+    (slope,) = _grad_or_zeros(value.sum(), [point], create_graph, retain_graph=True)
+    return value, slope
+
+
+def _grad_or_zeros(
+    output: torch.Tensor,
+    inputs: list[torch.Tensor],
+    create_graph: bool,
+    retain_graph: bool | None = None,
+) -> list[torch.Tensor]:
     """∂output/∂inputs, zeros where output does not depend on an input."""
     if not output.requires_grad:
         return [torch.zeros_like(x) for x in inputs]
-    grads = torch.autograd.grad(output, inputs, create_graph=create_graph, allow_unused=True)
+    grads = torch.autograd.grad(
+        output, inputs, retain_graph=retain_graph, create_graph=create_graph, allow_unused=True
+    )
     return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads, strict=True)]
 
 
@@ -227,8 +278,13 @@ def _check_control(control: object) -> nn.Module:
 class LAX(ControlVariateEstimator):
     """ĝ = [f(z) − c_φ(z)] ∇ log p(z|θ) + ∇ c_φ(z), z reparameterized. Unbiased for any c_φ.
 
-    For continuous distributions with ``rsample``; f is a black box evaluated
-    at z only, never differentiated.
+    For continuous distributions with ``rsample`` whose support does not move
+    with θ (others are refused); f is a black box evaluated at z only, never
+    differentiated. Every parameter that built the distribution gets its
+    gradient (``MultivariateNormal(scale_tril=L)``, ``Beta``,
+    ``LowRankMultivariateNormal``, ``Independent(...)``): the loss is the
+    θ-derivative of the estimator's objective, with ∇_θ c_φ(z) taken as
+    ⟨∂c_φ/∂z, ∂z/∂θ⟩ at the sample.
 
     Args:
         control: c_φ, maps samples ``[N, *batch, *event]`` to ``[N]`` (or
@@ -273,22 +329,32 @@ class LAX(ControlVariateEstimator):
                 f"LAX needs a reparameterizable distribution (has_rsample); {type(dist).__name__} "
                 "has none: use vg.RELAX or vg.REBAR for Bernoulli and categorical variables"
             )
+        check_fixed_support(dist, "LAX")
         with self.sampling():
             z = dist.rsample((samples,))
         fixed = z.detach()
         costs = evaluate(fixed)
-        params = gradient_parameters(dist)
-        if not params:
+        if not z.requires_grad:
             return costs.mean(0)
+        kept = costs.ndim - 1
+        log_prob = joint_log_prob(dist, fixed, kept)
+        control, slope = control_and_slope(self.control, fixed, costs, self.train_control)
+        # ⟨∂c/∂z(z̄), z(θ)⟩ has the θ-gradient of c_φ(z(θ)) at z̄, and keeps φ out of what
+        # loss.backward() traverses once the variance step has changed φ in place.
         grads = lax_gradients(
             costs,
-            joint_log_prob(dist, fixed, costs.ndim - 1),
-            apply_control(self.control, fixed, costs),
-            apply_control(self.control, z, costs),
-            params,
+            log_prob,
+            control,
+            sum_trailing(slope * z, 1 + kept),
+            gradient_parameters(dist),
             self.train_control,
+            retain_graph=True,  # loss.backward() goes through log p and z(θ) again
         )
-        return self._finish(costs, grads, params)
+        self._train(grads)
+        routed = lax_objective(
+            costs, log_prob, control.detach(), sum_trailing(slope.detach() * z, 1 + kept)
+        )
+        return surrogate_loss(costs.mean(0), routed)
 
     def __repr__(self) -> str:
         return f"LAX(control={type(self.control).__name__})"
@@ -342,13 +408,13 @@ class RELAX(ControlVariateEstimator):
         train_control: bool = True,
         seed: int | None = None,
     ) -> None:
+        self.relaxed_f = check_flag("relaxed_f", relaxed_f)
         if control is None and not relaxed_f:
             raise ValueError("RELAX needs a control network, relaxed_f=True, or both")
         self.control = None if control is None else _check_control(control)
-        self.relaxed_f = bool(relaxed_f)
         temperature = check_positive("temperature", temperature)
-        if isinstance(eta, bool) or not isinstance(eta, int | float):
-            raise ValueError(f"eta must be a number; got {eta!r}")
+        if isinstance(eta, bool) or not isinstance(eta, int | float) or not math.isfinite(eta):
+            raise ValueError(f"eta must be a finite number; got {eta!r}")
         self.eta = nn.Parameter(torch.tensor(float(eta), dtype=torch.float64))
         self.log_temperature = nn.Parameter(torch.tensor(temperature, dtype=torch.float64).log())
         parameters = [] if self.control is None else list(self.control.parameters())
@@ -393,7 +459,8 @@ class RELAX(ControlVariateEstimator):
             self._control(evaluate, conditioned, costs, kind),
             self.train_control,
         )
-        return self._finish(costs, [grad], [logits])
+        self._train([grad])
+        return surrogate_loss(costs.mean(0), parameter_surrogate([grad], [logits], costs.ndim - 1))
 
     def __repr__(self) -> str:
         control = None if self.control is None else type(self.control).__name__

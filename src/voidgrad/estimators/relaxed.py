@@ -33,7 +33,12 @@ from torch.distributions import Distribution
 
 from voidgrad.estimators.base import check_positive
 from voidgrad.estimators.discrete import discrete_logits, relax, sample_relaxed, threshold
-from voidgrad.estimators.distributional import DistributionEstimator, Evaluate, check_connected
+from voidgrad.estimators.distributional import (
+    DistributionEstimator,
+    Evaluate,
+    check_connected,
+    check_flag,
+)
 
 
 class GumbelSoftmax(DistributionEstimator):
@@ -62,7 +67,7 @@ class GumbelSoftmax(DistributionEstimator):
     def __init__(self, temperature: float = 0.5, hard: bool = False, *, seed: int | None = None):
         super().__init__(seed)
         self.temperature = check_positive("temperature", temperature)
-        self.hard = bool(hard)
+        self.hard = check_flag("hard", hard)
 
     def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
         kind, logits = discrete_logits(dist, "GumbelSoftmax")

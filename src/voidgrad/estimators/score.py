@@ -6,8 +6,11 @@ For L(θ) = E_{z~p(z|θ)}[f(z)], with z_i ~ p(z|θ) and baselines b_i,
 
 f is only evaluated, never differentiated, so it may be any black box, and z
 may be discrete. Unbiased for every distribution with a differentiable
-``log_prob`` whenever b_i does not depend on z_i (see ``baselines``). Gaussian
-smoothing of a black box is this estimator for p = N(θ, σ²I).
+``log_prob`` and a support that does not depend on θ, whenever b_i does not
+depend on z_i (see ``baselines``). Where the support moves with θ
+(``Uniform(low, high)`` with its bounds in the graph), ∇_θ E[f] has a
+boundary term that ∇ log p cannot see: such distributions are refused.
+Gaussian smoothing of a black box is this estimator for p = N(θ, σ²I).
 """
 
 from __future__ import annotations
@@ -19,13 +22,17 @@ from voidgrad.estimators.baselines import Baseline, make_baseline
 from voidgrad.estimators.distributional import (
     DistributionEstimator,
     Evaluate,
+    check_fixed_support,
     joint_log_prob,
     surrogate_loss,
 )
 
 
 class ScoreFunction(DistributionEstimator):
-    """REINFORCE with an optional baseline.
+    """REINFORCE with an optional baseline. Unbiased where the support does not move with θ.
+
+    Raises ``ValueError`` for a distribution whose support depends on the
+    parameters in the graph (see the module docstring).
 
     Args:
         baseline: ``None``, a :class:`~voidgrad.baselines.Baseline` (such as
@@ -53,6 +60,7 @@ class ScoreFunction(DistributionEstimator):
         self.min_samples = 1 if self.baseline is None else self.baseline.min_samples
 
     def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
+        check_fixed_support(dist, "ScoreFunction")
         with self.sampling(), torch.no_grad():
             z = dist.sample((samples,))
         costs = evaluate(z)
