@@ -48,7 +48,7 @@ from torch import nn
 from torch.func import functional_call, grad
 from tqdm.auto import tqdm
 
-from voidgrad.estimators.base import check_int, check_positive, check_seed
+from voidgrad.estimators.base import check_flag, check_int, check_positive, check_seed
 from voidgrad.optimize.checkpoint import save_checkpoint
 
 __all__ = ["MetaLearner", "Task", "TaskSampler"]
@@ -160,7 +160,7 @@ class MetaLearner:
             raise ValueError("model has no trainable parameters to meta-learn")
         self.model = model
         self.inner_steps = inner_steps
-        self.first_order = bool(first_order)
+        self.first_order = check_flag("first_order", first_order)
         self.learn_lr = bool(learn_lr)
         self.meta_batch = meta_batch
         self.inner_lr = inner_lr

@@ -211,6 +211,22 @@ def test_bad_arguments(kwargs, message) -> None:
         vg.GaussianSmoothing(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("estimator", "flag"),
+    [
+        (vg.GaussianSmoothing, "antithetic"),
+        (vg.GaussianSmoothing, "importance"),
+        (vg.GaussianSmoothing, "common_random_numbers"),
+        (vg.SPSA, "common_random_numbers"),
+        (vg.ZeroGrads, "unbiased"),
+    ],
+)
+def test_flags_must_be_bools(estimator, flag) -> None:
+    # bool("False") is True: a flag read from a config file must not flip silently.
+    with pytest.raises(TypeError, match=f"{flag} must be True or False; got 'False'"):
+        estimator(0.1, 2, **{flag: "False"})
+
+
 def test_odd_samples_are_fine_without_antithetic_pairs() -> None:
     assert vg.GaussianSmoothing(0.1, 3, antithetic=False).samples == 3
 

@@ -294,6 +294,16 @@ def check_unit_interval(name: str, value: object) -> float:
     return number
 
 
+def check_flag(name: str, value: object) -> bool:
+    """Return ``value``, or raise naming ``name`` unless it is True or False.
+
+    ``bool(value)`` would read the string ``"False"`` as True.
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+    return value
+
+
 def check_seed(seed: object) -> int | None:
     """Return ``seed`` unchanged, or raise unless it is None or an int in [0, 2**64 − 1].
 

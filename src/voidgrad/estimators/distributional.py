@@ -88,16 +88,6 @@ class DistributionEstimator(ABC):
             yield
 
 
-def check_flag(name: str, value: object) -> bool:
-    """Return ``value``, or raise naming ``name`` unless it is True or False.
-
-    ``bool(value)`` would read the string ``"False"`` as True.
-    """
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False; got {value!r}")
-    return value
-
-
 def joint_log_prob(dist: Distribution, z: torch.Tensor, cost_batch_dims: int) -> torch.Tensor:
     """log p(z) summed over the batch dimensions that the costs do not keep.
 

@@ -31,6 +31,7 @@ import torch
 from voidgrad.estimators.base import (
     BlackBoxEstimator,
     Probe,
+    check_flag,
     check_positive,
     check_representable,
     warn_unresolved,
@@ -75,7 +76,7 @@ class FiniteDifferences(BlackBoxEstimator):
             raise ValueError(f"scheme must be 'forward' or 'central'; got {scheme!r}")
         self.h = check_positive("h", h)
         self.scheme: Scheme = scheme
-        self.common_random_numbers = bool(common_random_numbers)
+        self.common_random_numbers = check_flag("common_random_numbers", common_random_numbers)
 
     def evaluations(self, dim: int) -> int:
         return dim + 1 if self.scheme == "forward" else 2 * dim

@@ -52,7 +52,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from voidgrad.estimators.base import check_positive
+from voidgrad.estimators.base import check_flag, check_positive
 from voidgrad.estimators.discrete import (
     Kind,
     as_dist_sample,
@@ -68,7 +68,6 @@ from voidgrad.estimators.distributional import (
     Evaluate,
     check_connected,
     check_fixed_support,
-    check_flag,
     gradient_parameters,
     joint_log_prob,
     parameter_surrogate,

@@ -55,6 +55,7 @@ import torch
 from voidgrad.estimators.base import (
     BlackBoxEstimator,
     MirroredProbe,
+    check_flag,
     check_positive,
     check_representable,
     check_samples,
@@ -109,11 +110,11 @@ class GaussianSmoothing(BlackBoxEstimator):
     ) -> None:
         super().__init__(seed)
         self.sigma0 = check_positive("sigma", sigma)
-        self.samples = check_samples(samples, paired=antithetic)
-        self.antithetic = bool(antithetic)
-        self.importance = bool(importance)
+        self.antithetic = check_flag("antithetic", antithetic)
+        self.samples = check_samples(samples, paired=self.antithetic)
+        self.importance = check_flag("importance", importance)
         self.schedule = check_schedule(schedule, self.sigma0)
-        self.common_random_numbers = bool(common_random_numbers)
+        self.common_random_numbers = check_flag("common_random_numbers", common_random_numbers)
         self.steps = 0
 
     @property

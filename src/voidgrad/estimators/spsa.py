@@ -27,6 +27,7 @@ import torch
 from voidgrad.estimators.base import (
     BlackBoxEstimator,
     MirroredProbe,
+    check_flag,
     check_positive,
     check_representable,
     check_samples,
@@ -64,7 +65,7 @@ class SPSA(BlackBoxEstimator):
         super().__init__(seed)
         self.c = check_positive("c", c)
         self.samples = check_samples(samples, paired=True)
-        self.common_random_numbers = bool(common_random_numbers)
+        self.common_random_numbers = check_flag("common_random_numbers", common_random_numbers)
 
     def probe(self, theta: torch.Tensor) -> MirroredProbe:
         B, d = theta.shape

@@ -65,6 +65,7 @@ from torch.nn import functional
 from voidgrad.estimators.base import (
     BlackBoxEstimator,
     Probe,
+    check_flag,
     check_positive,
     check_representable,
     check_samples,
@@ -265,7 +266,7 @@ class ZeroGrads(BlackBoxEstimator):
         self.surrogate_lr = check_positive("surrogate_lr", surrogate_lr)
         self.inner_sigma = float(inner_sigma)
         self.replay = replay
-        self.unbiased = bool(unbiased)
+        self.unbiased = check_flag("unbiased", unbiased)
         self.control_scale = None if control_scale is None else float(control_scale)
         self.frame = frame
         # decayed sums of a·b and b·b over earlier steps, for β (module doc)
@@ -278,7 +279,7 @@ class ZeroGrads(BlackBoxEstimator):
             "depth": depth,
             "encoding_levels": encoding_levels,
             "activation": activation,
-            "zero_output": bool(zero_output),
+            "zero_output": check_flag("zero_output", zero_output),
         }
         self.rank = rank
         self.low_rank_above = low_rank_above
