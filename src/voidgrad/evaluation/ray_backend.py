@@ -9,26 +9,58 @@ Long-lived actors, one evaluation in flight per actor, so that set-up
   fails with :class:`~voidgrad.EvaluationTimeout` (not retried);
 - an exception raised by ``fn`` comes back and fails only its row.
 
-``address=None`` starts a local Ray runtime (and shuts it down on
-``close()``); an address (``"auto"``, ``"ray://head:10001"``) joins an
-existing cluster, which ``close()`` leaves running. Ray is optional:
+``address=None`` starts a private Ray head on this machine and stops it on
+``close()``; an address (``"auto"``, ``"ray://head:10001"``) joins an existing
+cluster, which ``close()`` leaves running. Ray is optional:
 ``pip install voidgrad[ray]``.
+
+The private head stays on this machine and dies with its owner:
+
+- Every TCP listener it opens (GCS, raylet, workers, runtime-env agent, and
+  this process's own Ray driver) is bound to 127.0.0.1. Ray binds its
+  listeners to loopback only when its node address is ``127.0.0.1``, and on
+  Linux ``ray.init`` rewrites that address to the machine's routable one
+  unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` was set before ``ray`` was
+  imported; so the head runs in its own process (``ray start --head``) with
+  that variable in its environment only, and this process connects to it as
+  a driver. Ray's dashboard is not started; its dashboard agent listens on no
+  TCP port. Nothing is left on the routable address (see
+  ``docs/guide/wrapping.md`` for what ``ss -ltnp`` shows).
+- Its Unix sockets, logs and session files live in a private temporary
+  directory (mode 0700), removed when the head stops; nothing is written to
+  ``/tmp/ray``, so ``address="auto"`` elsewhere never finds this head.
+- Token authentication follows ``RAY_AUTH_MODE`` when it is set in the
+  environment (``token``: both sides use Ray's token, as for any cluster);
+  unset, the private head runs without it, because this Ray does not let a
+  driver present a token to a cluster it joins by address unless
+  ``RAY_AUTH_MODE=token`` was set before ``ray`` was imported. The head is
+  reachable only from this machine either way.
+- A watchdog process owns the head: it stops the head's whole process
+  session (workers and agents included) and removes its directory when this
+  process exits, ``close()`` is called, or this process is killed (``kill
+  -9`` included; noticed within 0.2 s). A cluster joined by address is never
+  stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import subprocess
+import sys
+import tempfile
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from voidgrad.errors import WorkerInitError
-from voidgrad.evaluation.backends import Outcome
+from voidgrad.evaluation.backends import Outcome, Tally
 from voidgrad.evaluation.batch import PoolBatch
 from voidgrad.evaluation.process import check_pool_options
 
@@ -74,13 +106,111 @@ class _Actor:
     deadline: float | None = None
 
 
-def _shutdown(ray: Any, actors: list[_Actor], owns_runtime: bool) -> None:
+#: The watchdog script that runs a private head (standard library only; see its docstring).
+_WATCHDOG = Path(__file__).with_name("_ray_watchdog.py")
+#: Seconds a private head may take to start: about 6 s on an idle machine, far more on a busy one.
+_START_SECONDS = 300.0
+#: What the private head's processes need in their environment, and only they.
+_HEAD_ENVIRONMENT = {
+    # Keep the node address 127.0.0.1 instead of rewriting it to the routable address:
+    # Ray binds GCS, raylet, worker and agent listeners to loopback only for that address.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    # Stop at once on SIGTERM instead of first waiting up to 30 s for the node to drain.
+    "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+}
+
+
+class _PrivateHead:
+    """A Ray head on loopback, run by a watchdog that stops it when its owner goes.
+
+    The head (``ray start --head --block``) is a child of the watchdog, which is a
+    child of this process; see ``_ray_watchdog.py`` for how the head is stopped.
+    """
+
+    def __init__(self, num_cpus: int) -> None:
+        self.owner = os.getpid()
+        self.temp_dir = tempfile.mkdtemp(prefix="voidgrad-ray-")
+        # Anonymous, so that it outlives the directory the watchdog removes on a failed
+        # start; open as long as the head runs (closed by stop()), hence no `with`.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115
+        head = [
+            sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+            "--node-ip-address=127.0.0.1", "--port=0", f"--num-cpus={num_cpus}",
+            "--include-dashboard=false", "--include-log-monitor=false",
+            "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
+        ]  # fmt: skip
+        environment = {**os.environ, **_HEAD_ENVIRONMENT}
+        # The driver's Ray read RAY_AUTH_MODE when it was imported; the head must agree with it.
+        environment.setdefault("RAY_AUTH_MODE", "disabled")
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-I", str(_WATCHDOG), str(self.owner), self.temp_dir, *head],
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            # Out of the terminal's process group: Ctrl-C goes to the driver, which
+            # decides whether to close; the head is stopped by the watchdog only.
+            start_new_session=True,
+        )
+
+    def gcs_port(self) -> int:
+        """Wait for the head to come up; the port of its GCS, or a WorkerInitError."""
+        written = Path(self.temp_dir, "ray_current_cluster")  # by `ray start`, once it is up
+        deadline = time.monotonic() + _START_SECONDS
+        while time.monotonic() < deadline and self._watchdog.poll() is None:
+            with contextlib.suppress(FileNotFoundError):
+                # Exactly 127.0.0.1: anything else (or a half-written file) is not ready.
+                found = re.fullmatch(r"127\.0\.0\.1:(\d+)\s*", written.read_text())
+                if found:
+                    return int(found.group(1))
+            time.sleep(0.1)
+        if self._watchdog.poll() is None:
+            what = f"did not come up within {_START_SECONDS:g} s"
+        else:
+            what = "stopped before it came up"
+        raise WorkerInitError(f"the local Ray head {what}; `ray start` said:\n{self._output()}")
+
+    def _output(self, limit: int = 4000) -> str:
+        """The end of what the watchdog and `ray start` wrote (read without moving their offset)."""
+        size = os.fstat(self._log.fileno()).st_size
+        start = max(0, size - limit)
+        return os.pread(self._log.fileno(), size - start, start).decode(errors="replace")
+
+    def stop(self) -> None:
+        """Stop the head and wait for the watchdog to finish (at most its grace period)."""
+        if os.getpid() != self.owner:  # a forked child's copy: the head is not its own
+            return
+        if self._watchdog.poll() is None:
+            self._watchdog.terminate()
+        self._watchdog.wait()
+        self._log.close()
+
+
+def _driver_address(ray: Any, port: int) -> str:
+    """The private head's GCS address, written so that ``ray.init`` keeps it on loopback.
+
+    ``ray.init`` replaces ``127.0.0.1``, ``localhost`` and ``::1`` in an address by what
+    ``ray.util.get_node_ip_address()`` reports: the routable address on Linux, where the
+    head does not listen. The IPv4-mapped IPv6 form names the same loopback socket and is
+    left as it is; plain ``127.0.0.1`` is used where Ray keeps loopback (macOS, Windows,
+    or ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` set before ``ray`` was imported).
+    """
+    if ray.util.get_node_ip_address() == "127.0.0.1":
+        return f"127.0.0.1:{port}"
+    return f"[::ffff:127.0.0.1]:{port}"
+
+
+def _shutdown(
+    ray: Any, actors: list[_Actor], owns_runtime: bool, head: _PrivateHead | None = None
+) -> None:
     for actor in actors:
         with contextlib.suppress(Exception):  # an actor already gone, or Ray shut down
             ray.kill(actor.handle)
     actors.clear()
     if owns_runtime and ray.is_initialized():
         ray.shutdown()
+    if head is not None:
+        head.stop()
 
 
 class RayBackend:
@@ -92,7 +222,9 @@ class RayBackend:
             first evaluation.
         timeout: seconds one evaluation may take; ``None``: no limit.
         retries: how many more times a row is tried after its actor died.
-        address: ``None`` for a local runtime, else the cluster to join.
+        address: ``None`` for a private head on this machine (loopback only, stopped
+            with this backend or its process; see the module docstring), else the
+            cluster to join.
         threads: torch threads in each actor.
 
     Examples:
@@ -132,6 +264,7 @@ class RayBackend:
         self.threads = threads
         self._actors: list[_Actor] = []
         self._owns_runtime = False
+        self._head: _PrivateHead | None = None
         self._remote_class: Any = None
         self._finalizer: weakref.finalize | None = None
         #: Actors started so far, replacements included.
@@ -139,27 +272,35 @@ class RayBackend:
 
     def _connect(self) -> None:
         ray = self._ray
-        if not ray.is_initialized():
-            # Keep a local runtime on loopback and quiet; joining a cluster needs neither.
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            if self.address is None:
-                cpus = max(os.cpu_count() or 1, self.workers or 1)
-                ray.init(
-                    num_cpus=cpus,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    configure_logging=False,
-                    _node_ip_address="127.0.0.1",
-                )
-            else:
-                ray.init(address=self.address, log_to_driver=False)
-            self._owns_runtime = True
+        self._owns_runtime = not ray.is_initialized()
+        if self._owns_runtime and self.address is None:
+            self._head = self._start_private_head()
+        elif self._owns_runtime:
+            ray.init(address=self.address, log_to_driver=False)
         if self.workers is None:
             self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._remote_class = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(
             _Evaluations
         )
-        self._finalizer = weakref.finalize(self, _shutdown, ray, self._actors, self._owns_runtime)
+        self._finalizer = weakref.finalize(
+            self, _shutdown, ray, self._actors, self._owns_runtime, self._head
+        )
+
+    def _start_private_head(self) -> _PrivateHead:
+        """Start a private head on loopback and connect this process to it as its driver."""
+        head = _PrivateHead(num_cpus=max(os.cpu_count() or 1, self.workers or 1))
+        try:
+            address = _driver_address(self._ray, head.gcs_port())
+            try:
+                self._ray.init(address=address, log_to_driver=False, configure_logging=False)
+            except Exception as error:
+                raise WorkerInitError(
+                    f"could not connect to the local Ray head at {address}: {error}"
+                ) from error
+        except BaseException:
+            head.stop()
+            raise
+        return head
 
     def _spawn(self) -> _Actor:
         handle = self._remote_class.remote(self.init, self.threads)
@@ -200,12 +341,18 @@ class RayBackend:
         self._await_ready([replacement])
 
     def evaluate(
-        self, fn: Callable[..., object], X: torch.Tensor, seeds: Sequence[int] | None
+        self,
+        fn: Callable[..., object],
+        X: torch.Tensor,
+        seeds: Sequence[int] | None,
+        *,
+        tally: Tally | None = None,
     ) -> list[Outcome]:
         ray = self._ray
         self._ensure_pool()
         fn_ref = ray.put(fn)
-        batch = PoolBatch(X.shape[0], self.retries, self.timeout)
+        # The rows sent stay in the tally if Ctrl-C interrupts the batch: the Evaluator counts them.
+        batch = PoolBatch(X.shape[0], self.retries, self.timeout, tally)
         try:
             while batch.waiting or any(a.task is not None for a in self._actors):
                 for actor in self._actors:
@@ -245,10 +392,11 @@ class RayBackend:
                 batch.timed_out(index)
 
     def close(self) -> None:
-        """Kill the actors; shut Ray down if this backend started it."""
+        """Kill the actors; disconnect from Ray and stop the head if this backend started them."""
         if self._finalizer is not None:
             self._finalizer()
         self._remote_class = None
+        self._head = None
 
     def __repr__(self) -> str:
         return (
