@@ -116,14 +116,16 @@ class _BlackBoxFunction(torch.autograd.Function):
         ctx.probe = probe
         ctx.outputs = outputs
         ctx.estimator = estimator
-        return probe.value(outputs)
+        # The outputs may be wider than theta (a float loss of a float32 theta): the estimate
+        # reads them at full precision, the graph continues in theta's dtype.
+        return probe.value(outputs).to(theta.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
         if not ctx.needs_input_grad[0]:
             return None, None, None
-        grad, variance = ctx.probe.backward(ctx.outputs, grad_output)
+        grad, variance = ctx.probe.backward(ctx.outputs, grad_output.to(ctx.outputs.dtype))
         ctx.estimator.last_variance = None if variance is None else float(variance.sum())
         return grad, None, None
 

@@ -44,8 +44,8 @@ class EvaluationError(RuntimeError):
         ...     print(error.row, error.params)
         1 tensor([-1.])
         >>> lenient = vg.Evaluator(lambda x: math.log(float(x)), on_error="nan")
-        >>> lenient(torch.tensor([[1.0], [-1.0]]))
-        tensor([0., nan])
+        >>> lenient(torch.tensor([[1.0], [-1.0]]))  # float outputs come back as float64
+        tensor([0., nan], dtype=torch.float64)
     """
 
     def __init__(self, message: str, row: int, params: object) -> None:
@@ -77,7 +77,7 @@ class WorkerDied(RuntimeError):  # noqa: N818 (reads as what happened)
         >>> def crash(row):
         ...     if row[0] < 0:
         ...         os._exit(1)  # as if the renderer segfaulted
-        ...     return float(row[0])
+        ...     return row[0]
         >>> with vg.Evaluator(crash, backend="process", workers=1, on_error="nan") as ev:
         ...     print(ev(torch.tensor([[1.0], [-1.0], [2.0]])))  # a replacement worker carries on
         tensor([1., nan, 2.])

@@ -25,21 +25,37 @@ def test_serial_and_vectorized_agree() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fn", "shape"),
+    ("fn", "shape", "dtype"),
     [
-        (lambda r: float(r[0]), ()),
-        (lambda r: r[0], ()),
-        (lambda r: torch.stack([r[0], r[1], r[0] * r[1]]), (3,)),
-        (lambda r: np.outer(r.numpy(), r.numpy()), (2, 2)),
-        (lambda r: np.float32(r[0].item()), ()),
-        (lambda r: 3, ()),
+        (lambda r: float(r[0]), (), torch.float64),  # a Python float is float64
+        (lambda r: r[0], (), torch.float32),
+        (lambda r: torch.stack([r[0], r[1], r[0] * r[1]]), (3,), torch.float32),
+        (lambda r: np.outer(r.numpy(), r.numpy()), (2, 2), torch.float32),
+        (lambda r: np.float32(r[0].item()), (), torch.float32),
+        (lambda r: np.float16(r[0].item()), (), torch.float32),
+        (lambda r: 3, (), torch.float64),
     ],
 )
-def test_output_kinds_are_stacked(fn, shape) -> None:
+def test_output_kinds_are_stacked_in_the_wider_dtype(fn, shape, dtype) -> None:
     X = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float32)
     Y = vg.Evaluator(fn)(X)
     assert Y.shape == (2, *shape)
-    assert Y.dtype == torch.float32
+    assert Y.dtype == dtype
+
+
+def test_a_wide_output_keeps_the_resolution_that_the_dtype_of_x_would_lose() -> None:
+    # 30000.001 and 30000.002 are one number in float32 (spacing 0.002 there).
+    X = torch.tensor([[0.001], [0.002]], dtype=torch.float32)
+    Y = vg.Evaluator(lambda r: 30000 + float(r.double()[0]))(X)
+    assert Y[1] - Y[0] == pytest.approx(0.001, rel=1e-3)
+
+
+def test_a_float_loss_of_a_float32_theta_gives_the_slope_finite_differences_divide_by() -> None:
+    theta = torch.tensor([3e4, 2.0], requires_grad=True)
+    value = vg.blackbox(lambda x: float(x.double().sum()), vg.FiniteDifferences(h=1e-2))(theta)
+    value.backward()
+    assert value.dtype == torch.float32  # the graph stays in theta's dtype
+    torch.testing.assert_close(theta.grad, torch.ones(2))
 
 
 def test_stats_count_evaluations_failures_and_time() -> None:

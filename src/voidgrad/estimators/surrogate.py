@@ -514,6 +514,7 @@ class _SurrogateProbe(Probe):
             score = self.eps / self.sigma / self.sigma  # σ² underflows for σ < 1e-154
             plain = self._mean(y.unsqueeze(1) * score, finite)
             control = self._mean(grad_h - h.unsqueeze(1) * score, finite)  # zero mean, any h
+            control = control.to(plain.dtype)  # the outputs may be wider than the network
             self.gradient = (plain + estimator.control_coefficient * control).unsqueeze(0)
             estimator._record_control(plain, control)
             estimator._fit(x, y[finite])

@@ -108,7 +108,7 @@ class Backend(Protocol):
         ...         pass
         >>> isinstance(Reversed(), Backend)
         True
-        >>> vg.Evaluator(lambda row: float(row.sum()), backend=Reversed())(torch.eye(3) * 2)
+        >>> vg.Evaluator(lambda row: row.sum(), backend=Reversed())(torch.eye(3) * 2)
         tensor([2., 2., 2.])
     """
 

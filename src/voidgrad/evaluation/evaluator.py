@@ -96,13 +96,15 @@ class Evaluator:
             backend and the number of workers.
 
     Every output must have the same shape; the first successful call fixes it.
-    Outputs are returned with the dtype and device of ``X``.
+    Outputs are returned on the device of ``X``, in the dtype of ``X`` or the dtype
+    ``fn`` returned, whichever is the wider floating type (a Python float is
+    float64), so no resolution of the outputs is lost to ``X``'s precision.
 
     Examples:
         >>> import torch, voidgrad as vg
         >>> ev = vg.Evaluator(lambda x: float(x.sum()), budget=5)
-        >>> ev(torch.ones(3, 2))
-        tensor([2., 2., 2.])
+        >>> ev(torch.ones(3, 2))  # a Python float is float64, wider than X's float32
+        tensor([2., 2., 2.], dtype=torch.float64)
         >>> ev.stats.evals, ev.remaining
         (3, 2)
         >>> ev(torch.ones(3, 2))
@@ -270,6 +272,10 @@ class Evaluator:
                     for i in succeeded
                 ]
             )
+            # A wider floating output keeps its dtype: cast to X's, F ≈ 3e4 in float32 would lose
+            # the differences an estimator divides by the step.
+            if values.is_floating_point():
+                dtype = torch.promote_types(dtype, values.dtype)
             values = values.to(dtype)
             finite = torch.isfinite(values.reshape(len(succeeded), -1)).all(1).tolist()
             for i, ok in zip(succeeded, finite, strict=True):

@@ -30,8 +30,9 @@ _REAL_KINDS = "fiu"  # NumPy dtype kinds: floating, signed and unsigned integer
 def as_output_tensor(value: object, detach: bool = True, where: str = "") -> torch.Tensor:
     """Return ``value`` as a real tensor with at least one element, detached by default.
 
-    NumPy outputs are copied into float64 (so a black box may reuse its
-    buffer); tensors keep their dtype. ``where`` (e.g. ``" at row 3"``) is
+    NumPy outputs are copied (so a black box may reuse its buffer), floats in
+    their own precision, integers and ``longdouble`` as float64; Python
+    numbers become float64; tensors keep their dtype. ``where`` (e.g. ``" at row 3"``) is
     put into error messages after "fn returned ...".
 
     Raises:
@@ -42,7 +43,9 @@ def as_output_tensor(value: object, detach: bool = True, where: str = "") -> tor
     Examples:
         >>> import numpy as np
         >>> as_output_tensor(np.float32(1.5))
-        tensor(1.5000, dtype=torch.float64)
+        tensor(1.5000)
+        >>> as_output_tensor(2)
+        tensor(2., dtype=torch.float64)
         >>> as_output_tensor(True)
         Traceback (most recent call last):
         ...
@@ -82,9 +85,10 @@ def _as_tensor(value: object, detach: bool) -> torch.Tensor | None:
         array = np.asarray(value)
         if array.dtype.kind not in _REAL_KINDS:
             return None
-        # A float64 copy handles any byte order, float128 and read-only buffers; the
-        # Evaluator casts to the dtype of X, which is never wider.
-        return torch.from_numpy(np.array(array, dtype=np.float64))
+        # A copy in native byte order handles big-endian and read-only buffers; floats keep
+        # their precision (longdouble, which torch lacks, and integers become float64).
+        kept = array.dtype if array.dtype.kind == "f" and array.dtype.itemsize <= 8 else np.float64
+        return torch.from_numpy(np.array(array, dtype=np.dtype(kept).newbyteorder("=")))
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return torch.tensor(float(value), dtype=torch.float64)
     return None

@@ -172,7 +172,7 @@ class ProcessBackend:
     Examples:
         >>> import torch, voidgrad as vg
         >>> from voidgrad.evaluation import ProcessBackend
-        >>> ev = vg.Evaluator(lambda row: float(row.sum()), backend=ProcessBackend(workers=2))
+        >>> ev = vg.Evaluator(lambda row: row.sum(), backend=ProcessBackend(workers=2))
         >>> ev(torch.arange(8.0).reshape(4, 2))  # rows come back in row order
         tensor([ 1.,  5.,  9., 13.])
         >>> ev.close()
