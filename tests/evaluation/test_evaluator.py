@@ -442,3 +442,37 @@ def test_a_missing_ray_names_the_extra_to_install(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
     with pytest.raises(ImportError, match=r"pip install 'voidgrad\[ray\]'"):
         vg.Evaluator(float, backend="ray")
+
+
+@pytest.mark.parametrize(
+    ("seeds", "error", "message"),
+    [
+        ([-1, 2], ValueError, "seeds must be non-negative ints, one per row of X; got -1"),
+        ([1.5, 2], ValueError, "seeds must be non-negative ints, one per row of X; got 1.5"),
+        ([True, 1], ValueError, "seeds must be non-negative ints, one per row of X; got True"),
+        (torch.tensor([1.0, 2.0]), TypeError, "seeds must be integers.* torch.float32 tensor"),
+    ],
+)
+def test_bad_per_row_seeds_are_refused(seeds, error, message) -> None:
+    ev = vg.Evaluator(lambda row, seed: float(seed))
+    with pytest.raises(error, match=message):
+        ev(torch.zeros(2, 1), seeds)
+    assert ev.stats.evals == 0
+
+
+@pytest.mark.parametrize("seeds", [[3, 7], torch.tensor([3, 7]), np.array([3, 7])])
+def test_integer_seeds_of_any_kind_reach_fn(seeds) -> None:
+    ev = vg.Evaluator(lambda row, seed: float(seed))
+    assert ev(torch.zeros(2, 1), seeds).tolist() == [3.0, 7.0]
+
+
+@pytest.mark.parametrize(
+    ("X", "message"),
+    [
+        (["a", "b"], "X must be a tensor .* of numbers"),
+        (torch.zeros(2, 1, dtype=torch.complex64), "X must hold real numbers"),
+    ],
+)
+def test_x_that_is_not_real_numbers_is_named(X, message) -> None:
+    with pytest.raises(TypeError, match=message):
+        vg.Evaluator(lambda row: 1.0)(X)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -11,6 +12,7 @@ from typing import Literal
 import torch
 
 from voidgrad.errors import BudgetExhausted, EvaluationError, EvaluationTimeout, WorkerDied
+from voidgrad.estimators.base import check_seed
 from voidgrad.evaluation.backends import Backend, Outcome, SerialBackend, Tally, VectorizedBackend
 from voidgrad.evaluation.outputs import as_output_tensor
 
@@ -150,9 +152,7 @@ class Evaluator:
         self._on_error: OnError = on_error
         self._accepts_seed = _takes_keyword(fn, "seed")
         self._backend_takes_tally = _takes_keyword(backend.evaluate, "tally")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
-        self._seed = seed
+        self._seed = check_seed(seed)
         self._output_shape: torch.Size | None = None
         self._stats = EvaluationStats()
         self._listeners: list[Callable[[torch.Tensor, torch.Tensor], None]] = []
@@ -442,7 +442,15 @@ def _takes_keyword(fn: Callable[..., object], name: str) -> bool:
 
 
 def _as_batch(X: object, differentiable: bool) -> torch.Tensor:
-    X = torch.as_tensor(X)
+    try:
+        X = torch.as_tensor(X)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"X must be a tensor (or array) of numbers [n, ...]; got {type(X).__name__} that "
+            f"torch cannot convert ({error})"
+        ) from error
+    if X.is_complex():
+        raise TypeError(f"X must hold real numbers; got dtype {X.dtype}")
     if X.ndim == 0:
         raise ValueError("X must have a leading batch dimension [n, ...]; got a 0-d tensor")
     if X.shape[0] == 0:
@@ -453,7 +461,14 @@ def _as_batch(X: object, differentiable: bool) -> torch.Tensor:
 def _as_seed_list(seeds: Sequence[int] | torch.Tensor | None, n: int) -> list[int] | None:
     if seeds is None:
         return None
-    seed_list = [int(s) for s in (seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds)]
+    if isinstance(seeds, torch.Tensor) and (seeds.is_floating_point() or seeds.is_complex()):
+        raise TypeError(f"seeds must be integers, one per row of X; got a {seeds.dtype} tensor")
+    seed_list = seeds.tolist() if isinstance(seeds, torch.Tensor) else list(seeds)
+    for seed in seed_list:
+        # The same rule as every seed= argument: a negative or float seed is a mistake.
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seeds must be non-negative ints, one per row of X; got {seed!r}")
+    seed_list = [int(s) for s in seed_list]
     if len(seed_list) != n:
         raise ValueError(f"seeds must have one entry per row of X ({n}); got {len(seed_list)}")
     return seed_list
