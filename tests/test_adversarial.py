@@ -154,6 +154,14 @@ def test_the_default_discriminator_gives_one_logit_per_image() -> None:
         ({"distribution": nn.Identity()}, ValueError, "no parameters"),
         ({"distribution": lambda: Normal(0.0, 1.0)}, ValueError, "parameters="),
         ({"distribution": 3}, TypeError, "nn.Module or a callable"),
+        (
+            {"targets": torch.full((64, 1, SIZE, SIZE), float("nan"))},
+            ValueError,
+            "targets must be finite",
+        ),
+        ({"lr_decay": True}, ValueError, "lr_decay"),
+        ({"max_gap": True}, ValueError, "max_gap"),
+        ({"discriminator": 3}, TypeError, "discriminator must be a torch.nn.Module"),
     ],
 )
 def test_bad_input_is_rejected(change: dict[str, object], error: type, message: str) -> None:

@@ -283,6 +283,11 @@ def adversarial(
     renders = render if isinstance(render, Evaluator) else Evaluator(render, backend="vectorized")
     if discriminator is None:
         discriminator = _default_discriminator(targets.shape[1], seed)
+    elif not isinstance(discriminator, nn.Module):
+        raise TypeError(
+            "discriminator must be a torch.nn.Module mapping images [N, C, H, W] to logits [N]; "
+            f"got {type(discriminator).__name__}"
+        )
     optimizer = torch.optim.Adam(learned.values(), lr=lr, betas=(0.7, 0.999))
     discriminator_optimizer = torch.optim.Adam(
         discriminator.parameters(), lr=discriminator_lr, betas=(0.5, 0.999)
@@ -438,6 +443,11 @@ def _check_targets(targets: torch.Tensor, samples: int) -> torch.Tensor:
     check_int("samples", samples, 2)
     if len(targets) < samples:
         raise ValueError(f"need at least samples = {samples} targets; got {len(targets)}")
+    if targets.is_floating_point() and not torch.isfinite(targets).all():
+        raise ValueError(
+            f"targets must be finite; got {int((~torch.isfinite(targets)).sum())} NaN or "
+            "infinite values"
+        )
     return targets.detach().float()
 
 
@@ -447,9 +457,12 @@ def _check_options(
     check_int("steps", steps, 1)
     check_positive("lr", lr)
     check_positive("discriminator_lr", discriminator_lr)
-    if not (isinstance(lr_decay, int | float) and 0 < lr_decay <= 1):
+    # bool is an int: lr_decay=True would read as 1.
+    if isinstance(lr_decay, bool) or not (isinstance(lr_decay, int | float) and 0 < lr_decay <= 1):
         raise ValueError(f"lr_decay must be in (0, 1]; got {lr_decay!r}")
-    if max_gap is not None and not (isinstance(max_gap, int | float) and 0 < max_gap <= 1):
+    if max_gap is not None and (
+        isinstance(max_gap, bool) or not (isinstance(max_gap, int | float) and 0 < max_gap <= 1)
+    ):
         raise ValueError(f"max_gap must be in (0, 1] or None; got {max_gap!r}")
 
 

@@ -165,6 +165,13 @@ def test_one_trajectory_at_a_time() -> None:
         ({"surrogate_lr": 0}, "surrogate_lr must be a finite number > 0"),
         ({"frame": "absolute"}, "frame must be 'moving' or 'fixed'"),
         ({"control_scale": float("nan")}, "control_scale must be a finite number or None"),
+        # The default network's options, checked before the first (evaluating) step.
+        ({"rank": 0}, "rank must be an int >= 1; got 0"),
+        ({"low_rank_above": 0}, "low_rank_above must be an int >= 1"),
+        ({"width": 2.5}, "width must be an int >= 1"),
+        ({"depth": 0}, "depth must be an int >= 1"),
+        ({"encoding_levels": -1}, "encoding_levels must be an int >= 0"),
+        ({"activation": "gelu"}, "activation must be one of"),
     ],
 )
 def test_bad_arguments(kwargs, message) -> None:

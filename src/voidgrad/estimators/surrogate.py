@@ -66,6 +66,7 @@ from voidgrad.estimators.base import (
     BlackBoxEstimator,
     Probe,
     check_flag,
+    check_int,
     check_positive,
     check_representable,
     check_samples,
@@ -243,9 +244,22 @@ class ZeroGrads(BlackBoxEstimator):
         self.schedule = check_schedule(schedule, self.sigma0)
         self.steps = 0
         self.samples = check_samples(samples, paired=True)
-        for name, value, low in (("fit_steps", fit_steps, 0), ("replay", replay, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+        check_int("fit_steps", fit_steps, 0)
+        check_int("replay", replay, 0)
+        # The default network is built at the first step, when d is known; its options are
+        # checked now, so that a bad one fails here and not after evaluations were spent.
+        for name, value, low in (
+            ("width", width, 1),
+            ("depth", depth, 1),
+            ("encoding_levels", encoding_levels, 0),
+            ("rank", rank, 1),
+            ("low_rank_above", low_rank_above, 1),
+        ):
+            check_int(name, value, low)
+        if activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(_ACTIVATIONS)}; got {activation!r}"
+            )
         if isinstance(inner_sigma, bool) or not isinstance(inner_sigma, int | float):
             raise ValueError(f"inner_sigma must be a number >= 0; got {inner_sigma!r}")
         if not (math.isfinite(inner_sigma) and inner_sigma >= 0):
