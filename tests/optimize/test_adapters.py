@@ -12,7 +12,7 @@ import torch
 
 from voidgrad.optimize import adapters
 from voidgrad.optimize.adapters import KNOWN_DFO, make_dfo
-from voidgrad.optimize.dfo import DFOAdapter
+from voidgrad.optimize.dfo import DFOAdapter, ReplayDiverged
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 
@@ -147,6 +147,57 @@ def test_state_restore_continues_identically(method: str) -> None:
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_state_is_plain_data_that_loads_without_pickle(method: str, tmp_path) -> None:
+    adapter = build(method, budget=200)
+    try:
+        told = sum(len(X) for X in drive(adapter, 60))
+        state = adapter.state()
+        expected = torch.cat(drive(adapter, 40))
+    finally:
+        finish(adapter)
+    assert all(isinstance(v, torch.Tensor | int | str) for v in state.values())
+    assert state["losses"].shape == (told,) and int(state["rows"].sum()) == told  # not O(d)
+    torch.save(state, tmp_path / "state.pt")
+    loaded = torch.load(tmp_path / "state.pt", weights_only=True)
+    other = build(method, budget=200)
+    try:
+        other.restore(loaded)
+        assert torch.equal(torch.cat(drive(other, 40)), expected)
+    finally:
+        finish(other)
+
+
+@pytest.mark.parametrize(
+    ("method", "settings"),
+    [("cma", {"sigma0": 0.7}), ("nevergrad:OnePlusOne", {"workers": 2}), ("ga", {"sigma": 0.5})],
+)
+def test_a_replay_under_other_settings_is_refused(method: str, settings: dict) -> None:
+    adapter = build(method, budget=100)
+    drive(adapter, 30)
+    other = build(method, budget=100, **settings)
+    with pytest.raises(ReplayDiverged, match=r"replaying batch 1 of \d+, the optimizer asked"):
+        other.restore(adapter.state())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kind": "NevergradAdapter"}, "state must be a CMAAdapter state"),
+        ({"d": 4}, "state is for d=4"),
+        ({"losses": torch.zeros(3)}, "'losses' must be a float64 tensor"),
+        ({"rows": torch.tensor([1])}, "lengths do not agree"),
+        ({"hashes": [1, 2]}, "'hashes' must be a 1-D torch.int64 tensor"),
+        ({"seed": -1}, "state seed must be >= 0"),
+    ],
+)
+def test_a_foreign_or_damaged_state_is_refused(change: dict, message: str) -> None:
+    adapter = build("cma", budget=100)
+    drive(adapter, 30)
+    with pytest.raises(ValueError, match=message):
+        build("cma").restore(adapter.state() | change)
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_protocol_misuse(method: str) -> None:
     adapter = build(method)
     try:
@@ -248,11 +299,15 @@ def test_unknown_nevergrad_name_suggests_close_matches() -> None:
         make_dfo("nevergrad:OnePlusOen", torch.zeros(3), budget=10, seed=0)
 
 
-def test_nevergrad_state_that_does_not_pickle_says_so() -> None:
-    adapter = build("nevergrad:OnePlusOne")
-    adapter.optimizer.unpicklable = lambda: None
-    with pytest.raises(RuntimeError, match="cannot be checkpointed"):
-        adapter.state()
+def test_nevergrad_replays_with_the_budget_it_was_built_with() -> None:
+    # Shiwa plans with its budget: a restore into a larger one must still replay the same points
+    short = build("nevergrad:Shiwa", budget=100)
+    drive(short, 40)
+    state = short.state()
+    straight = build("nevergrad:Shiwa", budget=100)
+    resumed = build("nevergrad:Shiwa", budget=1000)
+    resumed.restore(state)
+    assert torch.equal(torch.cat(drive(resumed, 30)), torch.cat(drive(straight, 70))[40:])
 
 
 def test_ga_is_an_evolution_strategy_with_recombination() -> None:

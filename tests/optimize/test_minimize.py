@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 import voidgrad as vg
-from voidgrad.optimize.checkpoint import load_checkpoint
 
 TARGET = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
 
@@ -132,58 +133,68 @@ def test_resuming_a_stopped_run_ends_where_the_uninterrupted_one_does(tmp_path) 
         checkpoint=path,
         callback=lambda record: record.step == 20,
     )
-    assert load_checkpoint(path)["step"] == 20
+    assert torch.load(path, weights_only=True)["step"] == 20
     fn = Counted()
     resumed = vg.minimize(fn, x0, budget=400, seed=1, progress=False, checkpoint=path)
-    assert fn.calls == 400 - 20 * 8  # only the remaining steps ran
+    assert fn.calls == 400 - 20 * 8 + 1  # the remaining steps, and the best point's check
+    assert resumed.nevals == 400  # the check is outside the budget
     assert torch.equal(resumed.x_last, whole.x_last) and resumed.fun == whole.fun
     assert resumed.history.to_dicts()[-1]["evals"] == 400 and len(resumed.history) == 50
     assert [r.loss for r in resumed.history] == [r.loss for r in whole.history]
     again = vg.minimize(fn, x0, budget=400, seed=1, progress=False, checkpoint=path)
-    assert fn.calls == 240 and torch.equal(again.x_last, whole.x_last)  # finished: no new work
+    assert fn.calls == 242 and torch.equal(again.x_last, whole.x_last)  # finished: a check only
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path) -> None:
     path = tmp_path / "run.ckpt"
     vg.minimize(Counted(), torch.zeros(3), budget=16, seed=1, progress=False, checkpoint=path)
-    with pytest.raises(ValueError, match=r"belongs to another run \(seed=1, this run has seed=2\)"):
+    with pytest.raises(
+        ValueError, match=r"run.ckpt was written by another run: seed=1 there, 2 here"
+    ):
         vg.minimize(Counted(), torch.zeros(3), budget=16, seed=2, progress=False, checkpoint=path)
 
 
 KILLED = textwrap.dedent(
     """
-    import sys, time, torch, voidgrad as vg
+    import os, sys, time, torch, voidgrad as vg
     def fn(x):
-        time.sleep(0.002)
+        time.sleep(float(os.environ.get("DELAY", "0")))  # slow only while it is to be killed
         return float(((x - torch.tensor([1.0, -2.0, 0.5], dtype=x.dtype)) ** 2).sum())
+    checkpoint = sys.argv[1] if sys.argv[1] != "-" else None
     r = vg.minimize(fn, torch.zeros(3, dtype=torch.float64), budget=4000, seed=3, progress=False,
-                    checkpoint=sys.argv[1])
+                    checkpoint=checkpoint)
+    torch.save({"x_last": r.x_last, "fun": r.fun, "nevals": r.nevals,
+                "losses": r.history.column("loss")}, sys.argv[2])
     """
 )
 
 
+def run_killed_script(checkpoint: str, out: Path, delay: float = 0.0) -> subprocess.Popen:
+    environment = {**os.environ, "DELAY": str(delay), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", KILLED, checkpoint, str(out)], env=environment)
+
+
 def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path) -> None:
+    # The function is the script's own (a checkpoint resumes only the fn that wrote it).
     path = tmp_path / "killed.ckpt"
-    process = subprocess.Popen([sys.executable, "-c", KILLED, str(path)])
+    process = run_killed_script(str(path), tmp_path / "never.pt", delay=0.002)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        state = load_checkpoint(path) if path.exists() else None
+        state = torch.load(path, weights_only=True) if path.exists() else None
         if state is not None and state["step"] >= 30:
             break
         time.sleep(0.05)
     process.kill()
     process.wait(timeout=30)
-    killed_at = load_checkpoint(path)["step"]
+    killed_at = torch.load(path, weights_only=True)["step"]
     assert 30 <= killed_at < 500  # it really was interrupted mid-run
-
-    def fn(x: torch.Tensor) -> float:
-        return float(((x - TARGET) ** 2).sum())
-
-    x0 = torch.zeros(3, dtype=torch.float64)
-    resumed = vg.minimize(fn, x0, budget=4000, seed=3, progress=False, checkpoint=path)
-    whole = vg.minimize(fn, x0, budget=4000, seed=3, progress=False)
-    assert torch.equal(resumed.x_last, whole.x_last) and resumed.fun == whole.fun
-    assert resumed.nevals == whole.nevals == 4000
+    assert run_killed_script(str(path), tmp_path / "resumed.pt").wait(timeout=120) == 0
+    assert run_killed_script("-", tmp_path / "whole.pt").wait(timeout=120) == 0
+    resumed, whole = (
+        torch.load(tmp_path / n, weights_only=True) for n in ("resumed.pt", "whole.pt")
+    )
+    assert torch.equal(resumed["x_last"], whole["x_last"]) and resumed["fun"] == whole["fun"]
+    assert resumed["losses"] == whole["losses"] and resumed["nevals"] == whole["nevals"] == 4000
 
 
 @pytest.mark.parametrize(
@@ -204,7 +215,13 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path) -> None:
         ({"x0": [[0.0]]}, ValueError, "x0 must be a non-empty 1-D array"),
         ({"optimizer": "lbfgs"}, ValueError, "unknown optimizer 'lbfgs'"),
         ({"lr": 0}, ValueError, "lr must be a number > 0"),
-        ({"seed": -1}, ValueError, "seed must be a non-negative int"),
+        ({"seed": -1}, ValueError, "seed must be a non-negative int; got -1"),
+        ({"seed": 1.5}, ValueError, "seed must be a non-negative int; got 1.5"),
+        ({"seed": True}, ValueError, "seed must be a non-negative int; got True"),
+        ({"seed": None}, ValueError, "seed must be a non-negative int; got None"),
+        ({"x0": [1 + 2j, 0j, 0j]}, TypeError, "x0 must hold real numbers.*complex"),
+        ({"x0": [True, False, True]}, TypeError, "x0 must hold real numbers.*torch.bool"),
+        ({"x0": ["a", "b"]}, TypeError, "x0 must be a 1-D array of numbers"),
         ({"checkpoint_every": 0}, ValueError, "checkpoint_every must be a positive int"),
     ],
 )
@@ -213,6 +230,11 @@ def test_bad_input(kwargs, error, message) -> None:
     arguments.update(kwargs)
     with pytest.raises(error, match=message):
         vg.minimize(**arguments)
+
+
+def test_an_integer_start_is_taken_as_float64() -> None:
+    result = vg.minimize(Counted(), [0, 0, 0], budget=16, progress=False)
+    assert result.x.dtype == torch.float64
 
 
 def test_a_vector_output_is_refused() -> None:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import voidgrad as vg
+from voidgrad.optimize.checkpoint import CheckpointError, run_lock
 from voidgrad.rl.episodes import BatchedRollouts, EvaluatorRollouts, pack, unpack
 
 gymnasium = pytest.importorskip("gymnasium")
@@ -73,11 +74,68 @@ def test_a_resumed_run_replays_the_uninterrupted_one(tmp_path):
         torch.testing.assert_close(mine, theirs)
 
 
-def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"estimator": "relax"}, "estimator='actor_critic' there, 'relax' here"),
+        ({"lr": 0.1}, "lr=0.003 there, 0.1 here"),
+        ({"gamma": 0.5}, "gamma=0.99 there, 0.5 here"),
+        ({"width": 16}, "width=8 there, 16 here"),
+        ({"seed": 1}, "seed=0 there, 1 here"),
+        ({"env": "Acrobot-v1"}, "env='CartPole-v1' there, 'Acrobot-v1' here"),
+        ({"max_episode_steps": 20}, "max_episode_steps=None there, 20 here"),
+    ],
+)
+def test_a_checkpoint_of_another_run_is_refused_naming_the_field(change, message, tmp_path):
+    options = {"env": "CartPole-v1", "env_steps": 50, "width": 8, "progress": False}
     path = tmp_path / "run.pt"
-    vg.rl.train("CartPole-v1", env_steps=50, progress=False, checkpoint=path)
-    with pytest.raises(ValueError, match="another run"):
-        vg.rl.train("CartPole-v1", "relax", env_steps=50, progress=False, checkpoint=path)
+    vg.rl.train(checkpoint=path, **options)
+    with pytest.raises(CheckpointError, match=f"run.pt was written by another run: {message}"):
+        vg.rl.train(checkpoint=path, **(options | change))
+
+
+def test_more_env_steps_continue_a_finished_run_exactly(tmp_path):
+    options = {"episodes_per_update": 2, "width": 8, "progress": False, "seed": 2}
+    whole = vg.rl.train("CartPole-v1", env_steps=400, **options)
+    path = tmp_path / "run.pt"
+    vg.rl.train("CartPole-v1", env_steps=150, checkpoint=path, **options)
+    resumed = vg.rl.train("CartPole-v1", env_steps=400, checkpoint=path, **options)
+    assert resumed.history.column("mean_return") == whole.history.column("mean_return")
+    for mine, theirs in zip(resumed.policy.parameters(), whole.policy.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: p.write_bytes(b""), "cannot be read"),
+        (lambda p: p.write_bytes(b"\x80\x04garbage"), "cannot be read"),
+        (lambda p: torch.save({"format": 2, "kind": "vg.rl.train", "run": {}}, p), "lacks"),
+        (lambda p: torch.save({"format": 1, "estimator": "actor_critic"}, p), "format 1"),
+    ],
+)
+def test_a_damaged_checkpoint_is_named(damage, message, tmp_path):
+    path = tmp_path / "run.pt"
+    damage(path)
+    with pytest.raises(CheckpointError, match=message) as caught:
+        vg.rl.train("CartPole-v1", env_steps=50, progress=False, checkpoint=path)
+    assert str(path) in str(caught.value)
+
+
+def test_a_damaged_network_in_a_checkpoint_is_named(tmp_path):
+    path = tmp_path / "run.pt"
+    vg.rl.train("CartPole-v1", env_steps=50, width=8, progress=False, checkpoint=path)
+    state = torch.load(path, weights_only=True)
+    state["policy"] = {"logits.0.weight": torch.zeros(3)}
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="run.pt cannot be resumed by this run"):
+        vg.rl.train("CartPole-v1", env_steps=50, width=8, progress=False, checkpoint=path)
+
+
+def test_a_path_in_use_is_refused(tmp_path):
+    path = tmp_path / "run.pt"
+    with run_lock(path), pytest.raises(CheckpointError, match="in use"):
+        vg.rl.train("CartPole-v1", env_steps=50, progress=False, checkpoint=path)
 
 
 @pytest.mark.parametrize(
@@ -93,6 +151,12 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
         ("CartPole-v1", {"gae_lambda": -0.1}, r"gae_lambda must be a number in \[0, 1\]"),
         ("CartPole-v1", {"policy": vg.rl.GaussianPolicy(4, 1)}, "do not match"),
         ("CartPole-v1", {"policy": torch.nn.Linear(4, 2)}, "must be a vg.rl.Policy"),
+        ("CartPole-v1", {"workers": 0}, "workers must be an int >= 1; got 0"),
+        ("CartPole-v1", {"backend": "process", "workers": 0}, "workers must be an int >= 1"),
+        ("CartPole-v1", {"workers": 2}, "workers is for backend='process' or 'ray'"),
+        ("CartPole-v1", {"seed": -1}, "seed must be an int >= 0; got -1"),
+        ("CartPole-v1", {"seed": 1.5}, "seed must be an int >= 0; got 1.5"),
+        ("CartPole-v1", {"checkpoint": 7}, "checkpoint must be a path"),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(env, options, message):

@@ -17,15 +17,25 @@ CMA-ES generation needs its whole population), which ends the run. Failed
 evaluations arrive as NaN and the adapter must cope (e.g. by telling a large
 loss).
 
-``state()`` returns the adapter's complete state as bytes (pickle) and
-``restore(state)`` puts it back, for checkpoints.
+For checkpoints, ``state()`` returns plain data (tensors, ints, strings: the
+seed and the log of told batches, no optimizer object), and ``restore(state)``
+rebuilds the optimizer from that seed and the adapter's settings and replays
+the log, which asks the same points again since an adapter is deterministic
+given its seed and losses. Restoring evaluates nothing; it costs the
+library's own work for every recorded batch. A replay that asks other points
+than the recorded ones raises :class:`ReplayDiverged`.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import torch
+
+
+class ReplayDiverged(RuntimeError):  # noqa: N818 (reads as what happened)
+    """Replaying a ``state()`` asked other points than the run that wrote it."""
 
 
 @runtime_checkable
@@ -47,10 +57,10 @@ class DFOAdapter(Protocol):
         """The optimizer's current best guess ``[d]`` (float64)."""
         ...
 
-    def state(self) -> bytes:
-        """Everything needed to continue the run, serialized."""
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue the run, as tensors, ints and strings."""
         ...
 
-    def restore(self, state: bytes) -> None:
-        """Continue from a ``state()``."""
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from a ``state()`` by replaying it (see the module docstring)."""
         ...

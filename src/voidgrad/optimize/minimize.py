@@ -14,15 +14,19 @@ reported loss is the estimator's own estimate from that step's evaluations,
 and the best loss is the lowest single evaluation seen.
 
 With ``checkpoint=path`` the complete state (parameters, optimizer, estimator
-and evaluator counters, random streams, history) is saved atomically every
-``checkpoint_every`` steps; calling ``minimize`` again with the same path
-resumes, and a run killed at any moment and resumed ends where an
-uninterrupted run with the same seed would (bit for bit on the serial
-backend), having lost at most the evaluations of the step in flight.
+and evaluator counters, random streams, history; for derivative-free methods
+the log their optimizer replays, see :mod:`voidgrad.optimize.dfo`) is saved
+atomically every ``checkpoint_every`` steps; calling ``minimize`` again with
+the same path resumes, and a run killed at any moment and resumed ends where
+an uninterrupted run with the same seed would (bit for bit on the serial
+backend), having lost at most the evaluations of the step in flight. A
+checkpoint resumes only the run that wrote it (see :func:`minimize`), and a
+path is locked while a run uses it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -41,14 +45,18 @@ from voidgrad.estimators import (
     GaussianSmoothing,
     ZeroGrads,
 )
-from voidgrad.estimators.base import check_seed
 from voidgrad.evaluation.evaluator import Evaluator
 from voidgrad.optimize.checkpoint import (
-    bytes_to_tensor,
+    FORMAT,
+    CheckpointError,
+    check_checkpoint_path,
     check_same_run,
+    fingerprint,
+    identity_value,
     load_checkpoint,
+    restoring,
+    run_lock,
     save_checkpoint,
-    tensor_to_bytes,
 )
 from voidgrad.optimize.result import History, OptimizeResult, StepRecord
 
@@ -72,7 +80,24 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "rmsprop": torch.optim.RMSprop,
 }
 OptimizerSpec = str | Callable[[Iterable[torch.Tensor], float], torch.optim.Optimizer]
-_FORMAT = 1
+_KIND = "vg.minimize"
+#: What every checkpoint of minimize holds besides the method's own state (see _common_state).
+_COMMON_KEYS = (
+    "step",
+    "budget",
+    "message",
+    "finished",
+    "baseline",
+    "evaluator",
+    "best",
+    "best_x",
+    "history",
+    "seconds",
+)
+#: How far the stored best point's loss may move when it is evaluated again on
+#: resume (relative): room for a deterministic fn's run-to-run rounding (GPU
+#: reductions), far below what another function gives.
+BEST_POINT_RTOL = 1e-5
 
 
 @dataclass
@@ -84,8 +109,12 @@ class _Progress:
     history: History = field(default_factory=History)
     seconds_before: float = 0.0
     started: float = field(default_factory=time.perf_counter)
+    #: While True, evaluations are not the run's (the resume's check of the best point).
+    muted: bool = False
 
     def observe(self, X: torch.Tensor, Y: torch.Tensor) -> None:
+        if self.muted:
+            return
         if Y.ndim != 1:
             raise ValueError(
                 f"minimize needs a scalar loss; fn returned outputs of shape {tuple(Y.shape[1:])}"
@@ -138,7 +167,8 @@ def minimize(
         lr: the learning rate.
         evaluator: the Evaluator that runs ``fn``; default: a serial one
             with ``seed``, so seeded noisy functions replay.
-        checkpoint: a path; the run saves there and resumes from there.
+        checkpoint: a path; the run saves there and resumes from there (see
+            "Checkpoints" below).
         progress: show a progress bar (evaluations, best loss, rate).
         callback: called with each step's :class:`StepRecord`; returning
             True stops the run.
@@ -153,6 +183,32 @@ def minimize(
     Returns:
         An :class:`OptimizeResult`.
 
+    Checkpoints:
+        A checkpoint holds tensors, numbers and strings only and loads with
+        ``weights_only=True``: no code in the file runs, and a file holding
+        anything else, an empty, truncated or foreign one, raises a
+        :class:`~voidgrad.optimize.checkpoint.CheckpointError` (a ValueError)
+        naming it. It resumes only the run that wrote it: the method, seed,
+        ``x0`` (exact values), ``method_options``, and for gradient methods
+        ``optimizer``, ``lr`` and ``lr_schedule`` must be the same (options
+        are compared as passed, so a default spelled out differs from one
+        left out), and so must a fingerprint of ``fn``'s code
+        (:func:`~voidgrad.optimize.checkpoint.fingerprint`: a function's code,
+        defaults, closure and globals; for a callable object only its class's
+        code). ``budget`` may differ: a finished run resumed with a larger one
+        continues. Then, unless ``fn`` takes a ``seed`` (is noisy), the stored
+        best point is evaluated once more and its loss must match the stored
+        one to a relative ``BEST_POINT_RTOL``: this tells apart functions the
+        fingerprint cannot. That evaluation goes through the Evaluator and
+        shows in its ``stats``, but it is outside ``budget`` and not in
+        ``nevals``, so a resumed run ends exactly where an uninterrupted one
+        does. A mismatch raises CheckpointError naming the file and the
+        differing field. Resuming a derivative-free method replays its
+        optimizer's recorded batches (the library's own work, no evaluation).
+        While the run goes, ``<checkpoint>.lock`` is locked: a second run on
+        the same path fails at once. Temporary files of a write killed
+        mid-way are removed by the next save.
+
     Examples:
         >>> import voidgrad as vg
         >>> result = vg.minimize(lambda x: float((x - 3).pow(2).sum()), [0.0, 0.0], method="fd",
@@ -165,8 +221,9 @@ def minimize(
     x0 = _check_x0(x0)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"budget must be a positive int (evaluations); got {budget!r}")
-    if check_seed(seed) is None:
-        raise ValueError("seed must be a non-negative int; got None")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    path = check_checkpoint_path(checkpoint)
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int):
         raise ValueError(f"checkpoint_every must be a positive int; got {checkpoint_every!r}")
     if checkpoint_every < 1:
@@ -179,40 +236,55 @@ def minimize(
     run = _Progress()
     evaluator.add_listener(run.observe)
     bar = tqdm(total=budget, unit="eval", disable=not progress, desc=method, dynamic_ncols=True)
+    lock = contextlib.nullcontext() if path is None else run_lock(path)
     try:
-        if gradient:
-            return _minimize_gradient(
+        with lock:
+            if gradient:
+                return _minimize_gradient(
+                    evaluator,
+                    x0,
+                    method,
+                    budget,
+                    seed,
+                    optimizer,
+                    lr,
+                    path,
+                    checkpoint_every,
+                    callback,
+                    lr_schedule,
+                    method_options,
+                    run,
+                    bar,
+                )
+            return _minimize_dfo(
                 evaluator,
                 x0,
                 method,
                 budget,
                 seed,
-                optimizer,
-                lr,
-                checkpoint,
+                path,
                 checkpoint_every,
                 callback,
-                lr_schedule,
                 method_options,
                 run,
                 bar,
             )
-        return _minimize_dfo(
-            evaluator,
-            x0,
-            method,
-            budget,
-            seed,
-            checkpoint,
-            checkpoint_every,
-            callback,
-            method_options,
-            run,
-            bar,
-        )
     finally:
         bar.close()
         evaluator.remove_listener(run.observe)
+
+
+def _run_identity(
+    evaluator: Evaluator, x0: torch.Tensor, method: str, seed: int, options: dict[str, Any]
+) -> dict[str, Any]:
+    """What defines a run for its checkpoint (see "Checkpoints" in :func:`minimize`)."""
+    return {
+        "method": method,
+        "seed": seed,
+        "x0": x0.clone(),
+        "fn": fingerprint(evaluator.fn),
+        **{name: identity_value(value) for name, value in options.items()},
+    }
 
 
 def _minimize_gradient(
@@ -223,7 +295,7 @@ def _minimize_gradient(
     seed: int,
     optimizer: OptimizerSpec,
     lr: float,
-    checkpoint: str | Path | None,
+    checkpoint: Path | None,
     checkpoint_every: int,
     callback: Callable[[StepRecord], bool | None] | None,
     lr_schedule: Callable[[torch.optim.Optimizer], Any] | None,
@@ -242,19 +314,30 @@ def _minimize_gradient(
     opt = _make_optimizer(optimizer, theta, lr)
     scheduler = None if lr_schedule is None else lr_schedule(opt)
     loss_fn = blackbox(evaluator.fn, estimator, evaluator=evaluator)
-    header = {"method": method, "dim": x0.numel(), "seed": seed}
+    identity = {
+        **_run_identity(evaluator, x0, method, seed, options),
+        "optimizer": identity_value(optimizer),
+        "lr": lr,
+        "lr_schedule": identity_value(lr_schedule),
+    }
     baseline = evaluator.stats.evals
     step, message = 0, ""
-    saved = None if checkpoint is None else load_checkpoint(checkpoint)
+    saved = None
+    if checkpoint is not None:
+        required = ("theta", "optimizer", "estimator", "scheduler", *_COMMON_KEYS)
+        saved = load_checkpoint(checkpoint, _KIND, required)
     if saved is not None:
-        check_same_run(saved, header, checkpoint)
-        with torch.no_grad():
-            theta.copy_(saved["theta"])
-        opt.load_state_dict(saved["optimizer"])
-        estimator.load_state_dict(saved["estimator"])
-        if scheduler is not None and saved["scheduler"] is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        step, baseline = _restore_common(saved, evaluator, run)
+        assert checkpoint is not None
+        check_same_run(saved["run"], identity, checkpoint)
+        with restoring(checkpoint):
+            with torch.no_grad():
+                theta.copy_(_saved_tensor(saved, "theta", x0))
+            opt.load_state_dict(saved["optimizer"])
+            estimator.load_state_dict(saved["estimator"])
+            if scheduler is not None:
+                scheduler.load_state_dict(saved["scheduler"])
+            step, baseline = _restore_common(saved, evaluator, run, x0)
+        baseline += _check_best_point(evaluator, run, checkpoint)
         if saved["finished"] and saved["budget"] == budget:
             return _result(
                 run,
@@ -268,7 +351,8 @@ def _minimize_gradient(
 
     def snapshot() -> dict[str, Any]:
         return {
-            **header,
+            "kind": _KIND,
+            "run": identity,
             "theta": theta.detach().clone(),
             "optimizer": opt.state_dict(),
             "estimator": estimator.state_dict(),
@@ -313,7 +397,7 @@ def _minimize_dfo(
     method: str,
     budget: int,
     seed: int,
-    checkpoint: str | Path | None,
+    checkpoint: Path | None,
     checkpoint_every: int,
     callback: Callable[[StepRecord], bool | None] | None,
     options: dict[str, Any],
@@ -325,16 +409,19 @@ def _minimize_dfo(
     workers = getattr(evaluator.backend, "workers", None) or 1
     adapter = make_dfo(method, x0.double(), budget=budget, seed=seed, workers=workers, **options)
     try:
-        header = {"method": method, "dim": x0.numel(), "seed": seed}
+        identity = _run_identity(evaluator, x0, method, seed, options)
         baseline = evaluator.stats.evals
         step, message = 0, ""
-        saved = None if checkpoint is None else load_checkpoint(checkpoint)
+        saved = None
         if checkpoint is not None:
-            adapter.state()  # fails early, with the adapter's message, if it cannot checkpoint
+            saved = load_checkpoint(checkpoint, _KIND, ("adapter", *_COMMON_KEYS))
         if saved is not None:
-            check_same_run(saved, header, checkpoint)
-            adapter.restore(tensor_to_bytes(saved["adapter"]))
-            step, baseline = _restore_common(saved, evaluator, run)
+            assert checkpoint is not None
+            check_same_run(saved["run"], identity, checkpoint)
+            with restoring(checkpoint):
+                adapter.restore(saved["adapter"])  # replays the log: no evaluation
+                step, baseline = _restore_common(saved, evaluator, run, x0)
+            baseline += _check_best_point(evaluator, run, checkpoint)
             if saved["finished"] and saved["budget"] == budget:
                 return _result(
                     run,
@@ -348,8 +435,9 @@ def _minimize_dfo(
 
         def snapshot() -> dict[str, Any]:
             return {
-                **header,
-                "adapter": bytes_to_tensor(adapter.state()),
+                "kind": _KIND,
+                "run": identity,
+                "adapter": adapter.state(),
                 **_common_state(run, evaluator, baseline, step, budget, message),
             }
 
@@ -392,7 +480,7 @@ def _common_state(
     run: _Progress, evaluator: Evaluator, baseline: int, step: int, budget: int, message: str
 ) -> dict[str, Any]:
     return {
-        "format": _FORMAT,
+        "format": FORMAT,
         "step": step,
         "budget": budget,
         "message": message,
@@ -407,15 +495,54 @@ def _common_state(
     }
 
 
-def _restore_common(saved: dict[str, Any], evaluator: Evaluator, run: _Progress) -> tuple[int, int]:
+def _restore_common(
+    saved: dict[str, Any], evaluator: Evaluator, run: _Progress, x0: torch.Tensor
+) -> tuple[int, int]:
     """Put back the evaluator's counters and the run's progress; return (step, baseline)."""
     evaluator.load_state_dict(saved["evaluator"])
     run.best = float(saved["best"])
-    run.best_x = saved["best_x"]
+    run.best_x = None if saved["best_x"] is None else _saved_tensor(saved, "best_x", x0)
+    if (run.best_x is None) != math.isinf(run.best):
+        raise ValueError("best and best_x disagree")
     run.history = History(StepRecord(**record) for record in saved["history"])
     run.seconds_before = float(saved["seconds"])
     run.started = time.perf_counter()
+    if not isinstance(saved["finished"], bool) or not isinstance(saved["message"], str):
+        raise TypeError("finished must be a bool and message a str")
     return int(saved["step"]), int(saved["baseline"])
+
+
+def _saved_tensor(saved: dict[str, Any], key: str, like: torch.Tensor) -> torch.Tensor:
+    """``saved[key]``, checked to be a tensor of ``like``'s shape."""
+    value = saved[key]
+    if not isinstance(value, torch.Tensor) or value.shape != like.shape:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(f"{key} must be a tensor of shape {tuple(like.shape)}; got {shape}")
+    return value.to(like.dtype)
+
+
+def _check_best_point(evaluator: Evaluator, run: _Progress, checkpoint: Path) -> int:
+    """Evaluate the resumed run's best point again; refuse unless it gives the stored loss.
+
+    Returns the evaluations spent (0 or 1), which the caller keeps out of the
+    run's count. Skipped for a noisy ``fn`` (one that takes ``seed``: its value
+    there need not repeat) and before any finite evaluation.
+    """
+    if evaluator.accepts_seed or run.best_x is None:
+        return 0
+    run.muted = True
+    try:
+        value = float(evaluator(run.best_x[None])[0])
+    finally:
+        run.muted = False
+    stored = run.best
+    if not abs(value - stored) <= BEST_POINT_RTOL * max(abs(value), abs(stored)) + 1e-300:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} was written by another run: fn at the stored best point "
+            f"gives {value!r} here, {stored!r} there (a random fn must take a seed parameter "
+            "to be resumed); delete it or use another path"
+        )
+    return 1
 
 
 def _result(
@@ -449,10 +576,17 @@ def _after_step(
 
 
 def _check_x0(x0: Any) -> torch.Tensor:
+    """``x0`` as a 1-D real floating tensor (integers become float64); refuse anything else.
+
+    Complex and boolean starts are refused rather than converted: a cast would
+    drop the imaginary part, and True/False are rarely meant as coordinates.
+    """
     try:
         tensor = torch.as_tensor(x0)
     except (TypeError, ValueError, RuntimeError) as error:
         raise TypeError(f"x0 must be a 1-D array of numbers; got {type(x0).__name__}") from error
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise TypeError(f"x0 must hold real numbers (floats or ints); got dtype {tensor.dtype}")
     if not tensor.is_floating_point():
         tensor = tensor.to(torch.float64)
     if tensor.ndim != 1 or tensor.numel() == 0:

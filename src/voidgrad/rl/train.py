@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -17,7 +18,16 @@ from tqdm.auto import tqdm
 from voidgrad.estimators.base import check_int, check_positive, check_unit_interval
 from voidgrad.estimators.relax import variance_step
 from voidgrad.evaluation.evaluator import derived_seed
-from voidgrad.optimize.checkpoint import check_same_run, load_checkpoint, save_checkpoint
+from voidgrad.optimize.checkpoint import (
+    FORMAT,
+    check_checkpoint_path,
+    check_same_run,
+    identity_value,
+    load_checkpoint,
+    restoring,
+    run_lock,
+    save_checkpoint,
+)
 from voidgrad.optimize.result import Records
 from voidgrad.rl.episodes import BatchedRollouts, EnvSpec, EvaluatorRollouts, make_env
 from voidgrad.rl.gradients import (
@@ -37,8 +47,21 @@ from voidgrad.rl.networks import (
     ValueNetwork,
 )
 
-_FORMAT = 1
 BACKENDS = ("batched", "process", "ray")
+_KIND = "vg.rl.train"
+_SAVED = (
+    "policy",
+    "value",
+    "correction",
+    "policy_optimizer",
+    "value_optimizer",
+    "control_optimizer",
+    "update",
+    "env_steps",
+    "seconds",
+    "return_scale",
+    "history",
+)
 
 
 @dataclass(frozen=True)
@@ -179,14 +202,24 @@ def train(
         backend: ``"batched"`` (all episodes in this process, one policy call
             per step) or ``"process"`` / ``"ray"`` (one episode per worker task
             through a :class:`~voidgrad.Evaluator`; for slow environments).
-        workers: processes or Ray actors of those backends.
+        workers: processes or Ray actors of those backends (an int >= 1, or
+            None for the CPUs available); not for ``"batched"``.
         seed: seeds the networks, the episodes and the estimator's sampling;
             a run is a function of its seed, whatever the backend.
         track_variance: record the per-update gradient variance (E extra
             backward passes per update; 2E for LAX and RELAX, which also
             record the actor-critic's on the same episodes).
         checkpoint: save the run here every ``checkpoint_every`` updates and at
-            the end; a run started with an existing checkpoint resumes it.
+            the end; a run started with an existing checkpoint resumes it. As
+            with :func:`voidgrad.minimize`, the file holds tensors, numbers and
+            strings only (no code runs when it loads), a damaged one raises a
+            :class:`~voidgrad.optimize.checkpoint.CheckpointError` naming it,
+            and it resumes only the run that wrote it: ``env`` (the id, or a
+            fingerprint of the factory's code), ``estimator``, ``seed``,
+            ``episodes_per_update``, ``policy`` (its class's code), ``gamma``,
+            ``gae_lambda``, the learning rates, ``value_steps``, ``width`` and
+            ``max_episode_steps`` must be the same; ``env_steps`` may grow.
+            ``<checkpoint>.lock`` is locked while the run goes.
         checkpoint_every: updates between checkpoints.
         callback: called with each :class:`UpdateRecord`; returning ``True``
             stops the run.
@@ -211,132 +244,162 @@ def train(
     check_int("value_steps", value_steps, 0)
     check_int("checkpoint_every", checkpoint_every, 1)
     check_int("seed", seed, 0)
+    if workers is not None:
+        check_int("workers", workers, 1)
+        if backend == "batched":
+            raise ValueError(
+                "workers is for backend='process' or 'ray'; backend='batched' runs every "
+                f"episode in this process (got workers={workers!r})"
+            )
+    path = check_checkpoint_path(checkpoint)
     check_unit_interval("gamma", gamma)
     check_unit_interval("gae_lambda", gae_lambda)
     for name, step_size in (("lr", lr), ("value_lr", value_lr), ("control_lr", control_lr)):
         check_positive(name, step_size)
 
-    probe = make_env(env)
-    obs_dim, policy, correction = _networks(probe, estimator, policy, width, seed)
-    probe.close()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derived_seed(seed, 2**32 + 1))
-        value = ValueNetwork(obs_dim, width)
-    policy_optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
-    value_optimizer = torch.optim.Adam(value.parameters(), lr=value_lr)
-    control_optimizer = (
-        None if correction is None else torch.optim.Adam(correction.parameters(), lr=control_lr)
-    )
-    header = {"estimator": estimator, "seed": seed, "episodes_per_update": episodes}
-    history = RLHistory()
-    update, steps_done, seconds_before = 0, 0, 0.0
-    return_scale: float | None = None
-    saved = None if checkpoint is None else load_checkpoint(checkpoint)
-    if saved is not None:
-        check_same_run(saved, header, checkpoint)
-        policy.load_state_dict(saved["policy"])
-        value.load_state_dict(saved["value"])
-        policy_optimizer.load_state_dict(saved["policy_optimizer"])
-        value_optimizer.load_state_dict(saved["value_optimizer"])
-        if correction is not None and control_optimizer is not None:
-            correction.load_state_dict(saved["correction"])
-            control_optimizer.load_state_dict(saved["control_optimizer"])
-        update, steps_done = int(saved["update"]), int(saved["env_steps"])
-        seconds_before = float(saved["seconds"])
-        return_scale = saved["return_scale"]
-        history = RLHistory(UpdateRecord(**record) for record in saved["history"])
+    identity = {
+        "env": identity_value(env),
+        "estimator": estimator,
+        "seed": seed,
+        "episodes_per_update": episodes,
+        "policy": identity_value(policy),
+        "gamma": gamma,
+        "gae_lambda": gae_lambda,
+        "lr": lr,
+        "value_lr": value_lr,
+        "value_steps": value_steps,
+        "control_lr": control_lr,
+        "width": width,
+        "max_episode_steps": max_episode_steps,
+    }
+    with contextlib.nullcontext() if path is None else run_lock(path):
+        probe = make_env(env)
+        obs_dim, policy, correction = _networks(probe, estimator, policy, width, seed)
+        probe.close()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derived_seed(seed, 2**32 + 1))
+            value = ValueNetwork(obs_dim, width)
+        policy_optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
+        value_optimizer = torch.optim.Adam(value.parameters(), lr=value_lr)
+        control_optimizer = (
+            None if correction is None else torch.optim.Adam(correction.parameters(), lr=control_lr)
+        )
+        history = RLHistory()
+        update, steps_done, seconds_before = 0, 0, 0.0
+        return_scale: float | None = None
+        saved = None if path is None else load_checkpoint(path, _KIND, _SAVED)
+        if saved is not None:
+            assert path is not None
+            check_same_run(saved["run"], identity, path)
+            with restoring(path):
+                policy.load_state_dict(saved["policy"])
+                value.load_state_dict(saved["value"])
+                policy_optimizer.load_state_dict(saved["policy_optimizer"])
+                value_optimizer.load_state_dict(saved["value_optimizer"])
+                if correction is not None and control_optimizer is not None:
+                    correction.load_state_dict(saved["correction"])
+                    control_optimizer.load_state_dict(saved["control_optimizer"])
+                update, steps_done = int(saved["update"]), int(saved["env_steps"])
+                seconds_before = float(saved["seconds"])
+                return_scale = (
+                    None if saved["return_scale"] is None else float(saved["return_scale"])
+                )
+                history = RLHistory(UpdateRecord(**record) for record in saved["history"])
 
-    started = time.perf_counter()
-    message = ""
+        started = time.perf_counter()
+        message = ""
 
-    def snapshot() -> dict[str, Any]:
-        return {
-            "format": _FORMAT,
-            **header,
-            "policy": policy.state_dict(),
-            "value": value.state_dict(),
-            "correction": None if correction is None else correction.state_dict(),
-            "policy_optimizer": policy_optimizer.state_dict(),
-            "value_optimizer": value_optimizer.state_dict(),
-            "control_optimizer": (
-                None if control_optimizer is None else control_optimizer.state_dict()
-            ),
-            "update": update,
-            "env_steps": steps_done,
-            "seconds": seconds_before + time.perf_counter() - started,
-            "return_scale": return_scale,
-            "history": history.to_dicts(),
-        }
+        def snapshot() -> dict[str, Any]:
+            return {
+                "format": FORMAT,
+                "kind": _KIND,
+                "run": identity,
+                "policy": policy.state_dict(),
+                "value": value.state_dict(),
+                "correction": None if correction is None else correction.state_dict(),
+                "policy_optimizer": policy_optimizer.state_dict(),
+                "value_optimizer": value_optimizer.state_dict(),
+                "control_optimizer": (
+                    None if control_optimizer is None else control_optimizer.state_dict()
+                ),
+                "update": update,
+                "env_steps": steps_done,
+                "seconds": seconds_before + time.perf_counter() - started,
+                "return_scale": return_scale,
+                "history": history.to_dicts(),
+            }
 
-    rollouts: BatchedRollouts | EvaluatorRollouts = (
-        BatchedRollouts(env, episodes, max_episode_steps)
-        if backend == "batched"
-        else EvaluatorRollouts(env, policy, backend, workers, max_episode_steps)
-    )
-    bar = tqdm(total=env_steps, initial=min(steps_done, env_steps), disable=not progress)
-    try:
-        while steps_done < env_steps:
-            seeds = [derived_seed(seed, update * episodes + e) for e in range(episodes)]
-            batch = rollouts.collect(policy, seeds)
-            with torch.no_grad():
-                values = value(batch.obs)
-            returns = lambda_returns(batch, values, gamma, gae_lambda)
-            steps = flatten(batch, returns, values)
-            generator = torch.Generator().manual_seed(derived_seed(seed, 2**33 + update))
-            if return_scale is None:  # the first batch sets the units of q_φ's output
-                return_scale = _spread(steps.returns)
-            surrogates, square_norm = episode_surrogates(
-                estimator,
-                policy,
-                correction,
-                steps,
-                generator,
-                correction is not None,
-                return_scale,
-            )
-            parameters = list(policy.parameters())
-            variance = reference_variance = math.nan
-            if track_variance:
-                variance = _variance(surrogates, parameters, return_scale)
-                if correction is not None:
-                    plain, _ = episode_surrogates(
-                        "actor_critic", policy, None, steps, generator, False, return_scale
-                    )
-                    reference_variance = _variance(plain, parameters, return_scale)
-            policy_optimizer.zero_grad()
-            surrogates.mean().backward(inputs=parameters, retain_graph=correction is not None)
-            if correction is not None and control_optimizer is not None:
-                variance_step(control_optimizer, list(correction.parameters()), square_norm)
-            policy_optimizer.step()  # after the variance step, which differentiates through θ
-            value_loss = _fit_value(value, value_optimizer, steps.obs, steps.returns, value_steps)
-            # later batches use a running spread, fixed before they are drawn (ĝ stays unbiased)
-            return_scale = 0.9 * return_scale + 0.1 * _spread(steps.returns)
-            update += 1
-            steps_done += batch.env_steps
-            record = UpdateRecord(
-                update=update,
-                env_steps=steps_done,
-                mean_return=float(batch.returns.mean()),
-                gradient_variance=variance,
-                actor_critic_variance=reference_variance,
-                value_loss=value_loss,
-                seconds=seconds_before + time.perf_counter() - started,
-            )
-            history.append(record)
-            bar.update(min(batch.env_steps, max(env_steps - bar.n, 0)))
-            bar.set_postfix(mean_return=f"{record.mean_return:.4g}", refresh=False)
-            if callback is not None and callback(record) is True:
-                message = "stopped by the callback"
-                break
-            if checkpoint is not None and update % checkpoint_every == 0:
-                save_checkpoint(checkpoint, snapshot())
-    finally:
-        bar.close()
-        rollouts.close()
-    message = message or f"{steps_done} environment steps taken (budget {env_steps})"
-    if checkpoint is not None:
-        save_checkpoint(checkpoint, snapshot())
-    return RLResult(policy, value, correction, estimator, steps_done, update, history, message)
+        rollouts: BatchedRollouts | EvaluatorRollouts = (
+            BatchedRollouts(env, episodes, max_episode_steps)
+            if backend == "batched"
+            else EvaluatorRollouts(env, policy, backend, workers, max_episode_steps)
+        )
+        bar = tqdm(total=env_steps, initial=min(steps_done, env_steps), disable=not progress)
+        try:
+            while steps_done < env_steps:
+                seeds = [derived_seed(seed, update * episodes + e) for e in range(episodes)]
+                batch = rollouts.collect(policy, seeds)
+                with torch.no_grad():
+                    values = value(batch.obs)
+                returns = lambda_returns(batch, values, gamma, gae_lambda)
+                steps = flatten(batch, returns, values)
+                generator = torch.Generator().manual_seed(derived_seed(seed, 2**33 + update))
+                if return_scale is None:  # the first batch sets the units of q_φ's output
+                    return_scale = _spread(steps.returns)
+                surrogates, square_norm = episode_surrogates(
+                    estimator,
+                    policy,
+                    correction,
+                    steps,
+                    generator,
+                    correction is not None,
+                    return_scale,
+                )
+                parameters = list(policy.parameters())
+                variance = reference_variance = math.nan
+                if track_variance:
+                    variance = _variance(surrogates, parameters, return_scale)
+                    if correction is not None:
+                        plain, _ = episode_surrogates(
+                            "actor_critic", policy, None, steps, generator, False, return_scale
+                        )
+                        reference_variance = _variance(plain, parameters, return_scale)
+                policy_optimizer.zero_grad()
+                surrogates.mean().backward(inputs=parameters, retain_graph=correction is not None)
+                if correction is not None and control_optimizer is not None:
+                    variance_step(control_optimizer, list(correction.parameters()), square_norm)
+                policy_optimizer.step()  # after the variance step, which differentiates through θ
+                value_loss = _fit_value(
+                    value, value_optimizer, steps.obs, steps.returns, value_steps
+                )
+                # later batches use a running spread, fixed before they are drawn (ĝ stays unbiased)
+                return_scale = 0.9 * return_scale + 0.1 * _spread(steps.returns)
+                update += 1
+                steps_done += batch.env_steps
+                record = UpdateRecord(
+                    update=update,
+                    env_steps=steps_done,
+                    mean_return=float(batch.returns.mean()),
+                    gradient_variance=variance,
+                    actor_critic_variance=reference_variance,
+                    value_loss=value_loss,
+                    seconds=seconds_before + time.perf_counter() - started,
+                )
+                history.append(record)
+                bar.update(min(batch.env_steps, max(env_steps - bar.n, 0)))
+                bar.set_postfix(mean_return=f"{record.mean_return:.4g}", refresh=False)
+                if callback is not None and callback(record) is True:
+                    message = "stopped by the callback"
+                    break
+                if path is not None and update % checkpoint_every == 0:
+                    save_checkpoint(path, snapshot())
+        finally:
+            bar.close()
+            rollouts.close()
+        message = message or f"{steps_done} environment steps taken (budget {env_steps})"
+        if path is not None:
+            save_checkpoint(path, snapshot())
+        return RLResult(policy, value, correction, estimator, steps_done, update, history, message)
 
 
 def _networks(
