@@ -152,6 +152,7 @@ def test_a_path_in_use_is_refused(tmp_path):
         ("CartPole-v1", {"policy": vg.rl.GaussianPolicy(4, 1)}, "do not match"),
         ("CartPole-v1", {"policy": torch.nn.Linear(4, 2)}, "must be a vg.rl.Policy"),
         ("CartPole-v1", {"workers": 0}, "workers must be an int >= 1; got 0"),
+        ("CartPole-v1", {"callback": 3}, "callback must be callable; got int"),
         ("CartPole-v1", {"backend": "process", "workers": 0}, "workers must be an int >= 1"),
         ("CartPole-v1", {"workers": 2}, "workers is for backend='process' or 'ray'"),
         ("CartPole-v1", {"seed": -1}, "seed must be an int >= 0; got -1"),

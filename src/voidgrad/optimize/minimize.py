@@ -45,6 +45,7 @@ from voidgrad.estimators import (
     GaussianSmoothing,
     ZeroGrads,
 )
+from voidgrad.estimators.base import check_positive
 from voidgrad.evaluation.evaluator import Evaluator
 from voidgrad.optimize.checkpoint import (
     FORMAT,
@@ -230,6 +231,11 @@ def minimize(
         raise ValueError(f"checkpoint_every must be a positive int; got {checkpoint_every!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable; got {type(callback).__name__}")
+    if lr_schedule is not None and not callable(lr_schedule):
+        raise TypeError(
+            "lr_schedule must be callable, lr_schedule(optimizer) returning a scheduler; got "
+            f"{type(lr_schedule).__name__}"
+        )
     evaluator = _evaluator(fn, evaluator, seed)
     check_method(method)
     gradient = method in GRADIENT_METHODS
@@ -630,8 +636,7 @@ def _is_derivative_free(method: object) -> bool:
 
 
 def _make_optimizer(spec: OptimizerSpec, theta: torch.Tensor, lr: float) -> torch.optim.Optimizer:
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-        raise ValueError(f"lr must be a number > 0; got {lr!r}")
+    check_positive("lr", lr)  # finite: lr=inf turns theta into NaN on the first step
     if isinstance(spec, str):
         if spec not in OPTIMIZERS:
             raise ValueError(

@@ -243,6 +243,8 @@ def train(
     episodes = check_int("episodes_per_update", episodes_per_update, 1)
     check_int("value_steps", value_steps, 0)
     check_int("checkpoint_every", checkpoint_every, 1)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable; got {type(callback).__name__}")
     check_int("seed", seed, 0)
     if workers is not None:
         check_int("workers", workers, 1)
