@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
@@ -384,7 +385,15 @@ def bench_argv(tmp_path, *extra: str, **flags: str) -> list[str]:
         ((), {"problems": "moon"}, "unknown problem 'moon'"),
         ((), {"methods": "newton"}, "unknown method 'newton'"),
         ((), {"methods": "smoothing,smoothing"}, "methods list 'smoothing' twice"),
-        ((), {"methods": "nevergrad:Nope"}, "unknown nevergrad optimizer 'Nope'"),
+        pytest.param(
+            (),
+            {"methods": "nevergrad:Nope"},
+            "unknown nevergrad optimizer 'Nope'",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("nevergrad") is None,
+                reason="needs nevergrad (the bench extra) to know its optimizers",
+            ),
+        ),
         ((), {"methods": "fd", "budget": "3"}, "budget 3 is too small for one step of 'fd'"),
         (("--option", "smoothing.lr_decay=5"), {}, "lr_decay must be in (0, 1]"),
         (("--option", "smoothing.sigma=-1"), {}, "sigma must be a finite number > 0"),

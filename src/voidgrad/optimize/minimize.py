@@ -412,18 +412,21 @@ def _minimize_dfo(
 ) -> OptimizeResult:
     from voidgrad.optimize.adapters import make_dfo
 
+    # The file is read and checked before the optimizer is built: a foreign or damaged
+    # checkpoint is named even where the method's optional library is missing.
+    identity = _run_identity(evaluator, x0, method, seed, options)
+    saved = None
+    if checkpoint is not None:
+        saved = load_checkpoint(checkpoint, _KIND, ("adapter", *_COMMON_KEYS))
+        if saved is not None:
+            check_same_run(saved["run"], identity, checkpoint)
     workers = getattr(evaluator.backend, "workers", None) or 1
     adapter = make_dfo(method, x0.double(), budget=budget, seed=seed, workers=workers, **options)
     try:
-        identity = _run_identity(evaluator, x0, method, seed, options)
         baseline = evaluator.stats.evals
         step, message = 0, ""
-        saved = None
-        if checkpoint is not None:
-            saved = load_checkpoint(checkpoint, _KIND, ("adapter", *_COMMON_KEYS))
         if saved is not None:
             assert checkpoint is not None
-            check_same_run(saved["run"], identity, checkpoint)
             with restoring(checkpoint):
                 adapter.restore(saved["adapter"])  # replays the log: no evaluation
                 step, baseline = _restore_common(saved, evaluator, run, x0)
