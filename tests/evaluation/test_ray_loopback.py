@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -187,3 +189,80 @@ def test_a_head_that_fails_to_start_is_a_named_error_and_leaves_nothing_behind()
     finally:
         head.stop()
     assert not Path(head.temp_dir).exists()
+
+
+JOIN = """
+import sys, ray
+ray.init(address=sys.argv[1], log_to_driver=False)
+print("joined", ray.cluster_resources().get("CPU"), flush=True)
+"""
+
+
+def join_from_another_process(address: str, environment: dict[str, str]) -> subprocess.Popen[str]:
+    """A process that tries to join ``address`` as a driver (prints ``joined`` if it can)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    return subprocess.Popen(
+        [sys.executable, "-c", JOIN, address],
+        env={**clean, "OMP_NUM_THREADS": "1", **environment},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_private_head_requires_a_token_only_this_user_can_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unless RAY_AUTH_MODE says otherwise, another driver needs the head's token to join."""
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    from voidgrad.evaluation.ray_backend import _refresh_auth
+
+    assert not ray.is_initialized()
+    with monkeypatch.context() as patch:
+        # Unset, as for a user who never heard of it (a local ray.init earlier may have set it).
+        patch.delenv("RAY_AUTH_MODE", raising=False)
+        environment = dict(os.environ)
+        backend = RayBackend(workers=1)
+        evaluator = vg.Evaluator(lambda row: row.sum(), backend=backend)
+        joiners: list[subprocess.Popen[str]] = []
+        try:
+            assert torch.equal(evaluator(torch.ones(2, 3)), torch.tensor([3.0, 3.0]))
+            assert dict(os.environ) == environment  # set for ray.init only, then restored
+            head = backend._head
+            assert head is not None and head.token_path is not None
+            token = Path(head.token_path)
+            assert token.parent == Path(head.temp_dir)
+            assert stat.S_IMODE(token.stat().st_mode) == 0o600
+            assert stat.S_IMODE(Path(head.temp_dir).stat().st_mode) == 0o700
+            assert re.fullmatch(r"[0-9a-f]{64}", token.read_text())
+            port = Path(head.ray_dir, "ray_current_cluster").read_text().strip().rsplit(":", 1)[1]
+            address = f"[::ffff:127.0.0.1]:{port}"
+            # Concurrently: a refused join takes Ray about 20 s of retries.
+            joiners = [
+                join_from_another_process(address, {"RAY_AUTH_MODE": "disabled"}),
+                join_from_another_process(
+                    address, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}
+                ),
+                join_from_another_process(
+                    address, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+                ),
+            ]
+            results = [joiner.communicate(timeout=300) for joiner in joiners]
+            for (out, err), joiner in zip(results[:2], joiners[:2], strict=True):
+                assert joiner.returncode != 0 and "joined" not in out, (out, err)
+                assert "token" in err.lower(), err  # refused for want of the token
+            out, err = results[2]
+            assert joiners[2].returncode == 0 and "joined" in out, err  # with it: in
+            # This process's own Ray still holds the token: later calls work.
+            assert evaluator(torch.ones(1, 2)).item() == 2.0
+        finally:
+            for joiner in joiners:
+                joiner.kill()
+                joiner.wait()
+            evaluator.close()
+        assert not token.exists() and not Path(head.temp_dir).exists()
+        assert dict(os.environ) == environment
+        # Ray forgot the head's mode and token: back to what the environment says.
+        assert get_authentication_mode() == AuthenticationMode.DISABLED
+    _refresh_auth()  # as the restored environment says, for the tests that follow

@@ -28,13 +28,21 @@ The private head stays on this machine and dies with its owner:
   ``docs/guide/wrapping.md`` for what ``ss -ltnp`` shows).
 - Its Unix sockets, logs and session files live in a private temporary
   directory (mode 0700), removed when the head stops; nothing is written to
-  ``/tmp/ray``, so ``address="auto"`` elsewhere never finds this head.
-- Token authentication follows ``RAY_AUTH_MODE`` when it is set in the
-  environment (``token``: both sides use Ray's token, as for any cluster);
-  unset, the private head runs without it, because this Ray does not let a
-  driver present a token to a cluster it joins by address unless
-  ``RAY_AUTH_MODE=token`` was set before ``ray`` was imported. The head is
-  reachable only from this machine either way.
+  ``/tmp/ray``, so ``address="auto"`` elsewhere never finds this head. (Ray
+  makes the directory it is given world-writable, so it is given a
+  subdirectory of the private one.)
+- It requires a token: when ``RAY_AUTH_MODE`` is not set, the head runs with
+  ``RAY_AUTH_MODE=token`` and a fresh random token (``secrets.token_hex(32)``)
+  in a file of mode 0600 inside that 0700 directory, so that another local
+  user cannot join it. This process presents the token while ``ray.init``
+  connects: Ray reads the mode and the token when asked (``RayConfig`` and
+  ``AuthenticationTokenLoader``, both refreshed here) and keeps them until
+  they are refreshed again, so ``RAY_AUTH_MODE`` and ``RAY_AUTH_TOKEN_PATH``
+  are set only for the duration of the call (other threads of this process
+  see them meanwhile) and then restored; ``close()`` refreshes both again
+  from the restored environment. A ``RAY_AUTH_MODE`` set in the environment
+  is followed as it is (``token``: both sides use Ray's usual token, as for
+  any cluster; ``disabled``: no token).
 - A watchdog process owns the head: it stops the head's whole process
   session (workers and agents included) and removes its directory when this
   process exits, ``close()`` is called, or this process is killed (``kill
@@ -45,14 +53,16 @@ The private head stays on this machine and dies with its owner:
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +128,54 @@ _HEAD_ENVIRONMENT = {
     # Stop at once on SIGTERM instead of first waiting up to 30 s for the node to drain.
     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
 }
+#: The environment variables Ray's token authentication reads.
+_AUTH_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def _token_auth_supported() -> bool:
+    """Whether this Ray has token authentication with the refreshable state used here."""
+    raylet = importlib.import_module("ray._raylet")  # not in its type stubs: looked up
+    return hasattr(raylet, "AuthenticationTokenLoader") and hasattr(raylet, "Config")
+
+
+def _refresh_auth() -> None:
+    """Make this process's Ray read its authentication mode and token from the environment again.
+
+    Ray caches the mode in ``RayConfig`` (read when ``ray`` is imported) and the token in
+    the ``AuthenticationTokenLoader`` singleton (read when first needed). The config is
+    refreshed first: a Ray thread that reloads the token in between then sees the new mode
+    (Ray's own ``reset_auth_token_state`` does the same, in the same order).
+    """
+    raylet = importlib.import_module("ray._raylet")
+    raylet.Config.initialize("")
+    raylet.AuthenticationTokenLoader.instance().reset_cache()
+
+
+@contextlib.contextmanager
+def _presenting_token(token_path: str | None) -> Iterator[None]:
+    """Make this process's Ray use the private head's token, with the environment as it was after.
+
+    ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN_PATH`` are set (and ``RAY_AUTH_TOKEN``,
+    which would take precedence, hidden) only while the block runs: ``ray.init`` reads
+    them when it connects, and the core worker it starts keeps what it read. Without a
+    token path, nothing is changed.
+    """
+    if token_path is None:
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in _AUTH_VARIABLES}
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = token_path
+    try:
+        _refresh_auth()
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class _PrivateHead:
@@ -129,19 +187,28 @@ class _PrivateHead:
 
     def __init__(self, num_cpus: int) -> None:
         self.owner = os.getpid()
+        #: Private (0700) and kept so: Ray makes its own temporary directory world-writable
+        #: (0777), so that is ``ray_dir``, inside this one, which nobody else can enter.
         self.temp_dir = tempfile.mkdtemp(prefix="voidgrad-ray-")
+        self.ray_dir = os.path.join(self.temp_dir, "ray")
         # Anonymous, so that it outlives the directory the watchdog removes on a failed
         # start; open as long as the head runs (closed by stop()), hence no `with`.
         self._log = tempfile.TemporaryFile()  # noqa: SIM115
+        environment = {**os.environ, **_HEAD_ENVIRONMENT}
+        #: The head's token file (0600, in the 0700 directory), or None: the user's mode is used.
+        self.token_path: str | None = None
+        if "RAY_AUTH_MODE" not in os.environ and _token_auth_supported():
+            self.token_path = self._write_token()
+            environment.pop("RAY_AUTH_TOKEN", None)  # it would take precedence over the file
+            environment.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=self.token_path)
+        else:  # the user's mode (or a Ray without token authentication), as it is
+            environment.setdefault("RAY_AUTH_MODE", "disabled")
         head = [
             sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
             "--node-ip-address=127.0.0.1", "--port=0", f"--num-cpus={num_cpus}",
             "--include-dashboard=false", "--include-log-monitor=false",
-            "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats", f"--temp-dir={self.ray_dir}",
         ]  # fmt: skip
-        environment = {**os.environ, **_HEAD_ENVIRONMENT}
-        # The driver's Ray read RAY_AUTH_MODE when it was imported; the head must agree with it.
-        environment.setdefault("RAY_AUTH_MODE", "disabled")
         self._watchdog = subprocess.Popen(
             [sys.executable, "-I", str(_WATCHDOG), str(self.owner), self.temp_dir, *head],
             env=environment,
@@ -153,9 +220,18 @@ class _PrivateHead:
             start_new_session=True,
         )
 
+    def _write_token(self) -> str:
+        """A fresh random token in a new file that only this user can read; its path."""
+        path = os.path.join(self.temp_dir, "auth_token")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        descriptor = os.open(path, flags, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))
+        return path
+
     def gcs_port(self) -> int:
         """Wait for the head to come up; the port of its GCS, or a WorkerInitError."""
-        written = Path(self.temp_dir, "ray_current_cluster")  # by `ray start`, once it is up
+        written = Path(self.ray_dir, "ray_current_cluster")  # by `ray start`, once it is up
         deadline = time.monotonic() + _START_SECONDS
         while time.monotonic() < deadline and self._watchdog.poll() is None:
             with contextlib.suppress(FileNotFoundError):
@@ -210,6 +286,10 @@ def _shutdown(
     if owns_runtime and ray.is_initialized():
         ray.shutdown()
     if head is not None:
+        if head.token_path is not None and os.getpid() == head.owner:
+            # Forget the head's token before its file goes, so that a later ray.init in
+            # this process reads the mode and token its environment names.
+            _refresh_auth()
         head.stop()
 
 
@@ -222,9 +302,9 @@ class RayBackend:
             first evaluation.
         timeout: seconds one evaluation may take; ``None``: no limit.
         retries: how many more times a row is tried after its actor died.
-        address: ``None`` for a private head on this machine (loopback only, stopped
-            with this backend or its process; see the module docstring), else the
-            cluster to join.
+        address: ``None`` for a private head on this machine (loopback only, joined with
+            a token of its own unless ``RAY_AUTH_MODE`` is set, stopped with this backend
+            or its process; see the module docstring), else the cluster to join.
         threads: torch threads in each actor.
 
     Examples:
@@ -292,12 +372,17 @@ class RayBackend:
         try:
             address = _driver_address(self._ray, head.gcs_port())
             try:
-                self._ray.init(address=address, log_to_driver=False, configure_logging=False)
+                with _presenting_token(head.token_path):
+                    self._ray.init(address=address, log_to_driver=False, configure_logging=False)
             except Exception as error:
                 raise WorkerInitError(
                     f"could not connect to the local Ray head at {address}: {error}"
                 ) from error
         except BaseException:
+            if head.token_path is not None:
+                if self._ray.is_initialized():
+                    self._ray.shutdown()
+                _refresh_auth()
             head.stop()
             raise
         return head
