@@ -232,6 +232,23 @@ def test_a_path_in_use_is_refused_at_once(tmp_path) -> None:
     run(path)  # released
 
 
+def test_workers_forked_during_a_run_do_not_keep_its_path_locked(tmp_path) -> None:
+    path = tmp_path / "run.ckpt"
+    backend = vg.evaluation.ProcessBackend(workers=1, start_method="fork")
+    with vg.Evaluator(near_one, backend=backend, seed=0) as evaluator:
+        run(path, evaluator=evaluator)
+        assert backend.pids()  # the worker forked inside the run is still alive
+        # The same process continues the finished run with a larger budget.
+        assert run(path, evaluator=evaluator, budget=128).nevals == 128
+
+
+def test_a_lock_file_that_cannot_be_opened_is_named(tmp_path) -> None:
+    path = tmp_path / "run.ckpt"
+    (tmp_path / "run.ckpt.lock").mkdir()  # a directory: no process, root included, opens it
+    with pytest.raises(CheckpointError, match=r"run.ckpt: cannot open its lock file"):
+        run(path)
+
+
 HOLDER = textwrap.dedent(
     """
     import sys, time

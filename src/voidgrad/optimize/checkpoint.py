@@ -220,8 +220,9 @@ def run_lock(path: PathLike) -> Iterator[None]:
     The lock is ``fcntl.flock`` on a sidecar file that stays in place (removing
     it would let two processes lock two different files). The kernel releases
     it when the holder exits, however it dies, so a killed run never leaves
-    the path locked (but processes it forked, such as evaluation workers, keep
-    it until they exit too). Without ``fcntl`` (Windows) nothing is locked.
+    the path locked. Processes forked while it is held (evaluation workers)
+    close their copy of the handle at once: they would otherwise keep the
+    lock after the run ends. Without ``fcntl`` (Windows) nothing is locked.
 
     Raises:
         CheckpointError: another process (or another run in this one) holds it.
@@ -232,7 +233,20 @@ def run_lock(path: PathLike) -> Iterator[None]:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     lock = Path(f"{target}.lock")
-    handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise CheckpointError(
+            f"checkpoint {target}: cannot open its lock file {lock} ({error.strerror})"
+        ) from error
+    held = True
+
+    def close_in_child() -> None:
+        if held:
+            os.close(handle)
+
+    # A handler cannot be unregistered; after the run it does nothing.
+    os.register_at_fork(after_in_child=close_in_child)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -247,6 +261,7 @@ def run_lock(path: PathLike) -> Iterator[None]:
         os.pwrite(handle, str(os.getpid()).encode("ascii"), 0)  # named in the error above
         yield
     finally:
+        held = False
         os.close(handle)  # releases the lock
 
 
