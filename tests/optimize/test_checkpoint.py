@@ -309,6 +309,19 @@ def test_fingerprints_see_code_defaults_closures_and_constants_not_state() -> No
     assert fingerprint(Quadratic(1.0).__call__) == fingerprint(Quadratic(5.0).__call__)
 
 
+def test_fingerprints_read_the_values_of_sparse_tensors_in_a_closure(tmp_path) -> None:
+    indices = torch.tensor([[0, 1], [1, 0]])
+
+    def weighted(scale: float):
+        values = torch.tensor([1.0, 2.0], dtype=torch.float64) * scale
+        weights = torch.sparse_coo_tensor(indices, values, (2, 2))
+        return lambda x: float((weights @ x).sum())
+
+    assert fingerprint(weighted(1.0)) == fingerprint(weighted(1.0))
+    assert fingerprint(weighted(1.0)) != fingerprint(weighted(2.0))
+    run(tmp_path / "run.ckpt", fn=weighted(1.0))  # raised a raw RuntimeError (.contiguous())
+
+
 def test_fingerprints_are_the_same_in_another_process() -> None:
     code = (
         "import torch, functools\n"

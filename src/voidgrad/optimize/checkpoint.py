@@ -342,9 +342,8 @@ def _feed(digest: Any, value: object, seen: set[int], module: str, depth: int) -
     elif value is None or isinstance(value, bool | int | float | complex | str | bytes):
         tag(f"{type(value).__name__}:{value!r}")
     elif isinstance(value, torch.Tensor):
-        tensor = value.detach().to("cpu").contiguous()
-        tag(f"tensor:{tensor.dtype}:{tuple(tensor.shape)}")
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+        tag(f"tensor:{value.dtype}:{value.layout}:{tuple(value.shape)}")
+        digest.update(_tensor_bytes(value))
     elif isinstance(value, np.ndarray) and value.dtype != object:
         tag(f"array:{value.dtype.str}:{value.shape}")
         digest.update(np.ascontiguousarray(value).tobytes())
@@ -393,6 +392,18 @@ def _feed(digest: Any, value: object, seen: set[int], module: str, depth: int) -
             ):
                 seen.add(id(method))
                 _feed_function(digest, method, feed, tag, module)
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """The values of ``tensor`` as bytes; b"" where it has none to read (meta, nested)."""
+    if tensor.is_nested or tensor.is_meta:
+        return b""
+    dense = tensor.detach().to("cpu")
+    if dense.is_quantized:
+        dense = dense.dequantize()
+    if dense.layout != torch.strided:  # sparse COO/CSR/...: the same values, densely
+        dense = dense.to_dense()
+    return dense.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def _feed_code(
