@@ -330,6 +330,37 @@ def test_lax_reaches_the_network_that_built_the_distribution() -> None:
     assert net.weight.grad is not None and net.weight.grad.abs().sum() > 0
 
 
+class ModuleShift(torch.distributions.transforms.Transform):
+    """z ↦ z + net(1): a transform whose parameters live in a module, not in tensors it holds."""
+
+    domain = codomain = torch.distributions.constraints.real
+    bijective = True
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(torch.ones(1, dtype=x.dtype)).squeeze()
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y - self.net(torch.ones(1, dtype=y.dtype)).squeeze()
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+def test_lax_on_parameters_it_cannot_find_refuses_to_train_and_still_estimates() -> None:
+    net = nn.Linear(1, 1).double()
+    dist = TransformedDistribution(Normal(torch.zeros((), dtype=DTYPE), 1.0), [ModuleShift(net)])
+    f = lambda z: z  # noqa: E731  (E[z] = shift: its gradient in the shift is 1)
+    with pytest.raises(ValueError, match="cannot train its control .* train_control=False"):
+        vg.expectation(f, dist, N, vg.LAX(Linear(1)))  # was a raw RuntimeError from grad()
+    loss = vg.expectation(f, dist, N, vg.LAX(Linear(1), train_control=False, seed=0))
+    loss.backward()
+    assert net.bias.grad is not None and net.bias.grad.item() == pytest.approx(1.0, abs=0.3)
+
+
 def test_lax_trains_its_control_on_a_multivariate_normal() -> None:
     case = mvn_scale_tril()
     control = Linear(2)

@@ -340,16 +340,27 @@ class LAX(ControlVariateEstimator):
         control, slope = control_and_slope(self.control, fixed, costs, self.train_control)
         # ⟨∂c/∂z(z̄), z(θ)⟩ has the θ-gradient of c_φ(z(θ)) at z̄, and keeps φ out of what
         # loss.backward() traverses once the variance step has changed φ in place.
-        grads = lax_gradients(
-            costs,
-            log_prob,
-            control,
-            sum_trailing(slope * z, 1 + kept),
-            gradient_parameters(dist),
-            self.train_control,
-            retain_graph=True,  # loss.backward() goes through log p and z(θ) again
-        )
-        self._train(grads)
+        params = gradient_parameters(dist)
+        if params:
+            grads = lax_gradients(
+                costs,
+                log_prob,
+                control,
+                sum_trailing(slope * z, 1 + kept),
+                params,
+                self.train_control,
+                retain_graph=True,  # loss.backward() goes through log p and z(θ) again
+            )
+            self._train(grads)
+        elif self.train_control:
+            # The estimate below reaches θ regardless; only ĝ for φ's variance step needs them.
+            raise ValueError(
+                f"LAX cannot train its control on this {type(dist).__name__}: none of the "
+                "tensors it holds requires grad (are its parameters inside a module, e.g. of a "
+                "custom Transform?); pass train_control=False to use the control as it is"
+            )
+        else:
+            self.last_square_norm = math.nan  # ĝ is not formed without the parameters
         routed = lax_objective(
             costs, log_prob, control.detach(), sum_trailing(slope.detach() * z, 1 + kept)
         )
