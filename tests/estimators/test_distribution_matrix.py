@@ -351,14 +351,15 @@ class ModuleShift(torch.distributions.transforms.Transform):
 
 
 def test_lax_on_parameters_it_cannot_find_refuses_to_train_and_still_estimates() -> None:
+    torch.manual_seed(0)
     net = nn.Linear(1, 1).double()
     dist = TransformedDistribution(Normal(torch.zeros((), dtype=DTYPE), 1.0), [ModuleShift(net)])
     f = lambda z: z  # noqa: E731  (E[z] = shift: its gradient in the shift is 1)
     with pytest.raises(ValueError, match="cannot train its control .* train_control=False"):
         vg.expectation(f, dist, N, vg.LAX(Linear(1)))  # was a raw RuntimeError from grad()
-    loss = vg.expectation(f, dist, N, vg.LAX(Linear(1), train_control=False, seed=0))
-    loss.backward()
-    assert net.bias.grad is not None and net.bias.grad.item() == pytest.approx(1.0, abs=0.3)
+    loss = vg.expectation(f, dist, 4000, vg.LAX(Linear(1), train_control=False, seed=0))
+    loss.backward()  # one estimate from 4000 samples: its standard error is about 0.03
+    assert net.bias.grad is not None and net.bias.grad.item() == pytest.approx(1.0, abs=0.15)
 
 
 def test_lax_trains_its_control_on_a_multivariate_normal() -> None:
