@@ -6,6 +6,7 @@ one path exclude each other, and fingerprints are stable across processes.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -98,6 +99,37 @@ def test_another_instance_of_a_callable_class_is_caught_by_the_best_point(tmp_pa
         CheckpointError, match=r"fn at the stored best point gives 105.8\d* here, 1.06\d* there"
     ):
         run(path, fn=Quadratic(-7.0))
+
+
+class FailsFrom:
+    """Quadratic(1.0)'s loss until ``broken`` is set, then NaN (a transient failure)."""
+
+    def __init__(self) -> None:
+        self.broken = False
+
+    def __call__(self, x: torch.Tensor) -> float:
+        return math.nan if self.broken else float(((x - 1.0) ** 2).sum())
+
+
+def test_a_failure_at_the_best_point_is_named_as_a_failure(tmp_path) -> None:
+    path, fn = tmp_path / "run.ckpt", FailsFrom()
+    run(path, fn=fn, callback=lambda record: record.step == 3)
+    fn.broken = True
+    lenient = vg.Evaluator(fn, on_error="nan")
+    with pytest.raises(CheckpointError, match=r"at the stored best point again, and it failed"):
+        run(path, fn=fn, evaluator=lenient)
+
+
+def test_a_loss_near_zero_may_differ_in_its_last_bits(tmp_path) -> None:
+    path = tmp_path / "run.ckpt"
+    wobble = {"on": False}
+
+    def tiny(x: torch.Tensor) -> float:  # ~1e-12 near the start, one rounding apart on resume
+        return float(1e-12 * (1.0 + x.abs().sum())) + (1e-15 if wobble["on"] else 0.0)
+
+    run(path, fn=tiny, callback=lambda record: record.step == 3)
+    wobble["on"] = True
+    assert run(path, fn=tiny).nevals == 64
 
 
 def test_derivative_free_runs_are_identified_too(tmp_path) -> None:

@@ -99,6 +99,9 @@ _COMMON_KEYS = (
 #: resume (relative): room for a deterministic fn's run-to-run rounding (GPU
 #: reductions), far below what another function gives.
 BEST_POINT_RTOL = 1e-5
+#: ... and in absolute terms: a loss near 0 computed with cancellation (in a batch
+#: of another size, say) differs in its last bits, which is not another run.
+BEST_POINT_ATOL = 1e-10
 
 
 @dataclass
@@ -199,9 +202,9 @@ def minimize(
         code). ``budget`` may differ: a finished run resumed with a larger one
         continues. Then, unless ``fn`` takes a ``seed`` (is noisy), the stored
         best point is evaluated once more and its loss must match the stored
-        one to a relative ``BEST_POINT_RTOL``: this tells apart functions the
-        fingerprint cannot. That evaluation goes through the Evaluator and
-        shows in its ``stats``, but it is outside ``budget`` and not in
+        one to ``BEST_POINT_RTOL`` relative or ``BEST_POINT_ATOL`` absolute:
+        this tells apart functions the fingerprint cannot. That evaluation goes
+        through the Evaluator and shows in its ``stats``, but it is outside ``budget`` and not in
         ``nevals``, so a resumed run ends exactly where an uninterrupted one
         does. A mismatch raises CheckpointError naming the file and the
         differing field. Resuming a derivative-free method replays its
@@ -545,7 +548,12 @@ def _check_best_point(evaluator: Evaluator, run: _Progress, checkpoint: Path) ->
     finally:
         run.muted = False
     stored = run.best
-    if not abs(value - stored) <= BEST_POINT_RTOL * max(abs(value), abs(stored)) + 1e-300:
+    if not math.isfinite(value):
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: resuming evaluates fn at the stored best point again, and "
+            f"it failed there ({value!r}; it gave {stored!r} before); a failure, or another fn"
+        )
+    if not abs(value - stored) <= BEST_POINT_RTOL * max(abs(value), abs(stored)) + BEST_POINT_ATOL:
         raise CheckpointError(
             f"checkpoint {checkpoint} was written by another run: fn at the stored best point "
             f"gives {value!r} here, {stored!r} there (a random fn must take a seed parameter "
