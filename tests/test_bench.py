@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from voidgrad import cli, problems
+from voidgrad import bench, cli, problems
 from voidgrad.bench import (
     BenchSettings,
     LinearLrDecay,
@@ -75,6 +75,39 @@ def test_a_failing_method_is_reported_and_the_rest_runs(tmp_path) -> None:
     assert errors["spsa"] is None
     assert "| smoothing | error: EvaluationError" in (tmp_path / "report.md").read_text()
     assert not (tmp_path / "cells" / "sphere-3__smoothing__0.json").exists()  # runs again
+
+
+class ScoringFails:
+    """A problem whose loss fails once the run is over (at the scoring of its last iterate).
+
+    The Evaluator runs ``loss`` under ``torch.no_grad``; the bench scores the start and
+    the last iterate outside it, so a call with grad enabled after an evaluated one is
+    the scoring of the last iterate.
+    """
+
+    def __init__(self, problem) -> None:
+        self.problem = problem
+        self.evaluated = False
+
+    def __getattr__(self, name: str):
+        return getattr(self.problem, name)
+
+    def loss(self, x: torch.Tensor) -> float:
+        if torch.is_grad_enabled() and self.evaluated:
+            raise RuntimeError("the loss failed at the last iterate")
+        self.evaluated = self.evaluated or not torch.is_grad_enabled()
+        return self.problem.loss(x)
+
+
+def test_a_loss_failing_at_the_last_iterate_is_a_failed_cell(tmp_path, monkeypatch) -> None:
+    make_problem = bench.make_problem
+    monkeypatch.setattr(bench, "make_problem", lambda cell: ScoringFails(make_problem(cell)))
+    results = run_bench(
+        settings(tmp_path, problems=["sphere:3"], methods=["smoothing"], seeds=1, budget=32),
+        log=lambda line: None,
+    )  # the failure escaped run_cell as a raw traceback
+    (cell,) = results["cells"]
+    assert cell["error"] == "RuntimeError: the loss failed at the last iterate"
 
 
 def test_options_and_problem_specs_parse() -> None:

@@ -712,6 +712,7 @@ def run_cell(cell: Cell, settings: BenchSettings) -> dict[str, Any]:
                 progress=False,
                 **options,
             )
+        last = problem.loss(result.x_last)  # scoring, outside the budget
     except Exception as error:  # a method that cannot run here is reported, not fatal
         record.update(error=f"{type(error).__name__}: {error}", seconds=time.perf_counter() - start)
         return record
@@ -723,7 +724,6 @@ def run_cell(cell: Cell, settings: BenchSettings) -> dict[str, Any]:
         if problem.x_target is None
         else float((result.x.double() - problem.x_target.double()).norm())
     )
-    last = problem.loss(result.x_last)  # scoring, outside the budget
     record.update(
         error=None,
         fun=result.fun,

@@ -23,6 +23,7 @@ from voidgrad.optimize.checkpoint import (
     fingerprint,
     remove_stale_temporaries,
     run_lock,
+    same_value,
 )
 
 X0 = torch.zeros(2, dtype=torch.float64)
@@ -391,3 +392,10 @@ def test_fingerprints_of_another_python_are_not_compared(tmp_path) -> None:
     state["run"]["fn"] = {"fingerprint": "0" * 20, "python": "2.7"}
     torch.save(state, path)
     assert run(path).nevals == 64  # the best point's check still ran
+
+
+def test_identity_tensors_with_nan_match_themselves() -> None:
+    with_nan = torch.tensor([1.0, math.nan])
+    assert same_value(with_nan, with_nan.clone())  # torch.equal alone says False
+    assert not same_value(with_nan, torch.tensor([1.0, 2.0]))
+    assert not same_value(with_nan, torch.tensor([2.0, math.nan]))

@@ -509,7 +509,7 @@ _ABSENT = _Absent()
 def same_value(there: object, here: object) -> bool:
     """Whether two identity values agree.
 
-    Tensors must have the same dtype, shape and values;
+    Tensors must have the same dtype, shape and values (NaN equal to NaN);
     numbers compare by value (NaN equal to NaN); fingerprints of different
     Python versions are taken to agree (they cannot be compared).
     """
@@ -519,7 +519,7 @@ def same_value(there: object, here: object) -> bool:
             and isinstance(here, torch.Tensor)
             and there.dtype == here.dtype
             and there.shape == here.shape
-            and torch.equal(there, here)
+            and (torch.equal(there, here) or _equal_with_nans(there, here))
         )
     if _is_fingerprint(there) and _is_fingerprint(here):
         assert isinstance(there, dict) and isinstance(here, dict)
@@ -531,6 +531,13 @@ def same_value(there: object, here: object) -> bool:
     if isinstance(there, float) and isinstance(here, float) and math.isnan(there):
         return math.isnan(here)
     return (type(there) is type(here) or _both_numbers(there, here)) and there == here
+
+
+def _equal_with_nans(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal values, NaN matching NaN (as for numbers; ``torch.equal`` never matches NaN)."""
+    if not a.is_floating_point():
+        return False
+    return bool(((a == b) | (a.isnan() & b.isnan())).all())
 
 
 def _both_numbers(a: object, b: object) -> bool:
