@@ -336,7 +336,7 @@ class MetaLearner:
         """
         path = Path(path)
         try:
-            state = torch.load(path, weights_only=True)
+            state = torch.load(path, weights_only=True, map_location="cpu")
         except OSError:
             raise  # a missing or unreadable file is named by its own error
         except pickle.UnpicklingError as error:
