@@ -76,6 +76,15 @@ from voidgrad.estimators.base import (
 from voidgrad.estimators.schedules import SigmaSchedule, check_schedule, scheduled_sigma
 
 
+def check_network_options(width: int, depth: int, encoding_levels: int, activation: str) -> None:
+    """Raise naming the first of :class:`MLPSurrogate`'s options that is out of range."""
+    check_int("width", width, 1)
+    check_int("depth", depth, 1)
+    check_int("encoding_levels", encoding_levels, 0)
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}; got {activation!r}")
+
+
 class MLPSurrogate(nn.Module):
     """h(u) = MLP([u, sin(2^j u), cos(2^j u)]_{j<L}) with an optionally low-rank first layer.
 
@@ -112,19 +121,10 @@ class MLPSurrogate(nn.Module):
         zero_output: bool = True,
     ) -> None:
         super().__init__()
-        for name, value, low in (("dim", dim, 1), ("width", width, 1), ("depth", depth, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
-        if isinstance(encoding_levels, bool) or not isinstance(encoding_levels, int):
-            raise ValueError(f"encoding_levels must be an int >= 0; got {encoding_levels!r}")
-        if encoding_levels < 0:
-            raise ValueError(f"encoding_levels must be an int >= 0; got {encoding_levels!r}")
+        check_int("dim", dim, 1)
+        check_network_options(width, depth, encoding_levels, activation)
         if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
             raise ValueError(f"rank must be a positive int or None; got {rank!r}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {sorted(_ACTIVATIONS)}; got {activation!r}"
-            )
         self.encoding_levels = encoding_levels
         self.activation = activation
         inputs = dim * (1 + 2 * encoding_levels)
@@ -248,18 +248,9 @@ class ZeroGrads(BlackBoxEstimator):
         check_int("replay", replay, 0)
         # The default network is built at the first step, when d is known; its options are
         # checked now, so that a bad one fails here and not after evaluations were spent.
-        for name, value, low in (
-            ("width", width, 1),
-            ("depth", depth, 1),
-            ("encoding_levels", encoding_levels, 0),
-            ("rank", rank, 1),
-            ("low_rank_above", low_rank_above, 1),
-        ):
-            check_int(name, value, low)
-        if activation not in _ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {sorted(_ACTIVATIONS)}; got {activation!r}"
-            )
+        check_network_options(width, depth, encoding_levels, activation)
+        check_int("rank", rank, 1)
+        check_int("low_rank_above", low_rank_above, 1)
         if isinstance(inner_sigma, bool) or not isinstance(inner_sigma, int | float):
             raise ValueError(f"inner_sigma must be a number >= 0; got {inner_sigma!r}")
         if not (math.isfinite(inner_sigma) and inner_sigma >= 0):
