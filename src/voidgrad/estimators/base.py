@@ -353,27 +353,33 @@ def check_representable(name: str, value: float, theta: torch.Tensor, *spans: to
         )
 
 
-def unresolved_offsets(
-    sigma: float, theta: torch.Tensor, offsets: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where random offsets of scale ``sigma`` are lost to rounding at θ (``[B, d]`` masks).
+def check_random_offsets(
+    name: str, sigma: float, theta: torch.Tensor, offsets: torch.Tensor
+) -> None:
+    """Refuse offsets ``[B, n, d]`` of scale ``sigma`` that overflow θ's dtype; warn where lost.
 
-    ``lost``: σ is below half the spacing of floats at θ_k, where most of the
+    Lost: σ is below half the spacing of floats at θ_k, where most of the
     points θ ± τ round to θ and a smoothing estimate shrinks toward 0 (above
     it the rounding averages out; see ``voidgrad.estimators.smoothing``).
-    ``dead``: the drawn offsets (``[B, n, d]``) leave every point equal to θ_k,
-    so the estimate there is exactly 0. Rounding is monotone, so the largest
-    |τ_k| decides.
+    Dead: the drawn offsets leave every point equal to θ_k, so the estimate
+    there is exactly 0. Rounding is monotone, so the largest |τ_k| decides both
+    the overflow and the dead coordinates.
     """
-    lost = sigma < float_spacing(theta) / 2
-    if not bool(lost.any()):
-        return lost, lost
     reach = offsets.abs().amax(1)
-    return lost, lost & (theta + reach == theta) & (theta - reach == theta)
+    check_representable(name, sigma, theta, theta + reach, theta - reach)
+    lost = sigma < float_spacing(theta) / 2
+    if bool(lost.any()):
+        dead = lost & (theta + reach == theta) & (theta - reach == theta)
+        warn_unresolved(name, sigma, theta, lost, dead, _extra_frames=1)
 
 
 def warn_unresolved(
-    name: str, value: float, theta: torch.Tensor, lost: torch.Tensor, dead: torch.Tensor
+    name: str,
+    value: float,
+    theta: torch.Tensor,
+    lost: torch.Tensor,
+    dead: torch.Tensor,
+    _extra_frames: int = 0,
 ) -> None:
     """Warn that the perturbation ``name=value`` is lost to rounding at ``theta`` (``[B, d]``).
 
@@ -402,5 +408,5 @@ def warn_unresolved(
         f"{largest:.3g}) in {int(lost.any(0).sum())} of {theta.shape[-1]} coordinates: "
         f"{consequence}. Use a larger {name} or a wider dtype.",
         NumericalWarning,
-        stacklevel=_CALLER_FRAME,
+        stacklevel=_CALLER_FRAME + _extra_frames,
     )

@@ -91,3 +91,8 @@ def scheduled_sigma(schedule: SigmaSchedule | None, sigma0: float, step: int) ->
     if schedule is None:
         return sigma0
     return check_positive("the schedule's sigma", schedule(sigma0, step))
+
+
+def sigma_name(schedule: SigmaSchedule | None, step: int) -> str:
+    """How messages name σ: ``"sigma"``, or with its schedule's step."""
+    return "sigma" if schedule is None else f"sigma (scheduled, step {step})"

@@ -57,12 +57,15 @@ from voidgrad.estimators.base import (
     MirroredProbe,
     check_flag,
     check_positive,
-    check_representable,
+    check_random_offsets,
     check_samples,
-    unresolved_offsets,
-    warn_unresolved,
 )
-from voidgrad.estimators.schedules import SigmaSchedule, check_schedule, scheduled_sigma
+from voidgrad.estimators.schedules import (
+    SigmaSchedule,
+    check_schedule,
+    scheduled_sigma,
+    sigma_name,
+)
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -145,20 +148,13 @@ class GaussianSmoothing(BlackBoxEstimator):
         draw = _importance_offsets if self.importance else _gaussian_offsets
         offsets = draw(self._generator, (B, n, d), sigma, theta.dtype).to(theta.device)
         seeds = self._draw_mirrored_seeds(B, n, self.antithetic, self.common_random_numbers)
-        reach = offsets.abs().amax(1)
-        check_representable(self._sigma_name(), sigma, theta, theta + reach, theta - reach)
-        warn_unresolved(
-            self._sigma_name(), sigma, theta, *unresolved_offsets(sigma, theta, offsets)
-        )
+        check_random_offsets(sigma_name(self.schedule, self.steps), sigma, theta, offsets)
         if self.importance:  # W = sign(τ) sqrt(2/π)/σ
             return MirroredProbe(
                 theta, offsets, seeds, self.antithetic, _SQRT_2_OVER_PI / sigma, sign_weights=True
             )
         # W = τ/σ² = (τ/σ)(1/σ): σ² would underflow for σ < 1e-154
         return MirroredProbe(theta, offsets, seeds, self.antithetic, 1 / sigma, unit=sigma)
-
-    def _sigma_name(self) -> str:
-        return "sigma" if self.schedule is None else f"sigma (scheduled, step {self.steps})"
 
     def __repr__(self) -> str:
         return (

@@ -68,12 +68,15 @@ from voidgrad.estimators.base import (
     check_flag,
     check_int,
     check_positive,
-    check_representable,
+    check_random_offsets,
     check_samples,
-    unresolved_offsets,
-    warn_unresolved,
 )
-from voidgrad.estimators.schedules import SigmaSchedule, check_schedule, scheduled_sigma
+from voidgrad.estimators.schedules import (
+    SigmaSchedule,
+    check_schedule,
+    scheduled_sigma,
+    sigma_name,
+)
 
 
 def check_network_options(width: int, depth: int, encoding_levels: int, activation: str) -> None:
@@ -418,10 +421,7 @@ class ZeroGrads(BlackBoxEstimator):
         sigma = self.sigma
         eps = torch.randn((n, d), generator=self._generator, dtype=theta.dtype) * sigma
         eps = torch.cat([eps, -eps]).to(theta.device)
-        name = "sigma" if self.schedule is None else f"sigma (scheduled, step {self.steps})"
-        reach = eps.abs().amax(0)
-        check_representable(name, sigma, theta, theta + reach, theta - reach)
-        warn_unresolved(name, sigma, theta, *unresolved_offsets(sigma, theta, eps.unsqueeze(0)))
+        check_random_offsets(sigma_name(self.schedule, self.steps), sigma, theta, eps[None])
         inner = (
             torch.randn((2 * n, d), generator=self._generator, dtype=theta.dtype).to(theta.device)
             * (self.inner_sigma * sigma)
