@@ -590,7 +590,8 @@ def _bb_fn_int(ctx: Context) -> str:
     return accepted(use_estimator(vg.SPSA(0.1), fn=3))
 
 
-for _label, _fn, _words in [
+#: What a per-row black box may wrongly return, and the words its refusal must contain.
+BAD_ROW_OUTPUTS: list[tuple[str, Callable[[torch.Tensor], Any], Words]] = [
     ("bool", lambda x: bool(x.sum() > 0), ("bool",)),
     ("an empty tensor", lambda x: torch.empty(0), (("empty", "shape", "size"),)),
     (
@@ -601,7 +602,9 @@ for _label, _fn, _words in [
     ("None", lambda x: None, (("fn", "black box"), "None")),
     ("a str", lambda x: "1.0", (("fn", "black box"), "str")),
     ("complex", lambda x: complex(float(x.sum()), 1.0), ("complex",)),
-]:
+]
+
+for _label, _fn, _words in BAD_ROW_OUTPUTS:
 
     def _run(ctx: Context, fn=_fn) -> str:
         return accepted(use_estimator(vg.GaussianSmoothing(0.1, 4, seed=0), fn=fn))
@@ -749,17 +752,8 @@ def _evaluator_sweeps(backend: str) -> None:
 
         add(entry, label, f"ev(X, seeds) with {label}", "refuse", words, run, item=8, ray=ray)
 
-    outputs: list[tuple[str, Callable[[torch.Tensor], Any], Words]] = [
-        ("bool", lambda x: bool(x.sum() > 0), ("bool",)),
-        ("an empty tensor", lambda x: torch.empty(0), (("empty", "shape", "size"),)),
-        (
-            "a NumPy object array",
-            lambda x: np.array([float(x.sum())], dtype=object),
-            (("fn", "black box", "return"), "object"),
-        ),
-        ("None", lambda x: None, (("fn", "black box"), "None")),
-        ("a str", lambda x: "1.0", (("fn", "black box"), "str")),
-        ("complex", lambda x: complex(float(x.sum()), 1.0), ("complex",)),
+    outputs = [
+        *BAD_ROW_OUTPUTS,
         ("a list", lambda x: [float(x.sum())], (("fn", "black box"), "list")),
     ]
     if backend == "vectorized":
