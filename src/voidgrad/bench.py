@@ -672,16 +672,20 @@ def _differences(stored: dict[str, Any], now: dict[str, Any], prefix: str = "") 
     return changes
 
 
-def run_cell(cell: Cell, settings: BenchSettings) -> dict[str, Any]:
-    """Run one cell; failures are recorded (``error``), not raised.
+def run_cell(
+    cell: Cell,
+    settings: BenchSettings,
+    problem: Any,
+    options: dict[str, Any],
+    identity: dict[str, Any],
+) -> dict[str, Any]:
+    """Run one cell on its ``problem`` with its resolved ``options``; failures are recorded.
 
-    The record holds the cell's :func:`cell_identity`. The start loss is
-    evaluated inside the guard too: a black box that fails at ``x0`` is a
-    failed cell, not a crashed benchmark.
+    Failures go into ``error``, not raised. The record holds the cell's
+    ``identity`` (:func:`cell_identity`). The start loss is evaluated inside
+    the guard too: a black box that fails at ``x0`` is a failed cell, not a
+    crashed benchmark.
     """
-    problem = make_problem(cell)
-    options = cell_options(cell, settings, problem)
-    identity = cell_identity(cell, settings, options)
     backend = "process" if settings.workers > 1 else "serial"
     workers = settings.workers if settings.workers > 1 else None
     record: dict[str, Any] = {
@@ -758,7 +762,8 @@ def run_bench(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
         prefix = f"[{number}/{len(cells)}] {cell.key}"
         path = folder / f"{cell.key}.json"
         problem = make_problem(cell)
-        identity = cell_identity(cell, settings, cell_options(cell, settings, problem))
+        options = cell_options(cell, settings, problem)
+        identity = cell_identity(cell, settings, options)
         stored, why = load_cell(path, cell, identity)
         if stored is not None:
             records.append(stored)
@@ -766,7 +771,7 @@ def run_bench(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
             continue
         if why:
             log(f"{prefix}: {why}; running it again")
-        record = run_cell(cell, settings)
+        record = run_cell(cell, settings, problem, options, identity)
         if record["error"] is None:  # a failed cell is tried again next time
             temporary = path.with_suffix(".tmp")
             temporary.write_text(json.dumps(record))
