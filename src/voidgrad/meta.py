@@ -38,7 +38,6 @@ Examples:
 from __future__ import annotations
 
 import copy
-import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,7 +48,7 @@ from torch.func import functional_call, grad
 from tqdm.auto import tqdm
 
 from voidgrad.estimators.base import check_flag, check_int, check_positive, check_seed
-from voidgrad.optimize.checkpoint import save_checkpoint
+from voidgrad.optimize.checkpoint import load_failure, save_checkpoint
 
 __all__ = ["MetaLearner", "Task", "TaskSampler"]
 
@@ -339,18 +338,8 @@ class MetaLearner:
             state = torch.load(path, weights_only=True, map_location="cpu")
         except OSError:
             raise  # a missing or unreadable file is named by its own error
-        except pickle.UnpicklingError as error:
-            raise ValueError(
-                f"cannot load {path}: it is not a file written by MetaLearner.save (not a torch "
-                "file, or it holds objects only code could rebuild, which are refused: nothing "
-                "in it was run)"
-            ) from error
         except Exception as error:  # torch raises several types for an empty or cut file
-            reason = str(error).split(". ")[0].strip() or "no detail"
-            raise ValueError(
-                f"cannot load {path}: it is empty, truncated or damaged "
-                f"({type(error).__name__}: {reason})"
-            ) from error
+            raise ValueError(f"cannot load {path}: {load_failure(error)}") from error
         self.load_state_dict(state, source=str(path))
 
     def __repr__(self) -> str:

@@ -138,7 +138,7 @@ def load_checkpoint(
         state = torch.load(target, weights_only=True, map_location="cpu")
     except Exception as error:  # torch raises EOFError, RuntimeError, UnpicklingError, OSError...
         raise CheckpointError(
-            f"checkpoint {target} cannot be read: {_load_failure(error)}; delete it or use "
+            f"checkpoint {target} cannot be read: {load_failure(error)}; delete it or use "
             "another path"
         ) from error
     if not isinstance(state, dict):
@@ -166,24 +166,29 @@ def load_checkpoint(
     return state
 
 
-def _load_failure(error: Exception) -> str:
-    """Why ``torch.load`` refused a file, in a line (without torch's advice to trust it)."""
+def load_failure(error: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in a line, for every loader.
+
+    Without torch's advice to load it with ``weights_only=False``, which would
+    run whatever the file holds.
+    """
     text = str(error)
     if type(error).__name__ == "UnpicklingError":
         found = re.search(r"Unsupported global: [^.\n]*", text)
         if found:
             return (
                 "it holds something other than tensors, numbers and strings, which voidgrad "
-                f"never loads because loading it could run code ({found.group(0).strip()})"
+                "never loads because loading it could run code, so nothing in it was run "
+                f"({found.group(0).strip()})"
             )
         return (
-            "it is damaged or not a checkpoint (it does not read as tensors, numbers and "
-            "strings; a pickle of other objects is never loaded)"
+            "it is damaged or not a voidgrad file (it does not read as tensors, numbers and "
+            "strings; a pickle of other objects is never loaded, so nothing in it was run)"
         )
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     if not first:
         first = "the file is empty or ends too early"
-    return f"it is damaged or not a checkpoint ({type(error).__name__}: {first[:200]})"
+    return f"it is empty, truncated or damaged ({type(error).__name__}: {first[:200]})"
 
 
 @contextlib.contextmanager
