@@ -80,6 +80,12 @@ class Probe(ABC):
         """
         B, M = outputs.shape[:2]
         projected = (outputs.reshape(B, M, -1) * grad_output.reshape(B, 1, -1)).sum(-1)
+        return self.vjp_with_variance(projected)
+
+    def vjp_with_variance(
+        self, projected: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`vjp` and :meth:`vjp_variance` at once; probes that share work override it."""
         return self.vjp(projected), self.vjp_variance(projected)
 
 
@@ -249,24 +255,36 @@ class MirroredProbe(Probe):
 
     def vjp(self, projected: torch.Tensor) -> torch.Tensor:
         signal, valid = self._signal(projected)
-        weights = self._weights(signal.dtype)
+        return self._mean_estimate(signal, valid, self._weights(signal.dtype))
+
+    def _mean_estimate(
+        self, signal: torch.Tensor, valid: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        """ĝ = mean_i W_i s_i over the valid directions, in the signal's dtype."""
         mean = signal.to(weights.dtype) / valid.sum(1, keepdim=True)
         return torch.einsum("bn,bnd->bd", mean, weights).to(signal.dtype)
 
     def vjp_variance(self, projected: torch.Tensor) -> torch.Tensor | None:
-        r"""tr Cov(ĝ) ≈ (Σ_i ‖g_i‖² − n ‖ĝ‖²) / (n(n − 1)), g_i = W_i s_i, per row.
+        return self.vjp_with_variance(projected)[1]
 
-        The unbiased sample estimate from the n valid directions of the
-        estimate itself (None with fewer than two).
+    def vjp_with_variance(
+        self, projected: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        r"""ĝ and tr Cov(ĝ) ≈ (Σ_i ‖g_i‖² − n ‖ĝ‖²) / (n(n − 1)), g_i = W_i s_i, per row.
+
+        The variance is the unbiased sample estimate from the n valid
+        directions of the estimate itself (None with fewer than two). Both
+        come from one ``[B, n, d]`` weight tensor, built once.
         """
         signal, valid = self._signal(projected)
+        weights = self._weights(signal.dtype)
+        estimate = self._mean_estimate(signal, valid, weights)
         n = valid.sum(1)
         if bool((n < 2).any()):
-            return None
-        weights = self._weights(signal.dtype)
+            return estimate, None
         squares = (signal.to(weights.dtype).pow(2) * weights.pow(2).sum(-1)).sum(1)
-        mean = self.vjp(projected).to(weights.dtype).pow(2).sum(1)
-        return ((squares - n * mean) / (n * (n - 1))).clamp_min(0.0)
+        mean = estimate.to(weights.dtype).pow(2).sum(1)
+        return estimate, ((squares - n * mean) / (n * (n - 1))).clamp_min(0.0)
 
 
 def check_positive(name: str, value: object) -> float:
