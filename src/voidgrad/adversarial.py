@@ -38,11 +38,11 @@ from torch.distributions import Distribution
 from torch.nn import functional
 from tqdm.auto import tqdm
 
-from voidgrad.estimators.base import check_int, check_positive, check_seed
 from voidgrad.estimators.distributional import DistributionEstimator
 from voidgrad.estimators.score import ScoreFunction
 from voidgrad.evaluation.evaluator import Evaluator
 from voidgrad.expectation import expectation
+from voidgrad.validation import check_int, check_positive, check_seed
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -58,8 +58,8 @@ import torch
 import voidgrad as vg
 from voidgrad import problems
 from voidgrad.estimators import LinearAnneal
-from voidgrad.estimators.base import check_int
 from voidgrad.optimize.minimize import check_method
+from voidgrad.validation import check_int
 
 
 class SettingsError(ValueError):

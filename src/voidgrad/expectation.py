@@ -15,10 +15,10 @@ import torch
 from torch.distributions import Distribution
 
 from voidgrad.errors import EvaluationError
-from voidgrad.estimators.base import check_samples
 from voidgrad.estimators.distributional import DistributionEstimator
 from voidgrad.estimators.score import ScoreFunction
 from voidgrad.evaluation.evaluator import Evaluator
+from voidgrad.validation import check_samples
 
 
 def expectation(

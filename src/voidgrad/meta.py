@@ -47,8 +47,8 @@ from torch import nn
 from torch.func import functional_call, grad
 from tqdm.auto import tqdm
 
-from voidgrad.estimators.base import check_flag, check_int, check_positive, check_seed
 from voidgrad.optimize.checkpoint import load_failure, save_checkpoint
+from voidgrad.validation import check_flag, check_int, check_positive, check_seed
 
 __all__ = ["MetaLearner", "Task", "TaskSampler"]
 

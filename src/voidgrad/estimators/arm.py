@@ -20,13 +20,13 @@ from __future__ import annotations
 import torch
 from torch.distributions import Bernoulli, Distribution
 
-from voidgrad.estimators.discrete import uniform
 from voidgrad.estimators.distributional import (
     DistributionEstimator,
     Evaluate,
     parameter_surrogate,
     surrogate_loss,
 )
+from voidgrad.estimators.samplers import uniform
 
 
 class DisARM(DistributionEstimator):

@@ -15,17 +15,15 @@ parallelism live in one place.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from abc import ABC, abstractmethod
 
 import torch
 
 from voidgrad.errors import EvaluationError, NumericalWarning
+from voidgrad.validation import check_seed
 
 _SEED_HIGH = 2**31 - 1
-#: The largest seed torch.Generator.manual_seed accepts.
-_SEED_MAX = 2**64 - 1
 #: Frames from warn_unresolved up to the user's call of the black box: probe, the autograd
 #: Function's forward, Function.apply, BlackBox.__call__.
 _CALLER_FRAME = 6
@@ -285,69 +283,6 @@ class MirroredProbe(Probe):
         squares = (signal.to(weights.dtype).pow(2) * weights.pow(2).sum(-1)).sum(1)
         mean = estimate.to(weights.dtype).pow(2).sum(1)
         return estimate, ((squares - n * mean) / (n * (n - 1))).clamp_min(0.0)
-
-
-def check_positive(name: str, value: object) -> float:
-    """Return ``value`` as a float, or raise naming ``name`` unless it is a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
-    number = float(value)
-    if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
-    return number
-
-
-def check_int(name: str, value: object, minimum: int) -> int:
-    """Return ``value``, or raise naming ``name`` unless it is an int (no bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
-    return value
-
-
-def check_unit_interval(name: str, value: object) -> float:
-    """Return ``value`` as a float, or raise naming ``name`` unless it is a number in [0, 1]."""
-    number = float(value) if isinstance(value, numbers.Real) else math.nan
-    if isinstance(value, bool) or not 0 <= number <= 1:
-        raise ValueError(f"{name} must be a number in [0, 1]; got {value!r}")
-    return number
-
-
-def check_flag(name: str, value: object) -> bool:
-    """Return ``value``, or raise naming ``name`` unless it is True or False.
-
-    ``bool(value)`` would read the string ``"False"`` as True.
-    """
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False; got {value!r}")
-    return value
-
-
-def check_seed(seed: object) -> int | None:
-    """Return ``seed`` unchanged, or raise unless it is None or an int in [0, 2**64 − 1].
-
-    2**64 − 1 is the largest seed a ``torch.Generator`` takes; a negative one
-    it would silently map to another.
-    """
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
-    if seed is not None and seed > _SEED_MAX:
-        raise ValueError(
-            f"seed must be a non-negative int or None; got {seed}, above 2**64 - 1, the largest "
-            "seed a torch.Generator takes"
-        )
-    return seed
-
-
-def check_samples(samples: object, paired: bool) -> int:
-    """Validate an evaluation count; paired estimators need an even one."""
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be a positive int; got {samples!r}")
-    if paired and samples % 2:
-        raise ValueError(
-            "samples must be even for antithetic (paired) estimators, each pair costing two "
-            f"evaluations; got {samples}"
-        )
-    return samples
 
 
 def float_spacing(theta: torch.Tensor) -> torch.Tensor:

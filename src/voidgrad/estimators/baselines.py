@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from voidgrad.estimators.base import check_positive
+from voidgrad.validation import check_positive
 
 
 class Baseline(ABC):

@@ -30,6 +30,8 @@ import torch
 from torch.distributions import Bernoulli, Categorical, Distribution, OneHotCategorical
 from torch.nn import functional
 
+from voidgrad.estimators.samplers import uniform
+
 Kind = Literal["bernoulli", "categorical", "one_hot"]
 
 
@@ -52,13 +54,6 @@ def discrete_logits(dist: Distribution, estimator: str) -> tuple[Kind, torch.Ten
     kind = discrete_kind(dist, estimator)
     assert isinstance(dist, Bernoulli | Categorical | OneHotCategorical)
     return kind, dist.logits
-
-
-def uniform(shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    """U(0, 1) noise kept away from 0 and 1, so that its logarithms stay finite."""
-    tiny = torch.finfo(like.dtype).tiny
-    eps = torch.finfo(like.dtype).eps
-    return torch.rand(shape, dtype=like.dtype, device=like.device).clamp(tiny, 1 - eps)
 
 
 def sample_relaxed(logits: torch.Tensor, kind: Kind, samples: int) -> torch.Tensor:

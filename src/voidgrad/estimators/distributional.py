@@ -27,7 +27,7 @@ import torch
 from torch.autograd.graph import Node
 from torch.distributions import Distribution, Transform, TransformedDistribution, constraints
 
-from voidgrad.estimators.base import check_seed
+from voidgrad.validation import check_seed
 
 #: Evaluates f on a batch of samples ``[N, ...]``; returns costs ``[N, *cost_batch]``.
 Evaluate = Callable[..., torch.Tensor]

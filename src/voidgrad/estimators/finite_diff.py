@@ -28,14 +28,8 @@ from typing import Literal
 
 import torch
 
-from voidgrad.estimators.base import (
-    BlackBoxEstimator,
-    Probe,
-    check_flag,
-    check_positive,
-    check_representable,
-    warn_unresolved,
-)
+from voidgrad.estimators.base import BlackBoxEstimator, Probe, check_representable, warn_unresolved
+from voidgrad.validation import check_flag, check_positive
 
 Scheme = Literal["forward", "central"]
 

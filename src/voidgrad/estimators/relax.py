@@ -52,7 +52,6 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from voidgrad.estimators.base import check_flag, check_positive
 from voidgrad.estimators.discrete import (
     Kind,
     as_dist_sample,
@@ -74,6 +73,7 @@ from voidgrad.estimators.distributional import (
     sum_trailing,
     surrogate_loss,
 )
+from voidgrad.validation import check_flag, check_positive
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 

@@ -31,13 +31,13 @@ from __future__ import annotations
 import torch
 from torch.distributions import Distribution
 
-from voidgrad.estimators.base import check_flag, check_positive
 from voidgrad.estimators.discrete import discrete_logits, relax, sample_relaxed, threshold
 from voidgrad.estimators.distributional import (
     DistributionEstimator,
     Evaluate,
     check_connected,
 )
+from voidgrad.validation import check_flag, check_positive
 
 
 class GumbelSoftmax(DistributionEstimator):

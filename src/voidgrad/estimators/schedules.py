@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from voidgrad.estimators.base import check_int, check_positive
+from voidgrad.validation import check_int, check_positive
 
 
 class SigmaSchedule(Protocol):

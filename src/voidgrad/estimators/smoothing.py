@@ -52,20 +52,15 @@ import math
 
 import torch
 
-from voidgrad.estimators.base import (
-    BlackBoxEstimator,
-    MirroredProbe,
-    check_flag,
-    check_positive,
-    check_random_offsets,
-    check_samples,
-)
+from voidgrad.estimators.base import BlackBoxEstimator, MirroredProbe, check_random_offsets
+from voidgrad.estimators.samplers import gaussian, importance_gaussian
 from voidgrad.estimators.schedules import (
     SigmaSchedule,
     check_schedule,
     scheduled_sigma,
     sigma_name,
 )
+from voidgrad.validation import check_flag, check_positive, check_samples
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -145,7 +140,7 @@ class GaussianSmoothing(BlackBoxEstimator):
         B, d = theta.shape
         n = self.samples // 2 if self.antithetic else self.samples
         sigma = self.sigma
-        draw = _importance_offsets if self.importance else _gaussian_offsets
+        draw = importance_gaussian if self.importance else gaussian
         offsets = draw(self._generator, (B, n, d), sigma, theta.dtype).to(theta.device)
         seeds = self._draw_mirrored_seeds(B, n, self.antithetic, self.common_random_numbers)
         check_random_offsets(sigma_name(self.schedule, self.steps), sigma, theta, offsets)
@@ -162,22 +157,3 @@ class GaussianSmoothing(BlackBoxEstimator):
             f"antithetic={self.antithetic}, importance={self.importance}, "
             f"schedule={self.schedule!r})"
         )
-
-
-def _gaussian_offsets(
-    generator: torch.Generator, shape: tuple[int, int, int], sigma: float, dtype: torch.dtype
-) -> torch.Tensor:
-    """τ = σε with ε ~ N(0, I)."""
-    return torch.randn(shape, generator=generator, dtype=dtype).mul_(sigma)
-
-
-def _importance_offsets(
-    generator: torch.Generator, shape: tuple[int, int, int], sigma: float, dtype: torch.dtype
-) -> torch.Tensor:
-    """τ ∝ |∂κ/∂τ| per dimension from one uniform c ~ U(−1, 1): sign(c) σ sqrt(−2 ln(1 − |c|))."""
-    c = torch.rand(shape, generator=generator, dtype=dtype).mul_(2).sub_(1)
-    # 1 − |c| = 2 min(u, 1 − u) is uniform on (0, 1]; clamp the measure-zero u = 0.
-    magnitude = c.abs().neg_().log1p_().clamp_min_(math.log(torch.finfo(dtype).tiny))
-    magnitude.mul_(-2).sqrt_().mul_(sigma)
-    # c = 0 gives τ = +0 with weight 0, as sign(c) would.
-    return magnitude.copysign_(c)

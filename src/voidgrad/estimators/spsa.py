@@ -27,12 +27,11 @@ import torch
 from voidgrad.estimators.base import (
     BlackBoxEstimator,
     MirroredProbe,
-    check_flag,
-    check_positive,
     check_representable,
-    check_samples,
     warn_unresolved,
 )
+from voidgrad.estimators.samplers import rademacher
+from voidgrad.validation import check_flag, check_positive, check_samples
 
 
 class SPSA(BlackBoxEstimator):
@@ -70,7 +69,7 @@ class SPSA(BlackBoxEstimator):
     def probe(self, theta: torch.Tensor) -> MirroredProbe:
         B, d = theta.shape
         n = self.samples // 2
-        offsets = _rademacher((B, n, d), self._generator, theta.dtype).mul_(self.c)
+        offsets = rademacher((B, n, d), self._generator, theta.dtype).mul_(self.c)
         offsets = offsets.to(theta.device)
         seeds = self._draw_mirrored_seeds(B, n, True, self.common_random_numbers)
         # c as the dtype holds it (every offset is ±c), and c̃ = half the step actually taken.
@@ -91,16 +90,3 @@ class SPSA(BlackBoxEstimator):
 
     def __repr__(self) -> str:
         return f"SPSA(c={self.c}, samples={self.samples})"
-
-
-_BIT_SHIFTS = torch.arange(8, dtype=torch.uint8)
-
-
-def _rademacher(
-    shape: tuple[int, int, int], generator: torch.Generator, dtype: torch.dtype
-) -> torch.Tensor:
-    """Independent ±1 entries, eight from each random byte (a third of the cost of randint)."""
-    *lead, d = shape
-    packed = torch.randint(0, 256, (*lead, (d + 7) // 8), generator=generator, dtype=torch.uint8)
-    bits = packed.unsqueeze(-1).bitwise_right_shift(_BIT_SHIFTS).bitwise_and_(1)
-    return bits.reshape(*lead, -1)[..., :d].to(dtype).mul_(2).sub_(1)

@@ -62,21 +62,14 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from voidgrad.estimators.base import (
-    BlackBoxEstimator,
-    Probe,
-    check_flag,
-    check_int,
-    check_positive,
-    check_random_offsets,
-    check_samples,
-)
+from voidgrad.estimators.base import BlackBoxEstimator, Probe, check_random_offsets
 from voidgrad.estimators.schedules import (
     SigmaSchedule,
     check_schedule,
     scheduled_sigma,
     sigma_name,
 )
+from voidgrad.validation import check_flag, check_int, check_positive, check_samples
 
 
 def check_network_options(width: int, depth: int, encoding_levels: int, activation: str) -> None:

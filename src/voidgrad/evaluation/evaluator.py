@@ -12,9 +12,9 @@ from typing import Literal
 import torch
 
 from voidgrad.errors import BudgetExhausted, EvaluationError, EvaluationTimeout, WorkerDied
-from voidgrad.estimators.base import check_seed
 from voidgrad.evaluation.backends import Backend, Outcome, SerialBackend, Tally, VectorizedBackend
 from voidgrad.evaluation.outputs import as_output_tensor
+from voidgrad.validation import check_seed
 
 OnError = Literal["raise", "nan"]
 

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from voidgrad.estimators.base import check_int
 from voidgrad.integrations import check_parameter_names, split_theta
+from voidgrad.validation import check_int
 
 __all__ = ["BlenderRenderer", "ball_scene", "import_bpy"]
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from voidgrad.estimators.base import check_int, check_seed
 from voidgrad.integrations import check_parameter_names, split_theta
+from voidgrad.validation import check_int, check_seed
 
 __all__ = ["MitsubaRenderer", "import_mitsuba"]
 

@@ -76,8 +76,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from voidgrad.estimators.base import check_unit_interval
 from voidgrad.optimize.dfo import DFOAdapter, ReplayDiverged
+from voidgrad.validation import check_unit_interval
 
 #: Method names accepted by :func:`make_dfo` (for error messages and docs).
 KNOWN_DFO: tuple[str, ...] = ("cma", "annealing", "ga", "nevergrad:<name>")

@@ -45,7 +45,6 @@ from voidgrad.estimators import (
     GaussianSmoothing,
     ZeroGrads,
 )
-from voidgrad.estimators.base import check_positive
 from voidgrad.evaluation.evaluator import Evaluator
 from voidgrad.optimize.checkpoint import (
     FORMAT,
@@ -60,6 +59,7 @@ from voidgrad.optimize.checkpoint import (
     save_checkpoint,
 )
 from voidgrad.optimize.result import History, OptimizeResult, StepRecord
+from voidgrad.validation import check_positive
 
 GRADIENT_METHODS: dict[str, Callable[..., BlackBoxEstimator]] = {
     "smoothing": lambda seed, sigma=0.1, samples=8, **options: GaussianSmoothing(

@@ -36,8 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from voidgrad.estimators.base import check_int, check_positive
 from voidgrad.problems.checks import check_seed
+from voidgrad.validation import check_int, check_positive
 
 __all__ = ["BRDFFamily", "BRDFTask", "FourierMLP", "TextureFamily", "TextureTask"]
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from voidgrad.estimators.base import check_int
+from voidgrad.validation import check_int
 
 C1 = 0.01**2
 C2 = 0.03**2

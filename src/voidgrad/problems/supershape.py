@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, LogNormal
 
-from voidgrad.estimators.base import check_int
 from voidgrad.problems.checks import check_seed
+from voidgrad.validation import check_int
 
 _N1 = 0.5
 _FILL = 0.9  # fraction of the half-frame the largest radius reaches

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from voidgrad.estimators.base import check_int
 from voidgrad.rl.networks import Policy
+from voidgrad.validation import check_int
 
 EnvSpec = str | Callable[[], Any]
 

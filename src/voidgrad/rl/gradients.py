@@ -32,12 +32,12 @@ from torch import nn
 from torch.distributions import Categorical, Normal
 from torch.nn import functional
 
-from voidgrad.estimators.base import check_int, check_unit_interval
 from voidgrad.estimators.discrete import sample_conditional
 from voidgrad.estimators.distributional import parameter_surrogate
 from voidgrad.estimators.relax import lax_gradients, relax_gradient, square_norm
 from voidgrad.rl.episodes import Episodes
 from voidgrad.rl.networks import Policy
+from voidgrad.validation import check_int, check_unit_interval
 
 Estimator = Literal["actor_critic", "lax", "relax"]
 ESTIMATORS: tuple[Estimator, ...] = ("actor_critic", "lax", "relax")

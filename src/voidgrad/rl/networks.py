@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Normal
 
-from voidgrad.estimators.base import check_int
+from voidgrad.validation import check_int
 
 
 def mlp(inputs: int, outputs: int, width: int = 64, depth: int = 2) -> nn.Sequential:

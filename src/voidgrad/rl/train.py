@@ -15,7 +15,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from voidgrad.estimators.base import check_int, check_positive, check_unit_interval
 from voidgrad.estimators.relax import variance_step
 from voidgrad.evaluation.evaluator import derived_seed
 from voidgrad.optimize.checkpoint import (
@@ -46,6 +45,7 @@ from voidgrad.rl.networks import (
     Policy,
     ValueNetwork,
 )
+from voidgrad.validation import check_int, check_positive, check_unit_interval
 
 BACKENDS = ("batched", "process", "ray")
 _KIND = "vg.rl.train"
