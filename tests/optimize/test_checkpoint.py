@@ -19,6 +19,7 @@ import torch
 
 import voidgrad as vg
 from voidgrad.optimize.checkpoint import (
+    FORMAT,
     CheckpointError,
     fingerprint,
     remove_stale_temporaries,
@@ -206,10 +207,17 @@ DAMAGE = [
     pytest.param(lambda p: p.write_bytes(os.urandom(64) + b"\x80"), "cannot be read", id="garbage"),
     pytest.param(write_truncated, "cannot be read", id="truncated"),
     pytest.param(lambda p: torch.save([1, 2], p), "holds a list, not a dict", id="not-a-dict"),
-    pytest.param(lambda p: torch.save({"format": 2}, p), "written by None", id="no-kind"),
-    pytest.param(edit(lambda s: s.pop("theta")), "is damaged: it lacks theta", id="missing-key"),
-    pytest.param(edit(lambda s: s.update(history=[101])), "cannot be resumed", id="bad-history"),
-    pytest.param(edit(lambda s: s.update(theta=torch.zeros(5))), "theta must be", id="bad-theta"),
+    pytest.param(lambda p: torch.save({"format": FORMAT}, p), "written by None", id="no-kind"),
+    pytest.param(edit(lambda s: s.pop("loop")), "is damaged: it lacks loop", id="missing-key"),
+    pytest.param(
+        edit(lambda s: s["algorithm"].pop("theta")), "KeyError: 'theta'", id="missing-entry"
+    ),
+    pytest.param(
+        edit(lambda s: s["loop"].update(history=[101])), "cannot be resumed", id="bad-history"
+    ),
+    pytest.param(
+        edit(lambda s: s["algorithm"].update(theta=torch.zeros(5))), "theta must be", id="bad-theta"
+    ),
     pytest.param(edit(lambda s: s.update(format=1)), "has format 1", id="old-format"),
     pytest.param(
         edit(lambda s: s.update(kind="vg.rl.train")), "written by 'vg.rl.train'", id="other-kind"
@@ -231,12 +239,14 @@ def test_a_damaged_optimizer_log_is_named(tmp_path) -> None:
     path = tmp_path / "run.ckpt"
     run(path, method="cma", callback=lambda record: record.step == 2)
     state = torch.load(path, weights_only=True)
-    state["adapter"]["losses"] = state["adapter"]["losses"][:-1]
+    state["algorithm"]["adapter"]["losses"] = state["algorithm"]["adapter"]["losses"][:-1]
     torch.save(state, path)
     with pytest.raises(CheckpointError, match="run.ckpt cannot be resumed.*lengths do not agree"):
         run(path, method="cma")
-    state["adapter"]["losses"] = torch.zeros(int(state["adapter"]["rows"].sum()))
-    state["adapter"]["losses"] = state["adapter"]["losses"].double()
+    state["algorithm"]["adapter"]["losses"] = torch.zeros(
+        int(state["algorithm"]["adapter"]["rows"].sum())
+    )
+    state["algorithm"]["adapter"]["losses"] = state["algorithm"]["adapter"]["losses"].double()
     torch.save(state, path)  # other losses make CMA ask other points: the replay says so
     with pytest.raises(CheckpointError, match="ReplayDiverged.*replaying batch 2 of 2"):
         run(path, method="cma")

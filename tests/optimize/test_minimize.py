@@ -133,7 +133,7 @@ def test_resuming_a_stopped_run_ends_where_the_uninterrupted_one_does(tmp_path) 
         checkpoint=path,
         callback=lambda record: record.step == 20,
     )
-    assert torch.load(path, weights_only=True)["step"] == 20
+    assert torch.load(path, weights_only=True)["loop"]["step"] == 20
     fn = Counted()
     resumed = vg.minimize(fn, x0, budget=400, seed=1, progress=False, checkpoint=path)
     assert fn.calls == 400 - 20 * 8 + 1  # the remaining steps, and the best point's check
@@ -181,12 +181,12 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         state = torch.load(path, weights_only=True) if path.exists() else None
-        if state is not None and state["step"] >= 30:
+        if state is not None and state["loop"]["step"] >= 30:
             break
         time.sleep(0.05)
     process.kill()
     process.wait(timeout=30)
-    killed_at = torch.load(path, weights_only=True)["step"]
+    killed_at = torch.load(path, weights_only=True)["loop"]["step"]
     assert 30 <= killed_at < 500  # it really was interrupted mid-run
     assert run_killed_script(str(path), tmp_path / "resumed.pt").wait(timeout=120) == 0
     assert run_killed_script("-", tmp_path / "whole.pt").wait(timeout=120) == 0

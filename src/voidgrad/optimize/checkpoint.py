@@ -52,8 +52,10 @@ except ImportError:  # Windows: no flock; runs are not locked there (see run_loc
     fcntl = None  # type: ignore[assignment]
 
 #: The checkpoint format this version writes and reads. Format 1 stored
-#: derivative-free optimizers as pickles and no run identity; it is refused.
-FORMAT = 2
+#: derivative-free optimizers as pickles and no run identity; format 2 had a
+#: layout of its own for each kind of run, before they shared one loop
+#: (:mod:`voidgrad.run`). Both are refused.
+FORMAT = 3
 
 #: The Python version whose code objects a fingerprint hashes.
 _PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -149,8 +151,8 @@ def load_checkpoint(
     if state.get("format") != FORMAT:
         raise CheckpointError(
             f"checkpoint {target} has format {state.get('format')!r}; this voidgrad reads "
-            f"format {FORMAT} only (format 1 stored pickles and no run identity, so it is "
-            "never resumed); delete it or use another path"
+            f"format {FORMAT} only (format 1 stored pickles and no run identity, format 2 another "
+            "layout, so neither is resumed); delete it or use another path"
         )
     if state.get("kind") != kind:
         raise CheckpointError(
