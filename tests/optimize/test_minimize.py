@@ -162,7 +162,7 @@ KILLED = textwrap.dedent(
         return float(((x - torch.tensor([1.0, -2.0, 0.5], dtype=x.dtype)) ** 2).sum())
     checkpoint = sys.argv[1] if sys.argv[1] != "-" else None
     r = vg.minimize(fn, torch.zeros(3, dtype=torch.float64), budget=4000, seed=3, progress=False,
-                    checkpoint=checkpoint)
+                    checkpoint=checkpoint, checkpoint_every=1)
     torch.save({"x_last": r.x_last, "fun": r.fun, "nevals": r.nevals,
                 "losses": r.history.column("loss")}, sys.argv[2])
     """
@@ -224,7 +224,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path) -> None:
         ({"x0": [1 + 2j, 0j, 0j]}, TypeError, "x0 must hold real numbers.*complex"),
         ({"x0": [True, False, True]}, TypeError, "x0 must hold real numbers.*torch.bool"),
         ({"x0": ["a", "b"]}, TypeError, "x0 must be a 1-D array of numbers"),
-        ({"checkpoint_every": 0}, ValueError, "checkpoint_every must be a positive int"),
+        ({"checkpoint_every": 0}, ValueError, "checkpoint_every must be an int >= 1"),
+        ({"checkpoint_seconds": 0}, ValueError, "checkpoint_seconds must be a finite number > 0"),
     ],
 )
 def test_bad_input(kwargs, error, message) -> None:

@@ -12,10 +12,11 @@ the lowest single evaluation seen.
 With ``checkpoint=path`` the complete state (parameters, optimizer, estimator
 and evaluator counters, random streams, history; for derivative-free methods
 the log their optimizer replays, see :mod:`voidgrad.optimize.dfo`) is saved
-atomically every ``checkpoint_every`` steps; calling ``minimize`` again with
-the same path resumes, and a run killed at any moment and resumed ends where
-an uninterrupted run with the same seed would (bit for bit on the serial
-backend), having lost at most the evaluations of the step in flight. A
+atomically every few seconds (``checkpoint_seconds``) or every
+``checkpoint_every`` steps; calling ``minimize`` again with the same path
+resumes, and a run killed at any moment and resumed ends where an
+uninterrupted run with the same seed would (bit for bit on the serial
+backend), having lost at most the steps since the last save. A
 checkpoint resumes only the run that wrote it (see :func:`minimize`), and a
 path is locked while a run uses it.
 """
@@ -46,6 +47,7 @@ from voidgrad.optimize.best import BestPoint
 from voidgrad.optimize.checkpoint import check_checkpoint_path, fingerprint, identity_value
 from voidgrad.optimize.result import OptimizeResult
 from voidgrad.run import record_callback, run
+from voidgrad.validation import check_int, check_positive
 
 GRADIENT_METHODS: dict[str, Callable[..., BlackBoxEstimator]] = {
     "smoothing": lambda seed, sigma=0.1, samples=8, **options: GaussianSmoothing(
@@ -75,7 +77,8 @@ def minimize(
     progress: bool = True,
     callback: Callable[..., bool | None] | None = None,
     *,
-    checkpoint_every: int = 1,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float | None = 5.0,
     lr_schedule: LrSchedule | None = None,
     **method_options: Any,
 ) -> OptimizeResult:
@@ -106,7 +109,11 @@ def minimize(
             :class:`~voidgrad.run.RunState`: ``state.algorithm.theta``,
             ``.estimator``, ``.optimizer``, ``state.evaluator.stats``);
             returning True stops the run.
-        checkpoint_every: steps between checkpoints.
+        checkpoint_every: save every this many steps (None: not by steps).
+        checkpoint_seconds: save when this many seconds have passed since the
+            last save (None: not by time). The default, every 5 s, costs a
+            fast ``fn`` nothing noticeable (saving every step made a 1 ms
+            ``fn`` 10× slower); a run also saves when it ends.
         lr_schedule: ``lr_schedule(optimizer)`` returning a scheduler, stepped
             once per step.
         **method_options: passed to the method: ``sigma``, ``samples``,
@@ -158,10 +165,10 @@ def minimize(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int; got {seed!r}")
     path = check_checkpoint_path(checkpoint)
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int):
-        raise ValueError(f"checkpoint_every must be a positive int; got {checkpoint_every!r}")
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be a positive int; got {checkpoint_every!r}")
+    if checkpoint_every is not None:
+        check_int("checkpoint_every", checkpoint_every, 1)
+    if checkpoint_seconds is not None:
+        check_positive("checkpoint_seconds", checkpoint_seconds)
     if lr_schedule is not None and not callable(lr_schedule):
         raise TypeError(
             "lr_schedule must be callable, lr_schedule(optimizer) returning a scheduler; got "
@@ -201,6 +208,7 @@ def minimize(
             checkpoint=path,
             identity=identity,
             checkpoint_every=checkpoint_every,
+            checkpoint_seconds=checkpoint_seconds,
             callbacks=() if callback is None else (record_callback(callback),),
             progress=progress,
             description=method,
