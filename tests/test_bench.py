@@ -161,6 +161,88 @@ def test_the_zerograds_presets_run_under_their_bench_names(tmp_path) -> None:
     assert (high["width"], high["depth"], high["encoding_levels"]) == (128, 8, 6)
 
 
+def _plain(options: dict) -> dict:
+    """Options with a schedule written as its repr (LinearAnneal has no ==)."""
+    return {k: repr(v) if k == "schedule" else v for k, v in options.items()}
+
+
+@pytest.mark.parametrize(
+    ("method", "scale", "budget", "dim", "expected"),
+    [
+        (
+            "smoothing",
+            2.0,
+            800,
+            3,
+            {
+                "sigma": 1.0,
+                "samples": 8,
+                "lr": 0.1,
+                "schedule": "LinearAnneal(sigma_min=0.1, total_steps=100, constant_steps=0)",
+            },
+        ),
+        (
+            "zerograds",
+            0.5,
+            10,
+            3,
+            {
+                "sigma": 0.25,
+                "samples": 4,
+                "lr": 0.025,
+                "schedule": "LinearAnneal(sigma_min=0.025, total_steps=2, constant_steps=0)",
+            },
+        ),
+        ("spsa", 4.0, 800, 3, {"c": 0.4, "samples": 2, "lr": 0.2}),
+        ("fd", 0.25, 800, 3, {"h": 0.00025, "lr": 0.0125}),
+        ("cma", 2.0, 800, 3, {"sigma0": 0.6}),
+        ("annealing", 2.0, 800, 3, {}),
+        ("ga", 2.0, 800, 3, {}),
+        ("nevergrad:NGOpt", 2.0, 800, 3, {}),
+        (
+            "zerograds-reference",
+            0.5,
+            800,
+            999,
+            {
+                "sigma": 0.1,
+                "samples": 20,
+                "lr": 0.005,
+                "inner_sigma": 0.1,
+                "fit_steps": 3,
+                "surrogate_lr": 1e-4,
+                "unbiased": False,
+                "frame": "fixed",
+                "zero_output": False,
+                "low_rank_above": 200_000,
+                "width": 64,
+                "depth": 3,
+                "encoding_levels": 0,
+            },
+        ),
+    ],
+)
+def test_a_cells_options_are_the_benchs_as_they_were(method, scale, budget, dim, expected) -> None:
+    """Hand-computed: a change here changes every stored cell's identity and result."""
+    assert _plain(method_options(method, scale, budget, {}, dim)) == expected
+
+
+def test_an_unknown_method_has_no_bench_options() -> None:
+    with pytest.raises(ValueError, match="unknown method 'smoothnig' \\(did you mean 'smoothing'"):
+        method_options("smoothnig", 1.0, 800, {})
+
+
+def test_lr_decay_names_the_methods_it_fits() -> None:
+    message = r"\(smoothing, spsa, zerograds, zerograds-reference\); got 'fd'"
+    with pytest.raises(ValueError, match=message):
+        method_options("fd", 1.0, 800, {"lr_decay": 0.5})
+
+
+def test_the_presets_are_the_registrys() -> None:
+    assert bench.PRESETS == {"zerograds-reference": "zerograds"}
+    assert bench.ZEROGRADS_SAMPLES == 4
+
+
 def test_the_scale_is_the_rms_distance_to_the_answer_or_the_spread_of_x0() -> None:
     sphere = problems.make("sphere", dim=4, seed=0)
     expected = float((sphere.x0 - sphere.x_target).double().pow(2).mean().sqrt())
@@ -417,6 +499,9 @@ def bench_argv(tmp_path, *extra: str, **flags: str) -> list[str]:
         ((), {"problems": ","}, "problems must name at least one problem"),
         ((), {"problems": "moon"}, "unknown problem 'moon'"),
         ((), {"methods": "newton"}, "unknown method 'newton'"),
+        ((), {"methods": "zerograd"}, "(did you mean 'zerograds'?)"),
+        ((), {"methods": "adam"}, "'adam' is an optimizer: pass optimizer='adam'"),
+        ((), {"methods": "score"}, "method 'score' is of kind 'distribution'"),
         ((), {"methods": "smoothing,smoothing"}, "methods list 'smoothing' twice"),
         pytest.param(
             (),
@@ -465,7 +550,6 @@ def test_an_unwritable_out_is_a_usage_error(tmp_path, capsys) -> None:
     ("method", "module"),
     [
         ("cma", "cma"),
-        ("annealing", "scipy.optimize"),
         ("ga", "nevergrad"),
         ("nevergrad:NGOpt", "nevergrad"),
     ],

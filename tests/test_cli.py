@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from voidgrad import registry
 from voidgrad.cli import DemoSettings, main, run_demo
-from voidgrad.problems import make
+from voidgrad.problems import PROBLEMS, make
 
 METHODS = ("autograd", "finite differences", "gaussian smoothing")
 
@@ -92,3 +93,22 @@ def test_only_smoothing_finds_the_target_at_default_settings(seed: int) -> None:
     for stuck in ("autograd", "finite differences"):
         assert runs[stuck].parameter_error > 0.2
         assert runs[stuck].image_loss == problem.loss(problem.x0)
+
+
+def _bench_help(capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines at spaces
+
+
+def test_bench_help_lists_the_registrys_methods(capsys: pytest.CaptureFixture[str]) -> None:
+    listed = f"comma-separated methods: {', '.join(registry.names(*registry.RUNNABLE))}"
+    assert listed in _bench_help(capsys)
+    assert "nevergrad:<name>" in listed and "zerograds-reference" in listed
+    assert "score" not in listed  # vg.expectation's estimators are not bench methods
+
+
+def test_bench_help_lists_the_problems(capsys: pytest.CaptureFixture[str]) -> None:
+    assert f"NAME is one of: {', '.join(PROBLEMS)}" in _bench_help(capsys)
+    assert "caustic" in PROBLEMS

@@ -24,15 +24,13 @@ same for every method), and the best point it evaluated. Smoothing-type
 methods only ever evaluate perturbed points, which in high dimension are far
 worse than the iterate, so the best evaluated loss alone would misjudge them.
 
-Method options default to the problem's scale s (the root-mean-square
-coordinate of x0 − x_target; when the answer is unknown, the spread of x0's
-coordinates): smoothing starts at
-σ = 0.5 s and anneals linearly to 0.05 s over the budget (PRDPT's schedule),
-SPSA uses c = 0.1 s, both with Adam at lr = 0.05 s; CMA-ES starts with
-σ0 = 0.3 s; ZeroGrads (4 samples a step) anneals σ as smoothing does and
-steps with Adam at lr = 0.05 s
-(``zerograds-reference`` runs the reference code's settings, see
-:func:`reference_zerograds_options`). The same defaults serve every problem:
+The methods, and their options relative to the problem's scale s (the
+root-mean-square coordinate of x0 − x_target; when the answer is unknown, the
+spread of x0's coordinates, :func:`problem_scale`), are the entries of
+:mod:`voidgrad.registry`: smoothing starts at σ = 0.5 s and anneals linearly to
+0.05 s over the budget (PRDPT's schedule), with Adam at lr = 0.05 s, and so on;
+``zerograds-reference`` is ``zerograds`` with the reference code's settings
+(:func:`reference_zerograds_options`). The same defaults serve every problem:
 none is tuned per problem.
 ``--option method.key=value`` overrides any of them; a value written with an
 ``s`` (``zerograds.lr=0.02s``) is in units of each problem's s.
@@ -56,9 +54,10 @@ from typing import Any
 import torch
 
 import voidgrad as vg
-from voidgrad import problems
-from voidgrad.estimators import LinearAnneal
-from voidgrad.optimize.minimize import check_method
+from voidgrad import problems, registry
+from voidgrad.registry import ZEROGRADS_SAMPLES as ZEROGRADS_SAMPLES
+from voidgrad.registry import BenchScale
+from voidgrad.registry import reference_zerograds_options as reference_zerograds_options
 from voidgrad.validation import check_int
 
 
@@ -218,11 +217,10 @@ def problem_scale(problem: Any) -> float:
     return max(spread, 1e-3) if spread > 0 else 1.0
 
 
-ZEROGRADS_SAMPLES = 4
-"""Evaluations per step of the bench's ``zerograds`` (its σ schedule counts steps)."""
-
-PRESETS: dict[str, str] = {"zerograds-reference": "zerograds"}
-"""Bench method names that are ``vg.minimize`` methods with other settings."""
+PRESETS: dict[str, str] = {
+    entry.name: entry.preset_of for entry in registry.METHODS if entry.preset_of is not None
+}
+"""Bench method names that are ``vg.minimize`` methods with other settings (the registry's)."""
 
 
 def minimize_method(method: str) -> str:
@@ -235,34 +233,18 @@ def method_options(
 ) -> dict[str, Any]:
     """The options ``vg.minimize`` gets for ``method`` on a problem of scale ``scale``.
 
-    The σ schedules of ``smoothing`` and ``zerograds`` anneal over the run's
-    steps, budget // samples, with ``samples`` as overridden (a ``schedule``
-    override replaces them). The override ``lr_decay=f`` (0 < f ≤ 1) decays
-    the learning rate linearly to f times its start over those same steps
+    The registry's scale-relative options (:meth:`voidgrad.registry.Method.bench_options`)
+    under the ``overrides``, a :class:`Scaled` one resolved at ``scale``. The σ
+    schedules of ``smoothing`` and ``zerograds`` anneal over the run's steps,
+    budget // samples, with ``samples`` as overridden (a ``schedule`` override
+    replaces them). The override ``lr_decay=f`` (0 < f ≤ 1) decays the learning
+    rate linearly to f times its start over those same steps
     (:class:`LinearLrDecay`); without it lr is constant.
     """
-
-    def annealed(default_samples: int) -> dict[str, Any]:
-        samples = overrides.get("samples", default_samples)
-        steps = max(2, budget // samples) if isinstance(samples, int) and samples > 0 else 2
-        return {
-            "sigma": 0.5 * scale,
-            "samples": default_samples,
-            "lr": 0.05 * scale,
-            "schedule": LinearAnneal(0.05 * scale, total_steps=steps),
-        }
-
-    defaults: dict[str, dict[str, Any]] = {
-        "smoothing": annealed(8),
-        "spsa": {"c": 0.1 * scale, "samples": 2, "lr": 0.05 * scale},
-        "fd": {"h": 1e-3 * scale, "lr": 0.05 * scale},
-        "cma": {"sigma0": 0.3 * scale},
-        "zerograds": annealed(ZEROGRADS_SAMPLES),
-        "zerograds-reference": reference_zerograds_options(scale, dim),
-    }
+    at = BenchScale(scale, budget, dim, overrides)
     resolved = {k: v.at(scale) if isinstance(v, Scaled) else v for k, v in overrides.items()}
     lr_decay = resolved.pop("lr_decay", None)
-    options = {**defaults.get(method, {}), **resolved}
+    options = {**registry.method(method).bench_options(at), **resolved}
     if lr_decay is not None:
         options["lr_schedule"] = _lr_decay_schedule(method, lr_decay, budget, options)
     return options
@@ -308,7 +290,7 @@ def _lr_decay_schedule(
     if "samples" not in options or "lr" not in options:
         raise ValueError(
             f"lr_decay needs a method whose steps take `samples` evaluations and an lr "
-            f"(smoothing, spsa, zerograds, zerograds-reference); got {method!r}"
+            f"({', '.join(_stepped_methods())}); got {method!r}"
         )
     _check_decay_factor("lr_decay", end_factor)
     return LinearLrDecay(float(end_factor), max(1, budget // options["samples"]))
@@ -322,37 +304,14 @@ def _check_decay_factor(name: str, value: object) -> None:
         raise ValueError(f"{name} must be in (0, 1]; got {value!r}")
 
 
-def reference_zerograds_options(scale: float, dim: int) -> dict[str, Any]:
-    """ZeroGrads as the reference code sets it up, at this benchmark's budgets.
-
-    Kept from the reference: its estimate ∇h(θ) (``unbiased=False``), σ ≈ 0.2 s,
-    20 evaluations per step, inner smoothing ρ = 0.1, k_φ = 3 fits at
-    lr_φ = 1e-4, inputs relative to θ₀ (``frame="fixed"``), PyTorch's default
-    initialization, and its two networks: 3×64 without encoding below 1 000
-    parameters, 8×128 with six positional-encoding frequencies above.
-    Changed: lr_θ = 0.01 s, because the reference's 1e-5–1e-4 moves θ by
-    almost nothing in a few hundred steps, and a rank-32 first layer above
-    200 000 encoded inputs, because the reference's full first layer there (up
-    to 327M weights) does not fit a 2-core time budget.
-    """
-    network = (
-        {"width": 128, "depth": 8, "encoding_levels": 6}
-        if dim >= 1000
-        else {"width": 64, "depth": 3, "encoding_levels": 0}
-    )
-    return {
-        "sigma": 0.2 * scale,
-        "samples": 20,
-        "lr": 0.01 * scale,
-        "inner_sigma": 0.1,
-        "fit_steps": 3,
-        "surrogate_lr": 1e-4,
-        "unbiased": False,
-        "frame": "fixed",
-        "zero_output": False,
-        "low_rank_above": 200_000,
-        **network,
-    }
+def _stepped_methods() -> list[str]:
+    """The methods whose bench options have ``samples`` and ``lr``: those ``lr_decay`` fits."""
+    unit = BenchScale(1.0, 1)
+    return [
+        entry.name
+        for entry in registry.METHODS
+        if {"samples", "lr"} <= entry.bench_options(unit).keys()
+    ]
 
 
 BENCH_SET_OPTIONS = frozenset(
@@ -443,10 +402,8 @@ def _methods(names: Sequence[str]) -> list[str]:
     if not names:
         raise SettingsError("methods must name at least one method")
     for name in names:
-        try:
-            check_method(minimize_method(name))
-        except ValueError as error:
-            raise SettingsError(f"{error}; bench presets: {sorted(PRESETS)}") from error
+        with _settings_error(""):
+            registry.method(name, registry.RUNNABLE)
         if names.count(name) > 1:
             raise SettingsError(f"methods list {name!r} twice")
     return list(names)

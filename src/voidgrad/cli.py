@@ -27,7 +27,8 @@ import torch
 from tqdm import tqdm
 
 import voidgrad as vg
-from voidgrad.problems import PlateauProblem, make
+from voidgrad import registry
+from voidgrad.problems import PROBLEMS, PlateauProblem, make
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -162,15 +163,12 @@ def _parser() -> argparse.ArgumentParser:
         "--problems",
         required=True,
         help="comma-separated problems, NAME, NAME:DIM or NAME:KEY=VALUE "
-        "(e.g. plateau,rastrigin:1000,texture:size=64)",
+        f"(e.g. plateau,rastrigin:1000,texture:size=64); NAME is one of: {', '.join(PROBLEMS)}",
     )
     bench.add_argument(
         "--methods",
         required=True,
-        help=(
-            "comma-separated methods (smoothing, spsa, fd, zerograds, zerograds-reference, "
-            "cma, annealing, ga, nevergrad:NAME)"
-        ),
+        help=f"comma-separated methods: {', '.join(registry.names(*registry.RUNNABLE))}",
     )
     bench.add_argument("--budget", type=_positive_int, required=True, help="evaluations per run")
     bench.add_argument("--seeds", type=_positive_int, default=3, help="seeds per cell (default 3)")
@@ -259,7 +257,9 @@ def run_demo(problem: PlateauProblem, settings: DemoSettings) -> list[MethodRun]
     """Run autograd, finite differences and Gaussian smoothing with equal budgets."""
     budget = settings.budget
     hard = _HardRenderLoss(problem)
-    finite = vg.blackbox(problem.loss, vg.FiniteDifferences(h=settings.fd_step, scheme="central"))
+    finite = vg.blackbox(
+        problem.loss, registry.method("fd").make(seed=settings.seed, h=settings.fd_step)
+    )
     smooth = vg.blackbox(problem.loss, _smoothing(settings))
     fd_cost = 2 * problem.dim
     return [
@@ -308,9 +308,8 @@ def _optimise(
     """Adam on ``objective`` from the start, lr decaying linearly to a tenth over ``steps``."""
     theta = problem.x0.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([theta], lr=settings.lr)
-    final = settings.lr_final_fraction
-    decay = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda t: 1 - (1 - final) * min(t, steps) / steps
+    decay = torch.optim.lr_scheduler.LinearLR(
+        optimizer, start_factor=1.0, end_factor=settings.lr_final_fraction, total_iters=steps
     )
     run = MethodRun(label)
     run.record(evaluations(), problem.loss(theta.detach()))

@@ -203,8 +203,19 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path) -> None:
         (
             {"method": "newton"},
             ValueError,
-            r"unknown method 'newton'; known methods: \['fd', 'smoothing', 'spsa', 'zerograds'\]",
+            "unknown method 'newton'; known methods: smoothing, spsa, fd, zerograds, cma",
         ),
+        (
+            {"method": "smoothng"},
+            ValueError,
+            r"unknown method 'smoothng' \(did you mean 'smoothing'\?\)",
+        ),
+        (
+            {"method": "adam"},
+            ValueError,
+            "'adam' is an optimizer: pass optimizer='adam' and a method",
+        ),
+        ({"method": "score"}, ValueError, "method 'score' is of kind 'distribution'"),
         (
             {"budget": 7},
             ValueError,

@@ -31,15 +31,10 @@ from voidgrad.estimators import BlackBoxEstimator
 from voidgrad.evaluation.evaluator import Evaluator
 from voidgrad.optimize.best import BestPoint, saved_tensor
 from voidgrad.optimize.result import History, StepRecord
+from voidgrad.registry import OPTIMIZERS
 from voidgrad.run import Algorithm, RunState, Stop
 from voidgrad.validation import check_positive
 
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "rmsprop": torch.optim.RMSprop,
-}
 OptimizerSpec = str | Callable[[Iterable[torch.Tensor], float], torch.optim.Optimizer]
 LrSchedule = Callable[[torch.optim.Optimizer], Any]
 
@@ -131,8 +126,10 @@ class GradientDescent(Algorithm):
 class DerivativeFree(Algorithm):
     """A library optimizer's ask/tell loop, through the Evaluator.
 
-    The adapter is built on first use, so that a damaged or foreign
-    checkpoint is named before a missing optional library is.
+    ``start(x0, budget=..., workers=...)`` builds the adapter (the registry's
+    ``Method.make`` for the method gives it); it is called on first use, so
+    that a damaged or foreign checkpoint is named before a missing optional
+    library is.
     """
 
     kind = "vg.minimize"
@@ -143,17 +140,15 @@ class DerivativeFree(Algorithm):
         evaluator: Evaluator,
         x0: torch.Tensor,
         method: str,
+        start: Callable[..., Any],
         budget: int,
-        seed: int,
-        options: dict[str, Any],
         best: BestPoint,
     ) -> None:
         self.evaluator = evaluator
         self.x0 = x0
         self.method = method
+        self.start = start
         self.budget = budget
-        self.seed = seed
-        self.options = options
         self.best = best
         self._adapter: Any = None
 
@@ -161,17 +156,8 @@ class DerivativeFree(Algorithm):
     def adapter(self) -> Any:
         """The library optimizer's adapter (see :mod:`voidgrad.optimize.dfo`)."""
         if self._adapter is None:
-            from voidgrad.optimize.adapters import make_dfo
-
             workers = getattr(self.evaluator.backend, "workers", None) or 1
-            self._adapter = make_dfo(
-                self.method,
-                self.x0.double(),
-                budget=self.budget,
-                seed=self.seed,
-                workers=workers,
-                **self.options,
-            )
+            self._adapter = self.start(self.x0.double(), budget=self.budget, workers=workers)
         return self._adapter
 
     def step(self, state: RunState) -> StepRecord | Stop:

@@ -29,13 +29,6 @@ from typing import Any
 
 import torch
 
-from voidgrad.estimators import (
-    SPSA,
-    BlackBoxEstimator,
-    FiniteDifferences,
-    GaussianSmoothing,
-    ZeroGrads,
-)
 from voidgrad.evaluation.evaluator import Evaluator
 from voidgrad.optimize.algorithms import (
     DerivativeFree,
@@ -46,22 +39,10 @@ from voidgrad.optimize.algorithms import (
 from voidgrad.optimize.best import BestPoint
 from voidgrad.optimize.checkpoint import check_checkpoint_path, fingerprint, identity_value
 from voidgrad.optimize.result import OptimizeResult
+from voidgrad.registry import RUNNABLE
+from voidgrad.registry import method as registered_method
 from voidgrad.run import record_callback, run
 from voidgrad.validation import check_int, check_positive
-
-GRADIENT_METHODS: dict[str, Callable[..., BlackBoxEstimator]] = {
-    "smoothing": lambda seed, sigma=0.1, samples=8, **options: GaussianSmoothing(
-        sigma, samples, seed=seed, **options
-    ),
-    "spsa": lambda seed, c=0.1, samples=2, **options: SPSA(c, samples, seed=seed, **options),
-    "fd": lambda seed, h=1e-3, scheme="central", **options: FiniteDifferences(
-        h, scheme, seed=seed, **options
-    ),
-    "zerograds": lambda seed, sigma=0.1, samples=4, **options: ZeroGrads(
-        sigma, samples, seed=seed, **options
-    ),
-}
-DERIVATIVE_FREE = ("cma", "annealing", "ga", "nevergrad:<optimizer name>")
 
 
 def minimize(
@@ -175,7 +156,7 @@ def minimize(
             f"{type(lr_schedule).__name__}"
         )
     evaluator = _evaluator(fn, evaluator, seed)
-    check_method(method)
+    entry = registered_method(method, RUNNABLE, presets=False)
     identity = {
         "method": method,
         "seed": seed,
@@ -185,8 +166,8 @@ def minimize(
     }
     best = BestPoint(x0)
     algorithm: GradientDescent | DerivativeFree
-    if method in GRADIENT_METHODS:
-        estimator = GRADIENT_METHODS[method](seed, **method_options)
+    if entry.kind == "blackbox":
+        estimator = entry.make(seed=seed, **method_options)
         cost = estimator.evaluations(x0.numel())
         if cost > budget:
             raise ValueError(
@@ -198,7 +179,8 @@ def minimize(
             optimizer=identity_value(optimizer), lr=lr, lr_schedule=identity_value(lr_schedule)
         )
     else:
-        algorithm = DerivativeFree(evaluator, x0, method, budget, seed, method_options, best)
+        start = entry.make(seed=seed, **method_options)
+        algorithm = DerivativeFree(evaluator, x0, method, start, budget, best)
     evaluator.add_listener(best.observe)
     try:
         state = run(
@@ -266,18 +248,3 @@ def _evaluator(
     if evaluator.fn != fn:  # == so that two accesses of a bound method match
         raise ValueError("evaluator must wrap the same fn that is passed to minimize")
     return evaluator
-
-
-def check_method(method: object) -> None:
-    """Raise, listing the known methods, unless ``method`` names one."""
-    if method not in GRADIENT_METHODS and not _is_derivative_free(method):
-        raise ValueError(
-            f"unknown method {method!r}; known methods: {sorted(GRADIENT_METHODS)} and "
-            f"{list(DERIVATIVE_FREE)}"
-        )
-
-
-def _is_derivative_free(method: object) -> bool:
-    return isinstance(method, str) and (
-        method in ("cma", "annealing", "ga") or method.startswith("nevergrad:")
-    )
