@@ -16,19 +16,22 @@ measured with the true, unsmoothed loss at the final parameters) and writes
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
-from tqdm import tqdm
 
 import voidgrad as vg
 from voidgrad import registry
+from voidgrad.optimize.result import History, StepRecord
 from voidgrad.problems import PROBLEMS, PlateauProblem, make
+from voidgrad.run import Algorithm, RunState, Stop
+from voidgrad.run import run as run_loop
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -80,18 +83,6 @@ class MethodRun:
         self.theta = theta.detach().clone()
         self.image_loss = problem.loss(self.theta)
         self.parameter_error = float((self.theta - problem.x_target).norm())
-
-
-class _HardRenderLoss:
-    """The autograd baseline's objective; counts one render per call."""
-
-    def __init__(self, problem: PlateauProblem) -> None:
-        self.problem = problem
-        self.evals = 0
-
-    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
-        self.evals += 1
-        return self.problem.loss_hard(theta)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -254,80 +245,120 @@ def _non_negative_int(text: str) -> int:
 
 
 def run_demo(problem: PlateauProblem, settings: DemoSettings) -> list[MethodRun]:
-    """Run autograd, finite differences and Gaussian smoothing with equal budgets."""
+    """Run autograd, finite differences and Gaussian smoothing with equal budgets.
+
+    Each is Adam with lr decaying linearly to ``lr_final_fraction`` of itself,
+    in the one run loop (:mod:`voidgrad.run`): the black-box methods through
+    ``vg.minimize``, autograd as an :class:`~voidgrad.run.Algorithm` of its own.
+    """
     budget = settings.budget
-    hard = _HardRenderLoss(problem)
-    finite = vg.blackbox(
-        problem.loss, registry.method("fd").make(seed=settings.seed, h=settings.fd_step)
+    autograd = MethodRun("autograd")
+    autograd.record(0, problem.loss(problem.x0))
+    descent = _AutogradDescent(problem, settings)
+    run_loop(
+        descent,
+        budget,
+        callbacks=[lambda state: autograd.record(state.spent, problem.loss(descent.theta))],
+        progress=_show_progress(),
+        description=f"{autograd.label:>18}",
     )
-    smooth = vg.blackbox(problem.loss, _smoothing(settings))
-    fd_cost = 2 * problem.dim
-    return [
-        _optimise("autograd", problem, hard, lambda: hard.evals, budget, settings),
-        _optimise(
-            "finite differences",
-            problem,
-            finite,
-            lambda: finite.evaluator.stats.evals,
-            budget // fd_cost,
-            settings,
+    autograd.finish(descent.theta, problem)
+    finite = _minimize(
+        "finite differences",
+        problem,
+        settings,
+        "fd",
+        budget // (2 * problem.dim),
+        h=settings.fd_step,
+    )
+    smooth = _minimize(
+        "gaussian smoothing",
+        problem,
+        settings,
+        "smoothing",
+        settings.steps,
+        sigma=settings.sigma,
+        samples=settings.samples,
+        schedule=vg.LinearAnneal(
+            settings.sigma_min,
+            total_steps=settings.steps,
+            constant_steps=int(settings.constant_fraction * settings.steps),
         ),
-        _optimise(
-            "gaussian smoothing",
-            problem,
-            smooth,
-            lambda: smooth.evaluator.stats.evals,
-            settings.steps,
-            settings,
-            on_step=smooth.estimator.step,
-        ),
-    ]
-
-
-def _smoothing(settings: DemoSettings) -> vg.GaussianSmoothing:
-    """PRDPT's estimator: σ constant for a fifth of the run, then linear down to σ_min."""
-    schedule = vg.LinearAnneal(
-        settings.sigma_min,
-        total_steps=settings.steps,
-        constant_steps=int(settings.constant_fraction * settings.steps),
     )
-    return vg.GaussianSmoothing(
-        sigma=settings.sigma, samples=settings.samples, schedule=schedule, seed=settings.seed
-    )
+    return [autograd, finite, smooth]
 
 
-def _optimise(
-    label: str,
-    problem: PlateauProblem,
-    objective: Callable[[torch.Tensor], torch.Tensor],
-    evaluations: Callable[[], int],
-    steps: int,
-    settings: DemoSettings,
-    on_step: Callable[[], None] | None = None,
-) -> MethodRun:
-    """Adam on ``objective`` from the start, lr decaying linearly to a tenth over ``steps``."""
-    theta = problem.x0.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([theta], lr=settings.lr)
-    decay = torch.optim.lr_scheduler.LinearLR(
+def _show_progress() -> bool:
+    """A bar on a terminal, none in logs and pipes."""
+    return sys.stderr.isatty()
+
+
+def _decay(settings: DemoSettings, steps: int) -> Callable[[torch.optim.Optimizer], Any]:
+    """lr falls linearly to ``lr_final_fraction`` of itself over ``steps`` steps."""
+    return lambda optimizer: torch.optim.lr_scheduler.LinearLR(
         optimizer, start_factor=1.0, end_factor=settings.lr_final_fraction, total_iters=steps
     )
-    run = MethodRun(label)
-    run.record(evaluations(), problem.loss(theta.detach()))
-    # disable=None: a bar on a terminal, none in logs and pipes.
-    with tqdm(
-        total=settings.budget, desc=f"{label:>18}", unit="eval", leave=False, disable=None
-    ) as bar:
-        for _ in range(steps):
-            optimizer.zero_grad()
-            objective(theta).backward()
-            optimizer.step()
-            decay.step()
-            if on_step is not None:
-                on_step()
-            run.record(evaluations(), problem.loss(theta.detach()))
-            bar.update(run.evaluations[-1] - bar.n)
-    run.finish(theta, problem)
-    return run
+
+
+def _minimize(
+    label: str,
+    problem: PlateauProblem,
+    settings: DemoSettings,
+    method: str,
+    steps: int,
+    **options: Any,
+) -> MethodRun:
+    """``vg.minimize`` with Adam and the decay, recording the true loss after each step."""
+    curve = MethodRun(label)
+    curve.record(0, problem.loss(problem.x0))
+    result = vg.minimize(
+        problem.loss,
+        problem.x0,
+        method=method,
+        budget=settings.budget,
+        seed=settings.seed,
+        lr=settings.lr,
+        lr_schedule=_decay(settings, steps),
+        progress=_show_progress(),
+        callback=lambda record, state: curve.record(
+            record.evals, problem.loss(state.algorithm.theta.detach())
+        ),
+        **options,
+    )
+    curve.finish(result.x_last, problem)
+    return curve
+
+
+class _AutogradDescent(Algorithm):
+    """Adam through the hard rasterizer by autograd: one render a step, and a zero gradient."""
+
+    kind = "voidgrad.demo.autograd"
+    history_type = History
+
+    def __init__(self, problem: PlateauProblem, settings: DemoSettings) -> None:
+        self.problem = problem
+        self.theta = problem.x0.clone().requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.theta], lr=settings.lr)
+        self.decay = _decay(settings, settings.budget)(self.optimizer)
+
+    def step(self, state: RunState) -> StepRecord | Stop:
+        if state.remaining < 1:
+            return Stop(f"budget of {state.budget} renders spent")
+        self.optimizer.zero_grad()
+        loss = self.problem.loss_hard(self.theta)
+        loss.backward()
+        self.optimizer.step()
+        self.decay.step()
+        state.spent += 1
+        return StepRecord(state.step + 1, state.spent, float(loss.detach()), math.nan, state.seconds)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"theta": self.theta.detach().clone(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        with torch.no_grad():
+            self.theta.copy_(state["theta"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 def format_table(runs: Sequence[MethodRun]) -> str:
