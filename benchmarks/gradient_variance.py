@@ -41,7 +41,7 @@ import voidgrad as vg
 from common import write_results
 from voidgrad import problems
 from voidgrad.bench import method_options, minimize_method, problem_scale
-from voidgrad.optimize.minimize import GRADIENT_METHODS
+from voidgrad.registry import method as registered_method
 
 METHODS = ("zerograds", "zerograds-reference", "smoothing", "spsa")
 
@@ -50,7 +50,7 @@ def estimator_for(method: str, scale: float, budget: int, dim: int, seed: int) -
     """The estimator and learning rate the bench would use."""
     options = method_options(method, scale, budget, {}, dim)
     lr = options.pop("lr")
-    return GRADIENT_METHODS[minimize_method(method)](seed, **options), lr
+    return registered_method(minimize_method(method)).make(seed=seed, **options), lr
 
 
 def estimate(estimator: Any, loss: Any, theta: torch.Tensor) -> torch.Tensor:
@@ -64,7 +64,7 @@ def replicates(estimator: Any, loss: Any, theta: torch.Tensor, count: int) -> to
     rows = []
     for k in range(count):
         twin = copy.deepcopy(estimator)
-        twin._generator.manual_seed(10_000 + k)
+        twin.reseed(10_000 + k)
         rows.append(estimate(twin, loss, theta))
     return torch.stack(rows)
 

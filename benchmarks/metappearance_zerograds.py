@@ -63,7 +63,7 @@ from torch.nn import functional
 import voidgrad as vg
 from common import write_results
 from voidgrad.bench import ZEROGRADS_SAMPLES, method_options, problem_scale
-from voidgrad.estimators.surrogate import MLPSurrogate
+from voidgrad.estimators.surrogate import MLPSurrogate, Standardization, fit_targets
 from voidgrad.problems import Rosenbrock, Sphere
 
 FAMILIES = {"rosenbrock": Rosenbrock, "sphere": Sphere}
@@ -120,7 +120,7 @@ class LocalFitTask:
     """What ZeroGrads' surrogate fits in one step around θ (moving frame), as a meta task.
 
     Each call draws antithetic offsets u ~ N(0, I), evaluates y = L(θ + σu), centres y and
-    divides it by its spread (as ``ZeroGrads._fit`` does) and returns MSE(f(u), targets).
+    divides it by its spread (``fit_targets``, as ZeroGrads does) and returns MSE(f(u), targets).
     """
 
     def __init__(self, visit: Visit, samples: int, seed: int) -> None:
@@ -134,9 +134,7 @@ class LocalFitTask:
         )
         u = torch.cat([half, -half])
         y = self.problem.loss_batch(self.theta + self.sigma * u)
-        y = y - y.mean()
-        spread = float(y.std())
-        targets = y / spread if spread > 0 else y
+        _, targets, _ = fit_targets(y, [], "moving", Standardization())
         return functional.mse_loss(f(u.float()), targets.float())
 
 

@@ -159,4 +159,37 @@ def test_the_variance_estimate_matches_the_spread_of_the_estimates(importance) -
     theta.requires_grad_(True)
     loss_fn(theta).sum().backward()
     spread = float(theta.grad.var(0).sum())
-    assert estimator.last_variance / K == pytest.approx(spread, rel=0.1)
+    assert loss_fn.last_estimate.stats["variance"] / K == pytest.approx(spread, rel=0.1)
+
+
+def test_the_backward_pass_only_reads_the_estimate() -> None:
+    """Nothing is written to the estimator after the forward pass; the variance goes to the
+    estimate's stats."""
+    estimator = vg.GaussianSmoothing(sigma=0.3, samples=6, seed=0)
+    bb = vg.blackbox(lambda r: float((r**2).sum()), estimator)
+    theta = torch.tensor([0.4, -0.2], dtype=torch.float64, requires_grad=True)
+    value = bb(theta)
+    before = dict(vars(estimator))
+    generator = estimator._generator.get_state()
+    assert bb.last_estimate is not None and "variance" not in bb.last_estimate.stats
+    value.backward()
+    assert vars(estimator) == before and torch.equal(estimator._generator.get_state(), generator)
+    assert bb.last_estimate.stats["variance"] > 0
+
+
+def test_the_black_box_trains_the_estimator_only_when_told_to() -> None:
+    def parameters(estimator: vg.ZeroGrads) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in estimator.surrogate.parameters()]
+
+    theta = torch.tensor([0.4, -0.2], dtype=torch.float64, requires_grad=True)
+    for train in (True, False):
+        estimator = vg.ZeroGrads(sigma=0.2, samples=4, zero_output=False, seed=0)
+        bb = vg.blackbox(lambda r: float((r**2).sum()), estimator, train=train)
+        estimator.ask(theta.detach()[None])  # builds the surrogate; asks change no weights
+        estimator.reseed(0)
+        start = parameters(estimator)
+        bb(theta)
+        after = parameters(estimator)
+        changed = any(not torch.equal(a, b) for a, b in zip(start, after, strict=True))
+        assert changed is train
+    assert "train=False" in repr(bb)

@@ -1,10 +1,22 @@
 """``vg.blackbox``: a black box inside autograd.
 
-``bb = vg.blackbox(fn, estimator)`` is a callable. ``bb(theta)`` evaluates fn
-at the points the estimator asks for (one Evaluator call for the whole batch)
-and returns the estimator's value; in the backward pass it returns the
-estimator's vector-Jacobian product for the incoming gradient. So it composes
-with anything differentiable on either side: network → black box → loss.
+``bb = vg.blackbox(fn, estimator)`` is a callable. ``bb(theta)`` asks the
+estimator for the points to evaluate, evaluates fn at all of them in one
+Evaluator call (counted, parallel), tells the estimator the values, and
+returns the estimate's value; in the backward pass it returns the estimate's
+vector-Jacobian product for the incoming gradient. So it composes with
+anything differentiable on either side: network → black box → loss.
+
+Training. An estimator never trains itself: a learned part (ZeroGrads'
+surrogate) reports its training loss in ``estimate.auxiliary`` and is stepped
+by whoever calls :meth:`~voidgrad.estimators.protocol.Estimator.update`. With
+``train=True`` (the default) that is the black box itself, right after each
+tell, so a plain user's ZeroGrads learns as it goes; with ``train=False`` it
+never is, and the caller (a run loop) calls
+``estimator.update(bb.last_estimate)`` when it chooses: evaluating twice then
+trains nothing. The backward pass only reads the estimate; where the
+estimator knows the variance of its VJP, the backward pass records it as
+``bb.last_estimate.stats["variance"]`` (tr Cov, summed over rows).
 """
 
 from __future__ import annotations
@@ -15,8 +27,10 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-from voidgrad.estimators.base import BlackBoxEstimator, Probe
+from voidgrad.estimators.base import BlackBoxEstimator
+from voidgrad.estimators.protocol import Estimate
 from voidgrad.evaluation.evaluator import Evaluator
+from voidgrad.validation import check_flag
 
 
 class BlackBox:
@@ -26,6 +40,11 @@ class BlackBox:
     the (smoothed) F at ``theta``, shaped like one output of F; with
     ``[batch, d]`` each row is an independent call and the result is stacked
     ``[batch, ...]``. Gradients flow back to ``theta`` only if it requires them.
+
+    Attributes:
+        last_estimate: the estimate of the last call (its value, VJP,
+            auxiliary losses and stats), or None before the first; it holds
+            that call's outputs until the next call.
 
     Examples:
         >>> import torch, voidgrad as vg
@@ -44,6 +63,8 @@ class BlackBox:
         fn: Callable[..., object] | Evaluator,
         estimator: BlackBoxEstimator,
         evaluator: Evaluator | None = None,
+        *,
+        train: bool = True,
     ) -> None:
         if not isinstance(estimator, BlackBoxEstimator):
             raise TypeError(
@@ -62,20 +83,36 @@ class BlackBox:
         self.fn = fn
         self.estimator = estimator
         self.evaluator = evaluator
+        self.train = check_flag("train", train)
+        self.last_estimate: Estimate | None = None
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         theta2d = _as_parameter_batch(theta)
-        value = _BlackBoxFunction.apply(theta2d, self.estimator, self.evaluator)
+        with torch.no_grad():
+            query = self.estimator.ask(theta2d.detach())
+            B, M, d = query.inputs.shape
+            values = self.evaluator(query.inputs.reshape(B * M, d), query.seeds.reshape(B * M))
+            estimate = self.estimator.tell(query, values.reshape(B, M, *values.shape[1:]))
+        self.last_estimate = estimate
+        self.estimator._last_stats = estimate.stats  # for the deprecated last_variance
+        if self.train:
+            self.estimator.update(estimate)
+        value = _BlackBoxFunction.apply(theta2d, estimate)
         return value.squeeze(0) if theta.ndim == 1 else value
 
     def __repr__(self) -> str:
-        return f"BlackBox(estimator={self.estimator!r}, evaluator={self.evaluator!r})"
+        return (
+            f"BlackBox(estimator={self.estimator!r}, evaluator={self.evaluator!r}, "
+            f"train={self.train})"
+        )
 
 
 def blackbox(
     fn: Callable[..., object] | Evaluator,
     estimator: BlackBoxEstimator,
     evaluator: Evaluator | None = None,
+    *,
+    train: bool = True,
 ) -> BlackBox:
     """Wrap ``fn`` so that autograd differentiates it with ``estimator``.
 
@@ -86,6 +123,9 @@ def blackbox(
         estimator: a black-box estimator, e.g. ``vg.GaussianSmoothing``.
         evaluator: the Evaluator that runs ``fn`` (for a backend, budget or
             failure policy); by default a serial one.
+        train: step the estimator's learned parts (``estimator.update``) right
+            after each estimate; ``False`` leaves that to the caller, with
+            ``estimator.update(bb.last_estimate)`` (module doc).
 
     Examples:
         >>> import torch, voidgrad as vg
@@ -98,36 +138,36 @@ def blackbox(
         torch.Size([2])
         >>> bool(theta.grad[0] > 0), bool(theta.grad[1] < 0)
         (True, True)
+
+        A run loop that steps ZeroGrads' surrogate itself:
+
+        >>> zerograds = vg.ZeroGrads(sigma=0.1, samples=4, seed=0)
+        >>> bb = vg.blackbox(lambda x: float(x.pow(2).sum()), zerograds, train=False)
+        >>> bb(theta).backward()  # the estimate, from the surrogate as it stands
+        >>> zerograds.update(bb.last_estimate)  # now the surrogate learns from it
     """
-    return BlackBox(fn, estimator, evaluator)
+    return BlackBox(fn, estimator, evaluator, train=train)
 
 
 class _BlackBoxFunction(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx: Any, theta: torch.Tensor, estimator: BlackBoxEstimator, evaluator: Evaluator
-    ) -> torch.Tensor:
-        probe: Probe = estimator.probe(theta.detach())
-        points = probe.points()
-        B, M, d = points.shape
-        outputs = evaluator(points.reshape(B * M, d), probe.seeds.reshape(B * M))
-        del points  # the backward pass needs only the outputs and the probe
-        outputs = outputs.reshape(B, M, *outputs.shape[1:])
-        ctx.probe = probe
-        ctx.outputs = outputs
-        ctx.estimator = estimator
+    def forward(ctx: Any, theta: torch.Tensor, estimate: Estimate) -> torch.Tensor:
+        ctx.estimate = estimate
         # The outputs may be wider than theta (a float loss of a float32 theta): the estimate
         # reads them at full precision, the graph continues in theta's dtype.
-        return probe.value(outputs).to(theta.dtype)
+        return estimate.value.to(theta.dtype)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None]:
         if not ctx.needs_input_grad[0]:
-            return None, None, None
-        grad, variance = ctx.probe.backward(ctx.outputs, grad_output.to(ctx.outputs.dtype))
-        ctx.estimator.last_variance = None if variance is None else float(variance.sum())
-        return grad, None, None
+            return None, None
+        estimate: Estimate = ctx.estimate
+        assert estimate.vjp is not None
+        grad, variance = estimate.vjp(grad_output)
+        if variance is not None:
+            estimate.stats["variance"] = float(variance.sum())
+        return grad, None
 
 
 def _as_parameter_batch(theta: object) -> torch.Tensor:

@@ -174,7 +174,7 @@ def test_smoothing_weighs_by_the_drawn_offsets_which_stay_unbiased_at_coarse_res
     truth = torch.ones(1, dtype=torch.float64)
     assert_unbiased(theta.grad.double(), truth)
 
-    centre, tau = theta.detach().unsqueeze(1), make().probe(theta.detach()).offsets  # same draws
+    centre, tau = theta.detach().unsqueeze(1), make().ask(theta.detach()).context.offsets  # same
     steps = ((centre + tau).double() - (centre - tau).double()) / 2  # rounded in float16
     rounded = (steps * steps).mean(1) / sigma**2  # F = x − 1: the signal is the step itself
     assert fails_unbiased_check(rounded, truth)
@@ -217,5 +217,5 @@ def test_bad_seeds_are_refused_by_every_black_box_estimator(make, seed) -> None:
 
 
 def test_the_largest_torch_seed_is_accepted() -> None:
-    probe = vg.SPSA(0.1, seed=2**64 - 1).probe(torch.zeros(1, 2))
-    assert probe.points().shape == (1, 2, 2)
+    query = vg.SPSA(0.1, seed=2**64 - 1).ask(torch.zeros(1, 2))
+    assert query.inputs.shape == (1, 2, 2)

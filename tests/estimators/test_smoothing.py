@@ -185,9 +185,9 @@ def test_sigma_used_by_the_draw_follows_the_schedule() -> None:
     estimator = vg.GaussianSmoothing(
         1.0, 2, importance=False, seed=0, schedule=vg.LinearAnneal(0.01, total_steps=1)
     )
-    before = estimator.probe(theta).points().std()
+    before = estimator.ask(theta).inputs.std()
     estimator.step()
-    after = estimator.probe(theta).points().std()
+    after = estimator.ask(theta).inputs.std()
     assert 0.9 < before < 1.1 and 0.009 < after < 0.011
 
 

@@ -89,7 +89,7 @@ def test_unbiased_where_the_dtype_rounds_each_coordinate_differently() -> None:
 
 def test_directions_are_balanced_independent_signs() -> None:
     estimator = vg.SPSA(0.5, samples=2000, seed=0)
-    delta = estimator.probe(torch.zeros(1, 13, dtype=torch.float64)).offsets[0] / 0.5
+    delta = estimator.ask(torch.zeros(1, 13, dtype=torch.float64)).inputs[0, :1000] / 0.5
     assert set(delta.unique().tolist()) == {-1.0, 1.0}
     correlation = delta.T @ delta / delta.shape[0]  # ≈ I within 5 standard errors
     identity = torch.eye(13, dtype=torch.float64)

@@ -209,6 +209,6 @@ def test_a_fixed_control_scale_is_the_reported_coefficient() -> None:
 def test_a_given_surrogate_leaves_the_sampled_offsets_as_they_were() -> None:
     """The default network's seed is drawn up front, so a paired comparison sees one stream."""
     theta = torch.zeros(1, 3)
-    default = vg.ZeroGrads(sigma=0.1, seed=5).probe(theta).points()
-    given = vg.ZeroGrads(sigma=0.1, seed=5, surrogate=MLPSurrogate(3)).probe(theta).points()
+    default = vg.ZeroGrads(sigma=0.1, seed=5).ask(theta).inputs
+    given = vg.ZeroGrads(sigma=0.1, seed=5, surrogate=MLPSurrogate(3)).ask(theta).inputs
     assert torch.equal(default, given)

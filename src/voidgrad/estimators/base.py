@@ -1,15 +1,20 @@
-"""The protocol shared by black-box estimators: probe points, then combine evaluations.
+r"""The base of the black-box estimators, and the checks of their perturbations.
 
-A black-box estimator never calls the function itself. For parameters θ
-(``[B, d]``) it returns a :class:`Probe`: the points ``x_{b,i}`` at which F
-must be evaluated, one seed per point, and two linear read-outs of the
-results, the estimated value and the estimated vector-Jacobian product,
+A black-box estimator follows :mod:`voidgrad.estimators.protocol`: for
+parameters θ (``[B, d]``) :meth:`~BlackBoxEstimator.ask` returns a
+:class:`~voidgrad.estimators.protocol.Query` of the points ``x_{b,i}``
+(``[B, M, d]``) at which F must be evaluated, with one seed per point;
+:meth:`~BlackBoxEstimator.tell` reads the values ``[B, M, *out]`` back into
+an :class:`~voidgrad.estimators.protocol.Estimate`: the estimated value
+``[B, *out]`` and ``vjp(v)``, the estimated vector-Jacobian product for the
+incoming gradient v, with the estimated trace of its covariance. It never
+calls F itself: the caller (``vg.blackbox``, a run loop) evaluates every point
+of the batch through one Evaluator call, so the counting and the parallelism
+live in one place.
 
-    value_b = Σ_i a_{b,i} F(x_{b,i}),      ĝ_b = Σ_i W_{b,i} ⟨v_b, F(x_{b,i})⟩,
-
-where v_b is the incoming gradient. The caller (``vg.blackbox``) evaluates
-every point of the batch through one Evaluator call, so the counting and the
-parallelism live in one place.
+:class:`Probe` and :meth:`BlackBoxEstimator.probe` are the protocol before
+ask/tell, kept (deprecated) so that estimators and callers written against it
+still work.
 """
 
 from __future__ import annotations
@@ -17,24 +22,31 @@ from __future__ import annotations
 import math
 import warnings
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 
-from voidgrad.errors import EvaluationError, NumericalWarning
+from voidgrad.errors import NumericalWarning
+from voidgrad.estimators.protocol import Estimate, Estimator, Query
 from voidgrad.validation import check_seed
 
-_SEED_HIGH = 2**31 - 1
-#: Frames from warn_unresolved up to the user's call of the black box: probe, the autograd
-#: Function's forward, Function.apply, BlackBox.__call__.
-_CALLER_FRAME = 6
+#: Frames from warn_unresolved up to the user's call of the black box: ask, BlackBox.__call__.
+_CALLER_FRAME = 4
 
 
 class Probe(ABC):
-    """Points to evaluate for a batch of parameters, and how to read the results.
+    """Deprecated: the points to evaluate and how to read them, before ask/tell.
+
+    An estimator that implements :meth:`BlackBoxEstimator.probe` (returning a
+    Probe) instead of ``ask``/``tell`` still works, with a DeprecationWarning;
+    ``estimator.probe(theta)`` on an ask/tell estimator returns a Probe over
+    its query.
 
     Examples:
-        >>> import torch, voidgrad as vg
-        >>> probe = vg.SPSA(c=0.1, samples=4, seed=0).probe(torch.zeros(1, 3))  # B = 1 row, d = 3
+        >>> import warnings, torch, voidgrad as vg
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", DeprecationWarning)
+        ...     probe = vg.SPSA(c=0.1, samples=4, seed=0).probe(torch.zeros(1, 3))
         >>> probe.points().shape  # [B, M, d]: two directions, ± each
         torch.Size([1, 4, 3])
         >>> outputs = probe.points().sum(-1)  # F(x) = Σ x at every point: [B, M]
@@ -49,11 +61,7 @@ class Probe(ABC):
 
     @abstractmethod
     def points(self) -> torch.Tensor:
-        """``[B, M, d]``: the M points to evaluate for each of the B parameter rows.
-
-        Built on demand, so that a probe kept for the backward pass does not
-        hold them.
-        """
+        """``[B, M, d]``: the M points to evaluate for each of the B parameter rows."""
 
     @abstractmethod
     def value(self, outputs: torch.Tensor) -> torch.Tensor:
@@ -70,25 +78,24 @@ class Probe(ABC):
     def backward(
         self, outputs: torch.Tensor, grad_output: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The VJP ``[B, d]`` for incoming gradient ``grad_output`` ``[B, *out]``, and its variance.
-
-        ``outputs`` are ``[B, M, *out]``. Linear read-outs project each output
-        on the incoming gradient and call :meth:`vjp`; probes whose gradient is
-        not linear in the outputs (a fitted surrogate) override this.
-        """
-        B, M = outputs.shape[:2]
-        projected = (outputs.reshape(B, M, -1) * grad_output.reshape(B, 1, -1)).sum(-1)
-        return self.vjp_with_variance(projected)
+        """The VJP ``[B, d]`` for the incoming gradient ``grad_output`` (``[B, *out]``), and its
+        variance."""
+        return self.vjp_with_variance(project(outputs, grad_output))
 
     def vjp_with_variance(
         self, projected: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """:meth:`vjp` and :meth:`vjp_variance` at once; probes that share work override it."""
+        """:meth:`vjp` and :meth:`vjp_variance` at once."""
         return self.vjp(projected), self.vjp_variance(projected)
 
 
-class BlackBoxEstimator(ABC):
-    """Base of the estimators that ``vg.blackbox`` accepts.
+class BlackBoxEstimator(Estimator):
+    """Base of the estimators that ``vg.blackbox`` accepts: ask for points, be told their values.
+
+    A subclass implements :meth:`ask`, :meth:`tell` and :meth:`evaluations`
+    (see :mod:`voidgrad.estimators.protocol`); learned parts step in
+    :meth:`~voidgrad.estimators.protocol.Estimator.update`, schedules in
+    :meth:`~voidgrad.estimators.protocol.Estimator.step`.
 
     Args:
         seed: seeds the estimator's own generator, so that a run replays bit for
@@ -96,26 +103,22 @@ class BlackBoxEstimator(ABC):
 
     Examples:
         >>> import torch, voidgrad as vg
-        >>> class ForwardProbe(vg.estimators.Probe):  # points θ + h e_k and θ
-        ...     def __init__(self, theta, h, seeds):
-        ...         self.theta, self.h, self.seeds = theta, h, seeds
-        ...     def points(self):
-        ...         B, d = self.theta.shape
-        ...         steps = torch.cat([self.h * torch.eye(d), torch.zeros(1, d)])
-        ...         return self.theta.unsqueeze(1) + steps  # [B, d + 1, d]
-        ...     def value(self, outputs):
-        ...         return outputs[:, -1]
-        ...     def vjp(self, projected):
-        ...         return (projected[:, :-1] - projected[:, -1:]) / self.h
-        >>> class Forward(vg.BlackBoxEstimator):
+        >>> from voidgrad.estimators.protocol import Estimate, Query
+        >>> class Forward(vg.BlackBoxEstimator):  # points θ + h e_k, then θ
         ...     def __init__(self, h, seed=None):
         ...         super().__init__(seed)
         ...         self.h = h
         ...     def evaluations(self, dim):
         ...         return dim + 1
-        ...     def probe(self, theta):
+        ...     def ask(self, theta):
         ...         B, d = theta.shape
-        ...         return ForwardProbe(theta, self.h, self._draw_seeds((B, d + 1)))
+        ...         steps = torch.cat([self.h * torch.eye(d), torch.zeros(1, d)]).to(theta)
+        ...         return Query(theta.unsqueeze(1) + steps, self.draw_seeds((B, d + 1)))
+        ...     def tell(self, query, values):  # scalar F: values [B, d + 1]
+        ...         def vjp(v):  # v: [B], the incoming gradient
+        ...             differences = (values[:, :-1] - values[:, -1:]) / self.h
+        ...             return v.unsqueeze(1) * differences, None  # no variance estimate
+        ...         return Estimate(value=values[:, -1], vjp=vjp)
         >>> theta = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
         >>> vg.blackbox(lambda x: float(3 * x[0] - x[1]), Forward(h=1e-3, seed=0))(theta).backward()
         >>> theta.grad
@@ -123,144 +126,110 @@ class BlackBoxEstimator(ABC):
     """
 
     def __init__(self, seed: int | None) -> None:
-        seed = check_seed(seed)
-        if seed is None:
-            seed = int(torch.randint(0, 2**62, (1,)).item())
-        self._generator = torch.Generator().manual_seed(seed)
-        #: tr Cov of the last backward pass's estimate (summed over rows), if the probe knows it.
-        self.last_variance: float | None = None
+        cls = type(self)
+        if cls.ask is BlackBoxEstimator.ask and cls.probe is BlackBoxEstimator.probe:
+            raise TypeError(f"{cls.__name__} must implement ask() and tell()")
+        super().__init__(seed)
+        # The stats of the last estimate a vg.blackbox made with this estimator (a dict the
+        # backward pass fills in): only for the deprecated last_variance.
+        self._last_stats: dict[str, float] = {}
 
-    @abstractmethod
-    def probe(self, theta: torch.Tensor) -> Probe:
-        """The points to evaluate for parameters ``theta`` (``[B, d]``)."""
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.probe is not BlackBoxEstimator.probe and cls.ask is BlackBoxEstimator.ask:
+            warnings.warn(
+                f"{cls.__name__} implements probe(), which is deprecated: implement ask() and "
+                "tell() (see voidgrad.estimators.protocol)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
 
     @abstractmethod
     def evaluations(self, dim: int) -> int:
         """Evaluations of F per estimate for one parameter row of dimension ``dim``."""
 
-    def step(self) -> None:  # noqa: B027 (an optional hook, not abstract)
-        """Advance per-step state (such as a sigma schedule); a no-op by default."""
+    def ask(self, params: Any, *args: Any) -> Query:
+        """The points ``[B, M, d]`` to evaluate for parameters ``params`` (θ, ``[B, d]``).
 
-    def state_dict(self) -> dict[str, object]:
-        """The estimator's evolving state (its random stream), for checkpoints."""
-        return {"generator": self._generator.get_state()}
+        This default serves subclasses written against the deprecated
+        :meth:`probe`; an estimator implements its own.
+        """
+        probe = self.probe(params)
+        return Query(inputs=probe.points(), seeds=probe.seeds, context=probe)
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
-        """Continue from a :meth:`state_dict`."""
-        generator = state["generator"]
-        assert isinstance(generator, torch.Tensor)
-        self._generator.set_state(generator)
+    def tell(self, query: Query, values: torch.Tensor) -> Estimate:
+        """The estimate from the values ``[B, M, *out]`` of ``query.inputs``; trains nothing.
 
-    def _draw_seeds(self, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.randint(0, _SEED_HIGH, shape, generator=self._generator, dtype=torch.int64)
+        This default serves subclasses written against the deprecated :meth:`probe`.
+        """
+        probe = query.context
+        if not isinstance(probe, Probe):
+            raise TypeError(f"{type(self).__name__} must implement tell()")
+        check_values(query, values)
 
-    def _draw_mirrored_seeds(self, B: int, n: int, antithetic: bool, common: bool) -> torch.Tensor:
-        """Seeds for a MirroredProbe's points; with ``common``, a pair shares its seed."""
-        if antithetic and common:
-            return self._draw_seeds((B, n)).repeat(1, 2)
-        return self._draw_seeds((B, 2 * n if antithetic else n))
+        def vjp(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            return probe.backward(values, v.to(values.dtype))
+
+        return Estimate(value=probe.value(values), vjp=vjp)
+
+    def probe(self, theta: torch.Tensor) -> Probe:
+        """Deprecated: a :class:`Probe` over :meth:`ask` and :meth:`tell` (use those)."""
+        warnings.warn(
+            "probe() is deprecated: use ask() and tell() (see voidgrad.estimators.protocol)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return _QueryProbe(self, self.ask(theta))
+
+    def reseed(self, seed: int) -> None:
+        """Restart the random stream from ``seed``, keeping all other state.
+
+        For independent replicates of one state: deep copies of an estimator,
+        each reseeded, draw fresh samples around the same surrogate, schedule
+        and buffers.
+        """
+        checked = check_seed(seed)
+        if checked is None:
+            raise ValueError("seed must be a non-negative int; got None")
+        self.seed = checked
+        self._generator.manual_seed(checked)
+
+    @property
+    def last_variance(self) -> float | None:
+        """Deprecated: tr Cov of the last ``vg.blackbox`` estimate, summed over rows.
+
+        Use ``bb.last_estimate.stats["variance"]`` of the black box ``bb``
+        (present once its backward pass ran, where the estimator knows it).
+        """
+        warnings.warn(
+            "estimator.last_variance is deprecated: read "
+            'blackbox.last_estimate.stats.get("variance")',
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._last_stats.get("variance")
 
 
-class MirroredProbe(Probe):
-    """Points θ + τ_i (and θ − τ_i when antithetic) with weights W_i = s ⊙ w(τ_i).
+class _QueryProbe(Probe):
+    """The deprecated Probe view of an ask/tell estimator's query."""
 
-    Non-antithetic:  ĝ = (1/n) Σ_i W_i ⟨v, F(θ + τ_i)⟩
-    Antithetic:      ĝ = (1/2n) Σ_i W_i ⟨v, F(θ + τ_i) − F(θ − τ_i)⟩
-    value = the mean of F over all points.
-
-    The weight is a scale s times w(τ) = τ / ``unit``, or sign(τ) with
-    ``sign_weights``: every estimator here has that form, so the weights are
-    not kept between the passes. s is a number, or a ``[B, d]`` tensor with
-    one scale per coordinate (SPSA's 1/c̃_k for the step actually taken).
-    ``unit`` keeps w(τ) of order one, so that a weight such as τ/σ² is
-    computed as (τ/σ)·(1/σ) and does not overflow for a tiny σ; the read-out
-    runs in at least float32, so that 1/σ does not overflow float16.
-
-    Failed evaluations (NaN rows under ``on_error="nan"``) are dropped: a
-    direction counts only if all of its points succeeded, and the means are
-    over the surviving directions.
-    """
-
-    def __init__(
-        self,
-        theta: torch.Tensor,
-        offsets: torch.Tensor,
-        seeds: torch.Tensor,
-        antithetic: bool,
-        weight_scale: float | torch.Tensor,
-        sign_weights: bool = False,
-        unit: float = 1.0,
-    ) -> None:
-        self.theta = theta
-        self.offsets = offsets
-        self.seeds = seeds
-        self.antithetic = antithetic
-        self.weight_scale = weight_scale
-        self.sign_weights = sign_weights
-        self.unit = unit
+    def __init__(self, estimator: BlackBoxEstimator, query: Query) -> None:
+        self.estimator = estimator
+        self.query = query
+        self.seeds = query.seeds
+        self.estimate: Estimate | None = None
 
     def points(self) -> torch.Tensor:
-        B, n, d = self.offsets.shape
-        centre = self.theta.unsqueeze(1)
-        if not self.antithetic:
-            return centre + self.offsets
-        points = torch.empty((B, 2 * n, d), dtype=self.offsets.dtype, device=self.offsets.device)
-        torch.add(centre, self.offsets, out=points[:, :n])
-        torch.sub(centre, self.offsets, out=points[:, n:])
-        return points
-
-    def _valid(self, finite: torch.Tensor) -> torch.Tensor:
-        """``[B, n]`` mask of directions all of whose points are finite (``finite``: ``[B, M]``)."""
-        if self.antithetic:
-            plus, minus = finite.chunk(2, dim=1)
-            valid = plus & minus
-        else:
-            valid = finite
-        empty = ~valid.any(dim=1)
-        if empty.any():
-            row = int(empty.nonzero()[0, 0])
-            raise EvaluationError(
-                f"every evaluation of the estimate for parameter row {row} failed",
-                row=row,
-                params=self.theta[row],
-            )
-        return valid
+        return self.query.inputs
 
     def value(self, outputs: torch.Tensor) -> torch.Tensor:
-        B, M = outputs.shape[:2]
-        valid = self._valid(torch.isfinite(outputs.reshape(B, M, -1)).all(-1))
-        mask = torch.cat([valid, valid], 1) if self.antithetic else valid
-        mask = mask.reshape(B, M, *([1] * (outputs.ndim - 2)))
-        return torch.where(mask, outputs, 0.0).sum(1) / mask.sum(1).to(outputs.dtype)
-
-    def _signal(self, projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-direction scalars s_i (0 for dropped directions) and the valid mask ``[B, n]``."""
-        valid = self._valid(torch.isfinite(projected))
-        if self.antithetic:
-            plus, minus = projected.chunk(2, dim=1)
-            signal = 0.5 * (plus - minus)
-        else:
-            signal = projected
-        return torch.where(valid, signal, 0.0), valid
-
-    def _weights(self, dtype: torch.dtype) -> torch.Tensor:
-        """W_i = s ⊙ w(τ_i), ``[B, n, d]``, computed in at least float32."""
-        wide = torch.promote_types(dtype, torch.float32)
-        offsets = self.offsets.to(wide)
-        basis = offsets.sign() if self.sign_weights else offsets / self.unit  # a new tensor
-        scale = self.weight_scale
-        return basis.mul_(scale.unsqueeze(1) if isinstance(scale, torch.Tensor) else scale)
+        # As the probes did, reading the value trains a learned estimator (ZeroGrads).
+        self.estimate = self.estimator.tell(self.query, outputs)
+        self.estimator.update(self.estimate)
+        return self.estimate.value
 
     def vjp(self, projected: torch.Tensor) -> torch.Tensor:
-        signal, valid = self._signal(projected)
-        return self._mean_estimate(signal, valid, self._weights(signal.dtype))
-
-    def _mean_estimate(
-        self, signal: torch.Tensor, valid: torch.Tensor, weights: torch.Tensor
-    ) -> torch.Tensor:
-        """ĝ = mean_i W_i s_i over the valid directions, in the signal's dtype."""
-        mean = signal.to(weights.dtype) / valid.sum(1, keepdim=True)
-        return torch.einsum("bn,bnd->bd", mean, weights).to(signal.dtype)
+        return self.vjp_with_variance(projected)[0]
 
     def vjp_variance(self, projected: torch.Tensor) -> torch.Tensor | None:
         return self.vjp_with_variance(projected)[1]
@@ -268,21 +237,46 @@ class MirroredProbe(Probe):
     def vjp_with_variance(
         self, projected: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        r"""ĝ and tr Cov(ĝ) ≈ (Σ_i ‖g_i‖² − n ‖ĝ‖²) / (n(n − 1)), g_i = W_i s_i, per row.
+        vjp = self.estimator.tell(self.query, projected).vjp
+        assert vjp is not None
+        return vjp(torch.ones(projected.shape[0], dtype=projected.dtype))
 
-        The variance is the unbiased sample estimate from the n valid
-        directions of the estimate itself (None with fewer than two). Both
-        come from one ``[B, n, d]`` weight tensor, built once.
-        """
-        signal, valid = self._signal(projected)
-        weights = self._weights(signal.dtype)
-        estimate = self._mean_estimate(signal, valid, weights)
-        n = valid.sum(1)
-        if bool((n < 2).any()):
-            return estimate, None
-        squares = (signal.to(weights.dtype).pow(2) * weights.pow(2).sum(-1)).sum(1)
-        mean = estimate.to(weights.dtype).pow(2).sum(1)
-        return estimate, ((squares - n * mean) / (n * (n - 1))).clamp_min(0.0)
+    def backward(
+        self, outputs: torch.Tensor, grad_output: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        estimate = self.estimate or self.estimator.tell(self.query, outputs)
+        assert estimate.vjp is not None
+        return estimate.vjp(grad_output)
+
+
+def check_theta(theta: object) -> torch.Tensor:
+    """``theta``, refused unless it is a floating ``[B, d]`` tensor (what ``ask`` takes)."""
+    if not isinstance(theta, torch.Tensor) or not theta.is_floating_point() or theta.ndim != 2:
+        described = (
+            f"{theta.dtype} of shape {tuple(theta.shape)}"
+            if isinstance(theta, torch.Tensor)
+            else type(theta).__name__
+        )
+        raise ValueError(f"theta must be a floating tensor of shape [B, d]; got {described}")
+    return theta
+
+
+def check_values(query: Query, values: object) -> torch.Tensor:
+    """``values``, refused unless a tensor ``[B, M, *out]`` with the query's ``[B, M]``."""
+    expected = tuple(query.seeds.shape)
+    if not isinstance(values, torch.Tensor) or tuple(values.shape[:2]) != expected:
+        got = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise ValueError(
+            f"values must be a tensor [B, M, *out] with [B, M] = {list(expected)} as the query "
+            f"asked; got {got}"
+        )
+    return values
+
+
+def project(values: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``[B, M]``: ⟨v_b, F(x_{b,i})⟩ for values ``[B, M, *out]`` and ``v`` ``[B, *out]``."""
+    B, M = values.shape[:2]
+    return (values.reshape(B, M, -1) * v.to(values.dtype).reshape(B, 1, -1)).sum(-1)
 
 
 def float_spacing(theta: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,9 @@ def score_objective(
     Args:
         costs: f_i, ``[N, *batch]``, held fixed.
         log_prob: log p(z_i|θ) of the samples held fixed, in θ's graph.
-        control: c_i at the samples held fixed (no path to θ); None for c = 0.
+        control: c_i at the samples held fixed (no path to θ; a path to the
+            control's own parameters φ is kept, so that ĝ can be
+            differentiated in φ); None for c = 0.
         control_path: anything whose θ-gradient is that of c(z_i(θ)) (the
             reparameterized control); None for a control with no θ-path (a
             baseline).
@@ -66,8 +68,8 @@ def score_objective(
     Returns:
         ``[*batch]``: one objective per independent expectation.
     """
-    centred = costs if control is None else costs - control
-    objective = centred.detach() * log_prob
+    centred = costs.detach() if control is None else costs.detach() - control
+    objective = centred * log_prob
     if control_path is not None:
         objective = objective + control_path
     return objective.mean(0)
@@ -97,8 +99,10 @@ class ControlCoefficient:
 
     def record(self, plain: torch.Tensor, control: torch.Tensor) -> None:
         """Add this step's ⟨a, b⟩ and ⟨b, b⟩ (``plain`` a, ``control`` b, any equal shapes)."""
-        self.cross = self.decay * self.cross + float((plain * control).sum())
-        self.square = self.decay * self.square + float((control * control).sum())
+        # torch.dot, so that ZeroGrads' β (a dot product before) replays bit for bit.
+        plain, control = plain.reshape(-1), control.reshape(-1)
+        self.cross = self.decay * self.cross + float(torch.dot(plain, control))
+        self.square = self.decay * self.square + float(torch.dot(control, control))
 
     def state_dict(self) -> dict[str, float]:
         """The decayed moments."""

@@ -24,11 +24,20 @@ points batch has d + 1 or 2d rows of length d: meant for small d.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
-from voidgrad.estimators.base import BlackBoxEstimator, Probe, check_representable, warn_unresolved
+from voidgrad.estimators.base import (
+    BlackBoxEstimator,
+    check_representable,
+    check_theta,
+    check_values,
+    project,
+    warn_unresolved,
+)
+from voidgrad.estimators.protocol import Estimate, Query
 from voidgrad.validation import check_flag, check_positive
 
 Scheme = Literal["forward", "central"]
@@ -75,52 +84,76 @@ class FiniteDifferences(BlackBoxEstimator):
     def evaluations(self, dim: int) -> int:
         return dim + 1 if self.scheme == "forward" else 2 * dim
 
-    def probe(self, theta: torch.Tensor) -> _AxisProbe:
+    def ask(self, params: torch.Tensor, *args: object) -> Query:
+        """The points θ ± h e_k (central) or θ + h e_k and θ (forward) for θ = ``params``."""
+        theta = check_theta(params)
         B, d = theta.shape
         M = self.evaluations(d)
         if self.common_random_numbers:
-            seeds = self._draw_seeds((B, 1)).expand(B, M)
+            seeds = self.draw_seeds((B, 1)).expand(B, M)
         else:
-            seeds = self._draw_seeds((B, M))
-        probe = _AxisProbe(theta, self.h, self.scheme, seeds)
-        check_representable("h", self.h, theta, probe.upper, probe.lower, probe.steps)
-        dead = probe.steps == 0
+            seeds = self.draw_seeds((B, M))
+        axes = _axes(theta, self.h, self.scheme)
+        check_representable("h", self.h, theta, axes.upper, axes.lower, axes.steps)
+        dead = axes.steps == 0
         warn_unresolved("h", self.h, theta, dead, dead)
-        return probe
+        return Query(inputs=_points(axes), seeds=seeds, context=axes)
+
+    def tell(self, query: Query, values: torch.Tensor) -> Estimate:
+        """F(θ) (forward) or the mean of the points (central), and the differences' VJP."""
+        axes = query.context
+        if not isinstance(axes, _Axes):
+            raise TypeError(
+                "query must come from FiniteDifferences.ask(); its context is "
+                f"{type(axes).__name__}"
+            )
+        values = check_values(query, values)
+        value = values[:, -1] if axes.scheme == "forward" else values.mean(1)
+
+        def vjp(v: torch.Tensor) -> tuple[torch.Tensor, None]:
+            return _differences(axes, project(values, v)), None
+
+        return Estimate(value=value, vjp=vjp)
 
     def __repr__(self) -> str:
         return f"FiniteDifferences(h={self.h}, scheme={self.scheme!r})"
 
 
-class _AxisProbe(Probe):
-    """Points θ ± h e_k (central) or θ + h e_k and θ (forward); differences over the steps taken."""
+@dataclass(frozen=True)
+class _Axes:
+    """θ ``[B, d]``, the coordinates θ_k + h and θ_k − h (or θ_k) as the dtype holds them, and
+    h̃_k, the steps actually taken between them (0 where h is lost)."""
 
-    def __init__(self, theta: torch.Tensor, h: float, scheme: Scheme, seeds: torch.Tensor) -> None:
-        self.theta = theta
-        self.seeds = seeds
-        self.scheme = scheme
-        # The coordinates of the points as the dtype holds them, and the steps between them.
-        self.upper = theta + h
-        self.lower = theta - h if scheme == "central" else theta
-        #: ``[B, d]``: h̃_k, the step actually taken along each axis (0 where h is lost).
-        self.steps = self.upper - self.lower
+    theta: torch.Tensor
+    scheme: Scheme
+    upper: torch.Tensor
+    lower: torch.Tensor
+    steps: torch.Tensor
 
-    def points(self) -> torch.Tensor:
-        d = self.theta.shape[1]
-        M = d + 1 if self.scheme == "forward" else 2 * d
-        points = self.theta.unsqueeze(1).repeat(1, M, 1)
-        axes = torch.arange(d, device=self.theta.device)
-        points[:, axes, axes] = self.upper
-        if self.scheme == "central":
-            points[:, axes + d, axes] = self.lower
-        return points
 
-    def value(self, outputs: torch.Tensor) -> torch.Tensor:
-        return outputs[:, -1] if self.scheme == "forward" else outputs.mean(1)
+def _axes(theta: torch.Tensor, h: float, scheme: Scheme) -> _Axes:
+    upper = theta + h
+    lower = theta - h if scheme == "central" else theta
+    return _Axes(theta, scheme, upper, lower, upper - lower)
 
-    def vjp(self, projected: torch.Tensor) -> torch.Tensor:
-        d = self.theta.shape[1]
-        differences = projected[:, :d] - projected[:, d:]
-        steps = self.steps.to(differences.dtype)
-        # A lost step (0) gives 0 (warned in probe), not the 0/0 or noise/0 of the quotient.
-        return torch.where(steps == 0, 0.0, differences / torch.where(steps == 0, 1.0, steps))
+
+def _points(axes: _Axes) -> torch.Tensor:
+    """``[B, M, d]``: θ with coordinate k set to θ_k + h (rows k), then θ_k − h or θ itself."""
+    theta = axes.theta
+    d = theta.shape[1]
+    M = d + 1 if axes.scheme == "forward" else 2 * d
+    points = theta.unsqueeze(1).repeat(1, M, 1)
+    index = torch.arange(d, device=theta.device)
+    points[:, index, index] = axes.upper
+    if axes.scheme == "central":
+        points[:, index + d, index] = axes.lower
+    return points
+
+
+def _differences(axes: _Axes, projected: torch.Tensor) -> torch.Tensor:
+    """ĝ_k = (⟨v, F⟩ at the upper point − at the lower one) / h̃_k; 0 where h̃_k = 0."""
+    d = axes.theta.shape[1]
+    differences = projected[:, :d] - projected[:, d:]
+    steps = axes.steps.to(differences.dtype)
+    # A lost step (0) gives 0 (warned in ask), not the 0/0 or noise/0 of the quotient.
+    return torch.where(steps == 0, 0.0, differences / torch.where(steps == 0, 1.0, steps))

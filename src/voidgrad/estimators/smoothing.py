@@ -26,6 +26,13 @@ with W_i = τ_i/σ² (plain) or sign(τ_i) sqrt(2/π)/σ (importance); constant 
 even parts of F cancel exactly. For vector outputs, F is replaced by ⟨v, F⟩ for
 the incoming gradient v, giving the vector-Jacobian product of Q.
 
+The plain estimator is :func:`voidgrad.estimators.control.score_estimate`
+with scores s_i = ε_i/σ² and c = 0 (equal to float64 rounding). It is
+computed as Σ_i (f_i/n) W_i in the shared mirrored read-out
+(:mod:`voidgrad.estimators.mirrored`, which also drops failed directions),
+not as score_estimate's (Σ_i f_i s_i)/n: the two round differently unless n
+is a power of two, and seeded runs must replay the numbers they gave before.
+
 Bias: the plain estimator is unbiased for ∇(κ⋆F). The importance estimator
 is unbiased for the gradient of F smoothed with the per-dimension kernel
 κ_k ⊗ Π_{j≠k} q_j (PRDPT's code does the same: the off-dimensions are drawn
@@ -49,10 +56,25 @@ down to σ ≈ half the spacing s_k of floats at θ_k (measured: 0.98 at σ = s/
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
-from voidgrad.estimators.base import BlackBoxEstimator, MirroredProbe, check_random_offsets
+from voidgrad.estimators.base import (
+    BlackBoxEstimator,
+    check_random_offsets,
+    check_theta,
+    check_values,
+)
+from voidgrad.estimators.mirrored import (
+    Mirrored,
+    mirrored_context,
+    mirrored_estimate,
+    mirrored_points,
+    mirrored_seeds,
+)
+from voidgrad.estimators.protocol import Estimate, Query
 from voidgrad.estimators.samplers import gaussian, importance_gaussian
 from voidgrad.estimators.schedules import (
     SigmaSchedule,
@@ -60,7 +82,7 @@ from voidgrad.estimators.schedules import (
     scheduled_sigma,
     sigma_name,
 )
-from voidgrad.validation import check_flag, check_positive, check_samples
+from voidgrad.validation import check_flag, check_int, check_positive, check_samples
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -127,29 +149,34 @@ class GaussianSmoothing(BlackBoxEstimator):
     def evaluations(self, dim: int) -> int:
         return self.samples
 
-    def state_dict(self) -> dict[str, object]:
+    def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "steps": self.steps}
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
-        steps = state["steps"]
-        assert isinstance(steps, int)
-        self.steps = steps
+        self.steps = check_int("the state's steps", state["steps"], 0)
 
-    def probe(self, theta: torch.Tensor) -> MirroredProbe:
+    def ask(self, params: torch.Tensor, *args: object) -> Query:
+        """The points θ ± τ_i (or θ + τ_i) for θ = ``params`` (``[B, d]``): ``[B, samples, d]``."""
+        theta = check_theta(params)
         B, d = theta.shape
         n = self.samples // 2 if self.antithetic else self.samples
         sigma = self.sigma
         draw = importance_gaussian if self.importance else gaussian
         offsets = draw(self._generator, (B, n, d), sigma, theta.dtype).to(theta.device)
-        seeds = self._draw_mirrored_seeds(B, n, self.antithetic, self.common_random_numbers)
+        seeds = mirrored_seeds(self, B, n, self.antithetic, self.common_random_numbers)
         check_random_offsets(sigma_name(self.schedule, self.steps), sigma, theta, offsets)
         if self.importance:  # W = sign(τ) sqrt(2/π)/σ
-            return MirroredProbe(
-                theta, offsets, seeds, self.antithetic, _SQRT_2_OVER_PI / sigma, sign_weights=True
+            context = Mirrored(
+                theta, offsets, self.antithetic, _SQRT_2_OVER_PI / sigma, sign_weights=True
             )
-        # W = τ/σ² = (τ/σ)(1/σ): σ² would underflow for σ < 1e-154
-        return MirroredProbe(theta, offsets, seeds, self.antithetic, 1 / sigma, unit=sigma)
+        else:  # W = τ/σ² = (τ/σ)(1/σ): σ² would underflow for σ < 1e-154
+            context = Mirrored(theta, offsets, self.antithetic, 1 / sigma, unit=sigma)
+        return Query(inputs=mirrored_points(context), seeds=seeds, context=context)
+
+    def tell(self, query: Query, values: torch.Tensor) -> Estimate:
+        """The mean of F over the points, and the smoothing VJP (module doc); trains nothing."""
+        return mirrored_estimate(mirrored_context(query), check_values(query, values))
 
     def __repr__(self) -> str:
         return (

@@ -26,10 +26,19 @@ import torch
 
 from voidgrad.estimators.base import (
     BlackBoxEstimator,
-    MirroredProbe,
     check_representable,
+    check_theta,
+    check_values,
     warn_unresolved,
 )
+from voidgrad.estimators.mirrored import (
+    Mirrored,
+    mirrored_context,
+    mirrored_estimate,
+    mirrored_points,
+    mirrored_seeds,
+)
+from voidgrad.estimators.protocol import Estimate, Query
 from voidgrad.estimators.samplers import rademacher
 from voidgrad.validation import check_flag, check_positive, check_samples
 
@@ -66,12 +75,14 @@ class SPSA(BlackBoxEstimator):
         self.samples = check_samples(samples, paired=True)
         self.common_random_numbers = check_flag("common_random_numbers", common_random_numbers)
 
-    def probe(self, theta: torch.Tensor) -> MirroredProbe:
+    def ask(self, params: torch.Tensor, *args: object) -> Query:
+        """The points θ ± cΔ_i for θ = ``params`` (``[B, d]``): ``[B, samples, d]``."""
+        theta = check_theta(params)
         B, d = theta.shape
         n = self.samples // 2
         offsets = rademacher((B, n, d), self._generator, theta.dtype).mul_(self.c)
         offsets = offsets.to(theta.device)
-        seeds = self._draw_mirrored_seeds(B, n, True, self.common_random_numbers)
+        seeds = mirrored_seeds(self, B, n, True, self.common_random_numbers)
         # c as the dtype holds it (every offset is ±c), and c̃ = half the step actually taken.
         c = offsets.reshape(-1)[:1].abs()
         upper, lower = theta + c, theta - c
@@ -83,7 +94,12 @@ class SPSA(BlackBoxEstimator):
         # average; a lost coordinate gets weight 0 rather than 1/0.
         wide = taken.to(torch.promote_types(taken.dtype, torch.float32))
         scale = torch.where(lost, 0.0, 2 / torch.where(lost, 1.0, wide))
-        return MirroredProbe(theta, offsets, seeds, True, scale, sign_weights=True)
+        context = Mirrored(theta, offsets, True, scale, sign_weights=True)
+        return Query(inputs=mirrored_points(context), seeds=seeds, context=context)
+
+    def tell(self, query: Query, values: torch.Tensor) -> Estimate:
+        """The mean of F over the points, and the SPSA VJP (module doc); trains nothing."""
+        return mirrored_estimate(mirrored_context(query), check_values(query, values))
 
     def evaluations(self, dim: int) -> int:
         return self.samples

@@ -47,6 +47,17 @@ Where h lives (``frame``):
   parameters, on targets standardized once by the first step's mean and
   spread, so h models the loss landscape itself.
 
+Ask, tell, update. ``tell`` computes the estimate from the surrogate as it
+stands and returns the fitting loss of step 3 (on this step's samples and
+the replayed ones, differentiable in φ) as ``auxiliary["surrogate"]``;
+nothing is fitted until the caller calls ``update(estimate)``, which takes
+the ``fit_steps`` Adam steps (the first on that loss) and records the moments
+of β. The unbiased estimate uses h before this step's fit, whenever
+``update`` runs. The reference's ∇h(θ) is computed when the VJP is called, so
+a caller that runs ``update`` between ``tell`` and the backward pass (as
+``vg.blackbox`` does by default) gets ∇h(θ) after this step's fit, as in the
+reference.
+
 The default surrogate (:class:`MLPSurrogate`) is a leaky-ReLU MLP; above
 ``low_rank_above`` inputs its first layer is factorized through ``rank``
 units, so d = 200 000 costs 2·10⁵·rank weights instead of 2·10⁵·width.
@@ -55,14 +66,22 @@ units, so d = 200 000 costs 2·10⁵·rank weights instead of 2·10⁵·width.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional
 
-from voidgrad.estimators.base import BlackBoxEstimator, Probe, check_random_offsets
+from voidgrad.estimators.base import (
+    BlackBoxEstimator,
+    check_random_offsets,
+    check_theta,
+    check_values,
+)
+from voidgrad.estimators.control import ControlCoefficient
+from voidgrad.estimators.protocol import Estimate, Query, step_auxiliary
 from voidgrad.estimators.schedules import (
     SigmaSchedule,
     check_schedule,
@@ -159,11 +178,100 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+@dataclass(frozen=True)
+class Standardization:
+    """Losses reach the network as targets t = (y − shift)/scale (module doc, "frame").
+
+    Attributes:
+        shift: subtracted from the stored losses (0 in the moving frame, whose
+            stored losses are centred per step).
+        scale: the spread they are divided by.
+        fitted: whether ``scale`` has been set (the fixed frame sets it once).
+    """
+
+    shift: float = 0.0
+    scale: float = 1.0
+    fitted: bool = False
+
+
+def fit_targets(
+    y: torch.Tensor,
+    earlier: list[torch.Tensor],
+    frame: str,
+    standardization: Standardization,
+) -> tuple[torch.Tensor, torch.Tensor, Standardization]:
+    """The targets one ZeroGrads step fits, from this step's losses ``y`` (``[N]``).
+
+    Moving frame: the stored losses are y − ȳ; the targets are all stored
+    losses (``earlier`` steps' then these) divided by their spread. Fixed
+    frame: the stored losses are y; the first step sets shift = ȳ and the
+    scale (the spread, or max(|shift|, 1) if there is none) for good. A
+    spread of 0 keeps the previous scale.
+
+    Returns:
+        The losses to store for replay, the targets ``[N_all]`` and the
+        standardization they were made with.
+    """
+    shift, scale, fitted = standardization.shift, standardization.scale, standardization.fitted
+    if frame == "moving":
+        y = y - y.mean()
+    elif not fitted:
+        shift = float(y.mean())
+    stored = torch.cat([*earlier, y])
+    if frame == "moving" or not fitted:
+        spread = float(stored.std()) if stored.numel() > 1 else 0.0
+        if spread > 0:
+            scale = spread
+        elif not fitted:
+            scale = max(abs(shift), 1.0)
+        fitted = True
+    return y, (stored - shift) / scale, Standardization(shift, scale, fitted)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """A ZeroGrads query's context: θ ``[1, d]``, σ, the offsets, and the frame h is read in."""
+
+    theta: torch.Tensor
+    sigma: float
+    eps: torch.Tensor
+    inner: torch.Tensor | None
+    center: torch.Tensor
+    input_scale: float
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """What :meth:`ZeroGrads.update` fits: inputs u and targets t, and the state after the fit."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    buffer: list[tuple[torch.Tensor, torch.Tensor]]
+    standardization: Standardization
+    center: torch.Tensor
+
+
+@dataclass
+class ZeroGradsEstimate(Estimate):
+    """A ZeroGrads estimate, with what :meth:`ZeroGrads.update` needs to fit and record β.
+
+    Attributes:
+        fit: the fitting data of this step (private to ZeroGrads).
+        moments: the unbiased mode's a and b (module doc), for β; None in the reference mode.
+        used: whether ``update`` has consumed this estimate.
+    """
+
+    fit: _Fit | None = None
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None
+    used: bool = False
+
+
 class ZeroGrads(BlackBoxEstimator):
     """The gradient of a neural surrogate fitted online to local samples (see module doc).
 
     For scalar black boxes and one parameter row at a time (the surrogate
-    belongs to one optimization trajectory).
+    belongs to one optimization trajectory). :meth:`tell` trains nothing;
+    :meth:`update` fits the surrogate on an estimate's samples.
 
     Args:
         sigma: σ of the sampling Gaussian.
@@ -197,11 +305,20 @@ class ZeroGrads(BlackBoxEstimator):
         >>> optimizer = torch.optim.Adam([theta], lr=0.05)
         >>> for _ in range(100):
         ...     optimizer.zero_grad()
-        ...     loss(theta).backward()
+        ...     loss(theta).backward()  # the black box fits the surrogate (train=True)
         ...     optimizer.step()
         ...     zerograds.step()
         >>> bool((theta - 1).abs().max() < 0.2)
         True
+
+        Ask and tell by hand, then fit:
+
+        >>> query = zerograds.ask(theta.detach()[None])  # [1, 8, 3] points
+        >>> values = query.inputs.sub(1).pow(2).sum(-1)  # [1, 8]
+        >>> estimate = zerograds.tell(query, values)  # the surrogate as it stands
+        >>> sorted(estimate.auxiliary)  # its fitting loss, for update
+        ['surrogate']
+        >>> zerograds.update(estimate)  # fit_steps Adam steps on it
 
         A vector-valued black box is refused:
 
@@ -270,8 +387,7 @@ class ZeroGrads(BlackBoxEstimator):
         self.unbiased = check_flag("unbiased", unbiased)
         self.control_scale = None if control_scale is None else float(control_scale)
         self.frame = frame
-        # decayed sums of a·b and b·b over earlier steps, for β (module doc)
-        self._control_moments = [0.0, 0.0]
+        self._control = ControlCoefficient(decay=0.9)
         self.fixed_input_scale = (
             None if input_scale is None else check_positive("input_scale", input_scale)
         )
@@ -290,9 +406,7 @@ class ZeroGrads(BlackBoxEstimator):
         self._network_seed = int(torch.randint(0, 2**62, (1,), generator=self._generator))
         self._optimizer: torch.optim.Optimizer | None = None
         self._center: torch.Tensor | None = None
-        self._target_shift = 0.0
-        self._target_scale = 1.0
-        self._scale_set = False
+        self._standardization = Standardization()
         self._buffer: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @property
@@ -314,71 +428,6 @@ class ZeroGrads(BlackBoxEstimator):
     def evaluations(self, dim: int) -> int:
         return self.samples
 
-    # -- the surrogate ---------------------------------------------------------------------------
-
-    def _ensure_surrogate(self, theta: torch.Tensor) -> nn.Module:
-        d = theta.shape[-1]
-        if self.surrogate is None:
-            rank = (
-                self.rank
-                if d * (1 + 2 * self.network_options["encoding_levels"]) > (self.low_rank_above)
-                else None
-            )
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._network_seed)
-                self.surrogate = MLPSurrogate(d, rank=rank, **self.network_options)
-        if self._optimizer is None:
-            self._optimizer = torch.optim.Adam(self.surrogate.parameters(), lr=self.surrogate_lr)
-        if self._center is None or self.frame == "moving":
-            self._center = theta.detach().clone()
-        return self.surrogate
-
-    def _dtype(self) -> torch.dtype:
-        assert self.surrogate is not None
-        parameter = next(self.surrogate.parameters(), None)
-        return torch.get_default_dtype() if parameter is None else parameter.dtype
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """h(x) in loss units, differentiable in x: ``[n, d]`` -> ``[n]``."""
-        assert self.surrogate is not None and self._center is not None
-        u = ((x - self._center) / self.input_scale).to(self._dtype())
-        standardized = self.surrogate(u).to(x.dtype)
-        return self._target_shift + self._target_scale * standardized
-
-    def _gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """h(x) and ∇h(x) for the rows of ``x``."""
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            values = self.predict(x)
-            (grad,) = torch.autograd.grad(values.sum(), x)
-        return values.detach(), grad
-
-    def _fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        assert self._optimizer is not None and self._center is not None
-        if self.frame == "moving":
-            y = y - y.mean()
-        elif not self._scale_set:
-            self._target_shift = float(y.mean())
-        self._buffer.append((x, y))
-        del self._buffer[: -(self.replay + 1)]
-        inputs = torch.cat([b[0] for b in self._buffer])
-        targets = torch.cat([b[1] for b in self._buffer])
-        if self.frame == "moving" or not self._scale_set:
-            spread = float(targets.std()) if targets.numel() > 1 else 0.0
-            if spread > 0:
-                self._target_scale = spread
-            elif not self._scale_set:
-                self._target_scale = max(abs(self._target_shift), 1.0)
-            self._scale_set = True
-        u = ((inputs - self._center) / self.input_scale).to(self._dtype())
-        t = ((targets - self._target_shift) / self._target_scale).to(self._dtype())
-        assert self.surrogate is not None
-        with torch.enable_grad():
-            for _ in range(self.fit_steps):
-                self._optimizer.zero_grad()
-                functional.mse_loss(self.surrogate(u), t).backward()
-                self._optimizer.step()
-
     @property
     def control_coefficient(self) -> float:
         """β, the weight the next unbiased estimate gives the surrogate's control variate.
@@ -389,26 +438,83 @@ class ZeroGrads(BlackBoxEstimator):
         """
         if self.control_scale is not None:
             return self.control_scale
-        cross, square = self._control_moments
-        return min(max(-cross / square, 0.0), 1.0) if square > 0 else 0.0
+        return self._control.value
 
-    def _record_control(self, plain: torch.Tensor, control: torch.Tensor) -> None:
-        """Add this step's a·b and b·b to β's moments (older steps decay by 0.9)."""
-        cross, square = self._control_moments
-        self._control_moments = [
-            0.9 * cross + float(plain @ control),
-            0.9 * square + float(control @ control),
-        ]
+    # -- the surrogate ---------------------------------------------------------------------------
+
+    def _build(self, d: int) -> nn.Module:
+        """The surrogate (the default one built for ``d`` inputs at first use) and its Adam."""
+        if self.surrogate is None:
+            encoded = d * (1 + 2 * self.network_options["encoding_levels"])
+            rank = self.rank if encoded > self.low_rank_above else None
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self._network_seed)
+                self.surrogate = MLPSurrogate(d, rank=rank, **self.network_options)
+        if self._optimizer is None:
+            self._optimizer = torch.optim.Adam(self.surrogate.parameters(), lr=self.surrogate_lr)
+        return self.surrogate
+
+    def _dtype(self) -> torch.dtype:
+        assert self.surrogate is not None
+        parameter = next(self.surrogate.parameters(), None)
+        return torch.get_default_dtype() if parameter is None else parameter.dtype
+
+    def _inputs(self, x: torch.Tensor, center: torch.Tensor, input_scale: float) -> torch.Tensor:
+        """u = (x − centre)/s in the network's dtype."""
+        return ((x - center) / input_scale).to(self._dtype())
+
+    def _predict(self, x: torch.Tensor, center: torch.Tensor, input_scale: float) -> torch.Tensor:
+        assert self.surrogate is not None
+        standardized = self.surrogate(self._inputs(x, center, input_scale)).to(x.dtype)
+        return self._standardization.shift + self._standardization.scale * standardized
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """h(x) in loss units, differentiable in x: ``[n, d]`` -> ``[n]`` (after an update)."""
+        if self._center is None:
+            raise RuntimeError("ZeroGrads.predict needs a fitted surrogate: call update() first")
+        return self._predict(x, self._center, self.input_scale)
+
+    def _gradient(self, x: torch.Tensor, step: _Step) -> tuple[torch.Tensor, torch.Tensor]:
+        """h(x) and ∇h(x) for the rows of ``x``, in the frame of ``step``."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            values = self._predict(x, step.center, step.input_scale)
+            (grad,) = torch.autograd.grad(values.sum(), x)
+        return values.detach(), grad
+
+    def _fit_data(self, x: torch.Tensor, y: torch.Tensor, step: _Step) -> _Fit:
+        """This step's fitting set (with the replayed steps') and the state after fitting it."""
+        earlier = self._buffer[-self.replay :] if self.replay else []
+        stored, targets, standardization = fit_targets(
+            y, [b[1] for b in earlier], self.frame, self._standardization
+        )
+        buffer = [*earlier, (x, stored)]
+        inputs = torch.cat([b[0] for b in buffer])
+        return _Fit(
+            inputs=self._inputs(inputs, step.center, step.input_scale),
+            targets=targets.to(self._dtype()),
+            buffer=buffer,
+            standardization=standardization,
+            center=step.center,
+        )
+
+    def _fit_loss(self, fit: _Fit) -> torch.Tensor:
+        """(1/|D|) Σ (h_φ(u) − t)², differentiable in φ."""
+        assert self.surrogate is not None
+        with torch.enable_grad():
+            return functional.mse_loss(self.surrogate(fit.inputs), fit.targets)
 
     # -- the protocol ---------------------------------------------------------------------------
 
-    def probe(self, theta: torch.Tensor) -> Probe:
+    def ask(self, params: torch.Tensor, *args: object) -> Query:
+        """The points θ ± ε_i (less the inner offsets) for θ = ``params`` (``[1, d]``)."""
+        theta = check_theta(params)
         if theta.shape[0] != 1:
             raise ValueError(
                 "ZeroGrads keeps one surrogate per optimization: theta must be [d] or [1, d]; "
                 f"got {tuple(theta.shape)}"
             )
-        self._ensure_surrogate(theta[0])
+        self._build(theta.shape[1])
         n = self.samples // 2
         d = theta.shape[1]
         sigma = self.sigma
@@ -421,44 +527,124 @@ class ZeroGrads(BlackBoxEstimator):
             if self.inner_sigma > 0
             else None
         )
-        seeds = self._draw_seeds((1, 2 * n))
-        return _SurrogateProbe(self, theta, sigma, eps, inner, seeds)
+        seeds = self.draw_seeds((1, 2 * n))
+        fixed = self.frame == "fixed" and self._center is not None
+        center = self._center if fixed else theta[0].detach().clone()
+        assert center is not None
+        step = _Step(theta, sigma, eps, inner, center, self.input_scale)
+        points = theta + eps if inner is None else theta + eps - inner
+        return Query(inputs=points.unsqueeze(0), seeds=seeds, context=step)
 
-    def state_dict(self) -> dict[str, object]:
+    def tell(self, query: Query, values: torch.Tensor) -> ZeroGradsEstimate:
+        """The estimate from the surrogate as it stands, and its fitting loss; trains nothing.
+
+        ``auxiliary["surrogate"]`` is the MSE of h_φ on this step's (and the
+        replayed) samples; ``value`` the mean of the finite losses.
+        """
+        step = query.context
+        if not isinstance(step, _Step):
+            raise TypeError(
+                f"query must come from ZeroGrads.ask(); its context is {type(step).__name__}"
+            )
+        values = check_values(query, values)
+        if values.ndim != 2:
+            raise ValueError(
+                "ZeroGrads needs a scalar loss; the black box returned outputs of shape "
+                f"{tuple(values.shape[2:])}: use vg.GaussianSmoothing for vector or image outputs"
+            )
+        y = values[0]
+        finite = torch.isfinite(y)
+        if not finite.any():
+            raise ValueError("every evaluation of this ZeroGrads step failed")
+        points = step.theta + step.eps
+        fit = self._fit_data(points[finite], y[finite], step)
+        moments = None
+        if self.unbiased:
+            h, grad_h = self._gradient(points, step)
+            score = step.eps / step.sigma / step.sigma  # σ² underflows for σ < 1e-154
+            plain = _pair_mean(y.unsqueeze(1) * score, finite)
+            control = _pair_mean(grad_h - h.unsqueeze(1) * score, finite)  # zero mean, any h
+            control = control.to(plain.dtype)  # the outputs may be wider than the network
+            gradient = (plain + self.control_coefficient * control).unsqueeze(0)
+            moments = (plain, control)
+
+            def vjp(v: torch.Tensor) -> tuple[torch.Tensor, None]:
+                return v.to(values.dtype).reshape(-1, 1) * gradient, None
+
+        else:
+
+            def vjp(v: torch.Tensor) -> tuple[torch.Tensor, None]:
+                # ∇h(θ) when asked: after update() if the caller ran it (the reference's order).
+                gradient = self._gradient(step.theta, step)[1]
+                return v.to(values.dtype).reshape(-1, 1) * gradient, None
+
+        return ZeroGradsEstimate(
+            value=y[finite].mean().reshape(1),
+            vjp=vjp,
+            auxiliary={"surrogate": self._fit_loss(fit)},
+            stats={"control_coefficient": self.control_coefficient} if self.unbiased else {},
+            fit=fit,
+            moments=moments,
+        )
+
+    def update(self, estimate: Estimate) -> None:
+        """Fit the surrogate with ``fit_steps`` Adam steps on ``estimate``'s samples; record β.
+
+        The first step follows ``estimate.auxiliary["surrogate"]``, the later
+        ones the same loss recomputed. Call it once per estimate, before any
+        later estimate's update.
+        """
+        if not isinstance(estimate, ZeroGradsEstimate) or estimate.fit is None:
+            raise TypeError(
+                f"estimate must come from ZeroGrads.tell(); got {type(estimate).__name__}"
+            )
+        if estimate.used:
+            raise ValueError("this estimate has already been used by update()")
+        estimate.used = True
+        fit = estimate.fit
+        if estimate.moments is not None:
+            self._control.record(*estimate.moments)
+        self._center = fit.center
+        self._buffer = fit.buffer
+        self._standardization = fit.standardization
+        surrogate, optimizer = self._build(fit.center.shape[-1]), self._optimizer
+        assert optimizer is not None
+        parameters: list[torch.Tensor] = list(surrogate.parameters())
+        loss = estimate.auxiliary["surrogate"]
+        for k in range(self.fit_steps):
+            step_auxiliary(optimizer, parameters, loss if k == 0 else self._fit_loss(fit))
+
+    def state_dict(self) -> dict[str, Any]:
+        standardization = self._standardization
+        control = self._control.state_dict()
         return {
             **super().state_dict(),
             "surrogate": None if self.surrogate is None else self.surrogate.state_dict(),
             "optimizer": None if self._optimizer is None else self._optimizer.state_dict(),
             "center": self._center,
-            "target": [self._target_shift, self._target_scale, self._scale_set],
+            "target": [standardization.shift, standardization.scale, standardization.fitted],
             "buffer": [list(pair) for pair in self._buffer],
-            "control_moments": list(self._control_moments),
+            "control_moments": [control["cross"], control["square"]],
             "steps": self.steps,
         }
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         center = state["center"]
         if center is not None:
-            assert isinstance(center, torch.Tensor)
-            self._ensure_surrogate(center)
+            if not isinstance(center, torch.Tensor):
+                raise ValueError("the state's center must be a tensor or None")
+            self._build(center.shape[-1])
             assert self.surrogate is not None and self._optimizer is not None
-            self.surrogate.load_state_dict(state["surrogate"])  # type: ignore[arg-type]
-            self._optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+            self.surrogate.load_state_dict(state["surrogate"])
+            self._optimizer.load_state_dict(state["optimizer"])
         self._center = center
         super().load_state_dict(state)
-        target = state["target"]
-        assert isinstance(target, list)
-        self._target_shift, self._target_scale = float(target[0]), float(target[1])
-        self._scale_set = bool(target[2])
-        buffer = state["buffer"]
-        assert isinstance(buffer, list)
-        self._buffer = [(x, y) for x, y in buffer]
-        moments = state["control_moments"]
-        assert isinstance(moments, list)
-        self._control_moments = [float(moments[0]), float(moments[1])]
-        steps = state["steps"]
-        assert isinstance(steps, int)
-        self.steps = steps
+        shift, scale, fitted = state["target"]
+        self._standardization = Standardization(float(shift), float(scale), bool(fitted))
+        self._buffer = [(x, y) for x, y in state["buffer"]]
+        cross, square = state["control_moments"]
+        self._control.load_state_dict({"cross": cross, "square": square})
+        self.steps = check_int("the state's steps", state["steps"], 0)
 
     def __repr__(self) -> str:
         return (
@@ -468,76 +654,14 @@ class ZeroGrads(BlackBoxEstimator):
         )
 
 
-class _SurrogateProbe(Probe):
-    """Points θ ± ε_i (minus inner offsets); the read-out fits and differentiates h."""
+def _pair_mean(terms: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
+    """The mean of the rows of ``terms`` (``[2n, d]``) at finite outputs.
 
-    def __init__(
-        self,
-        estimator: ZeroGrads,
-        theta: torch.Tensor,
-        sigma: float,
-        eps: torch.Tensor,
-        inner: torch.Tensor | None,
-        seeds: torch.Tensor,
-    ) -> None:
-        self.estimator = estimator
-        self.theta = theta
-        self.sigma = sigma
-        self.eps = eps
-        self.inner = inner
-        self.seeds = seeds
-        self.gradient: torch.Tensor | None = None
-
-    def points(self) -> torch.Tensor:
-        x = self.theta + self.eps
-        if self.inner is not None:
-            x = x - self.inner
-        return x.unsqueeze(0)
-
-    def value(self, outputs: torch.Tensor) -> torch.Tensor:
-        if outputs.ndim != 2:
-            raise ValueError(
-                "ZeroGrads needs a scalar loss; the black box returned outputs of shape "
-                f"{tuple(outputs.shape[2:])}: use vg.GaussianSmoothing for vector or image outputs"
-            )
-        y = outputs[0]
-        finite = torch.isfinite(y)
-        if not finite.any():
-            raise ValueError("every evaluation of this ZeroGrads step failed")
-        points = self.theta + self.eps
-        x = points[finite]
-        estimator = self.estimator
-        if estimator.unbiased:
-            h, grad_h = estimator._gradient(points)
-            score = self.eps / self.sigma / self.sigma  # σ² underflows for σ < 1e-154
-            plain = self._mean(y.unsqueeze(1) * score, finite)
-            control = self._mean(grad_h - h.unsqueeze(1) * score, finite)  # zero mean, any h
-            control = control.to(plain.dtype)  # the outputs may be wider than the network
-            self.gradient = (plain + estimator.control_coefficient * control).unsqueeze(0)
-            estimator._record_control(plain, control)
-            estimator._fit(x, y[finite])
-        else:
-            estimator._fit(x, y[finite])
-            self.gradient = estimator._gradient(self.theta)[1]
-        return y[finite].mean().reshape(1)
-
-    @staticmethod
-    def _mean(terms: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
-        """The mean of the rows of ``terms`` (``[2n, d]``) at finite outputs.
-
-        Each point's term is added to its antithetic partner's first, so that
-        equal losses at θ ± ε cancel exactly: summed in another order, y·ε/σ²
-        leaves a rounding residue of order |y|/σ that swamps the estimate when
-        σ is tiny or |y| is large.
-        """
-        kept = torch.where(finite.unsqueeze(1), terms, 0.0)
-        return kept.reshape(2, -1, kept.shape[-1]).sum(0).sum(0) / finite.sum().to(terms.dtype)
-
-    def vjp(self, projected: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError("the surrogate's gradient comes from backward()")
-
-    def backward(
-        self, outputs: torch.Tensor, grad_output: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        assert self.gradient is not None
-        return grad_output.reshape(-1, 1) * self.gradient, None
+    Each point's term is added to its antithetic partner's first, so that
+    equal losses at θ ± ε cancel exactly: summed in another order (as
+    :func:`voidgrad.estimators.control.score_estimate`'s einsum does), y·ε/σ²
+    leaves a rounding residue of order |y|/σ that swamps the estimate when σ
+    is tiny or |y| is large.
+    """
+    kept = torch.where(finite.unsqueeze(1), terms, 0.0)
+    return kept.reshape(2, -1, kept.shape[-1]).sum(0).sum(0) / finite.sum().to(terms.dtype)

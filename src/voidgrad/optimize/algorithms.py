@@ -5,6 +5,7 @@ them through the Evaluator, and steps a ``torch.optim`` optimizer along the
 estimated gradient::
 
     loss = blackbox(theta)            # ask -> Evaluator -> tell (the estimator's evaluations)
+    estimator.update(estimate)        # its learned parts (ZeroGrads' surrogate), by the loop
     loss.backward()                   # theta.grad = the estimated gradient
     optimizer.step(); estimator.step(); scheduler.step()
 
@@ -71,7 +72,7 @@ class GradientDescent(Algorithm):
         self.theta = x0.clone().requires_grad_(True)
         self.optimizer = make_optimizer(optimizer, self.theta, lr)
         self.scheduler = None if lr_schedule is None else lr_schedule(self.optimizer)
-        self._loss = blackbox(evaluator.fn, estimator, evaluator=evaluator)
+        self._loss = blackbox(evaluator.fn, estimator, evaluator=evaluator, train=False)
 
     def step(self, state: RunState) -> StepRecord | Stop:
         if state.spent + self.cost > state.budget:
@@ -79,6 +80,11 @@ class GradientDescent(Algorithm):
         before = self.evaluator.stats.evals
         self.optimizer.zero_grad()
         loss = self._loss(self.theta)
+        estimate = self._loss.last_estimate
+        assert estimate is not None
+        # Between tell and the backward pass: ZeroGrads' reference estimate ∇h(θ) is read
+        # from the surrogate fitted on this step's samples.
+        self.estimator.update(estimate)
         loss.backward()
         assert self.theta.grad is not None
         grad_norm = float(self.theta.grad.norm())
@@ -94,7 +100,7 @@ class GradientDescent(Algorithm):
             best=self.best.loss,
             seconds=state.seconds,
             grad_norm=grad_norm,
-            variance=self.estimator.last_variance,
+            variance=estimate.stats.get("variance"),
         )
 
     def x_last(self) -> torch.Tensor:
@@ -211,7 +217,8 @@ def make_optimizer(spec: OptimizerSpec, theta: torch.Tensor, lr: float) -> torch
                 f"unknown optimizer {spec!r}; known: {sorted(OPTIMIZERS)}, or pass a callable "
                 "optimizer(params, lr)"
             )
-        return OPTIMIZERS[spec]([theta], lr=lr)
+        factory: Callable[..., torch.optim.Optimizer] = OPTIMIZERS[spec]
+        return factory([theta], lr=lr)
     if not callable(spec):
         raise TypeError(f"optimizer must be a name or a callable; got {type(spec).__name__}")
     built = spec([theta], lr)

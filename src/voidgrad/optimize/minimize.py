@@ -38,7 +38,7 @@ from voidgrad.optimize.algorithms import (
 )
 from voidgrad.optimize.best import BestPoint
 from voidgrad.optimize.checkpoint import check_checkpoint_path, fingerprint, identity_value
-from voidgrad.optimize.result import OptimizeResult
+from voidgrad.optimize.result import History, OptimizeResult
 from voidgrad.registry import RUNNABLE
 from voidgrad.registry import method as registered_method
 from voidgrad.run import record_callback, run
@@ -199,6 +199,7 @@ def minimize(
     finally:
         evaluator.remove_listener(best.observe)
     x_last = algorithm.x_last()
+    assert isinstance(state.history, History)
     return OptimizeResult(
         x=(x_last if best.x is None else best.x).to(x_last.dtype),
         fun=best.loss,

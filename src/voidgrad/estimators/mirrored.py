@@ -1,0 +1,168 @@
+r"""The read-out of mirrored points θ ± τ_i: value, vector-Jacobian product and its variance.
+
+Gaussian smoothing and SPSA ask for the points θ + τ_i (and θ − τ_i when
+antithetic) and read the values back with weights W_i = s ⊙ w(τ_i):
+
+    Non-antithetic:  ĝ = (1/n) Σ_i W_i ⟨v, F(θ + τ_i)⟩
+    Antithetic:      ĝ = (1/2n) Σ_i W_i ⟨v, F(θ + τ_i) − F(θ − τ_i)⟩
+    value = the mean of F over all points,
+
+v the incoming gradient. The weight is a scale s times w(τ) = τ / ``unit``,
+or sign(τ) with ``sign_weights``, so the weights are rebuilt from τ when
+needed rather than kept. s is a number, or a ``[B, d]`` tensor with one scale
+per coordinate (SPSA's 1/c̃_k for the step actually taken). ``unit`` keeps
+w(τ) of order one, so that a weight such as τ/σ² is computed as (τ/σ)·(1/σ)
+and does not overflow for a tiny σ; the read-out runs in at least float32, so
+that 1/σ does not overflow float16.
+
+Failed evaluations (NaN rows under ``on_error="nan"``) are dropped: a
+direction counts only if all of its points succeeded, and the means are over
+the surviving directions. The variance of ĝ is estimated from the spread of
+the n per-direction terms g_i = W_i s_i of the estimate itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from voidgrad.errors import EvaluationError
+from voidgrad.estimators.base import project
+from voidgrad.estimators.protocol import Estimate, Estimator, Query
+
+
+@dataclass(frozen=True)
+class Mirrored:
+    """What a mirrored query needs to read its values: θ ``[B, d]``, τ ``[B, n, d]``, the weights.
+
+    Attributes:
+        theta: the parameters the points are mirrored about.
+        offsets: τ_i, as drawn (the weights use them, not the rounded steps).
+        antithetic: whether θ − τ_i was asked for too (the last n points).
+        weight_scale: s, a number or ``[B, d]``.
+        sign_weights: w(τ) = sign(τ) instead of τ / ``unit``.
+        unit: the unit of w(τ) = τ / unit.
+    """
+
+    theta: torch.Tensor
+    offsets: torch.Tensor
+    antithetic: bool
+    weight_scale: float | torch.Tensor
+    sign_weights: bool = False
+    unit: float = 1.0
+
+
+def mirrored_context(query: Query) -> Mirrored:
+    """The :class:`Mirrored` context of ``query``, refused if another estimator asked it."""
+    if not isinstance(query.context, Mirrored):
+        raise TypeError(
+            "query must come from this estimator's ask(); its context is "
+            f"{type(query.context).__name__}"
+        )
+    return query.context
+
+
+def mirrored_points(context: Mirrored) -> torch.Tensor:
+    """``[B, M, d]``: θ + τ_i, then θ − τ_i when antithetic (M = n or 2n)."""
+    B, n, d = context.offsets.shape
+    centre = context.theta.unsqueeze(1)
+    if not context.antithetic:
+        return centre + context.offsets
+    points = torch.empty((B, 2 * n, d), dtype=context.offsets.dtype, device=context.offsets.device)
+    torch.add(centre, context.offsets, out=points[:, :n])
+    torch.sub(centre, context.offsets, out=points[:, n:])
+    return points
+
+
+def mirrored_seeds(
+    estimator: Estimator, B: int, n: int, antithetic: bool, common: bool
+) -> torch.Tensor:
+    """``[B, M]`` seeds from ``estimator``'s stream; with ``common``, a pair shares its seed."""
+    if antithetic and common:
+        return estimator.draw_seeds((B, n)).repeat(1, 2)
+    return estimator.draw_seeds((B, 2 * n if antithetic else n))
+
+
+def mirrored_estimate(context: Mirrored, values: torch.Tensor) -> Estimate:
+    """The value and (lazily) the VJP with its variance, from values ``[B, M, *out]``."""
+
+    def vjp(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return mirrored_vjp(context, project(values, v))
+
+    return Estimate(value=mirrored_value(context, values), vjp=vjp)
+
+
+def mirrored_value(context: Mirrored, values: torch.Tensor) -> torch.Tensor:
+    """``[B, *out]``: the mean of F over the points of the surviving directions."""
+    B, M = values.shape[:2]
+    valid = _valid(context, torch.isfinite(values.reshape(B, M, -1)).all(-1))
+    mask = torch.cat([valid, valid], 1) if context.antithetic else valid
+    mask = mask.reshape(B, M, *([1] * (values.ndim - 2)))
+    return torch.where(mask, values, 0.0).sum(1) / mask.sum(1).to(values.dtype)
+
+
+def mirrored_vjp(
+    context: Mirrored, projected: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    r"""ĝ ``[B, d]`` and tr Cov(ĝ) ≈ (Σ_i ‖g_i‖² − n ‖ĝ‖²) / (n(n − 1)), g_i = W_i s_i, ``[B]``.
+
+    ``projected[b, i] = ⟨v_b, F(x_{b,i})⟩``. The variance is the unbiased sample
+    estimate from the n valid directions of the estimate itself (None with
+    fewer than two). Both come from one ``[B, n, d]`` weight tensor, built once.
+    """
+    signal, valid = _signal(context, projected)
+    weights = _weights(context, signal.dtype)
+    estimate = _mean_estimate(signal, valid, weights)
+    n = valid.sum(1)
+    if bool((n < 2).any()):
+        return estimate, None
+    squares = (signal.to(weights.dtype).pow(2) * weights.pow(2).sum(-1)).sum(1)
+    mean = estimate.to(weights.dtype).pow(2).sum(1)
+    return estimate, ((squares - n * mean) / (n * (n - 1))).clamp_min(0.0)
+
+
+def _valid(context: Mirrored, finite: torch.Tensor) -> torch.Tensor:
+    """``[B, n]`` mask of directions all of whose points are finite (``finite``: ``[B, M]``)."""
+    if context.antithetic:
+        plus, minus = finite.chunk(2, dim=1)
+        valid = plus & minus
+    else:
+        valid = finite
+    empty = ~valid.any(dim=1)
+    if empty.any():
+        row = int(empty.nonzero()[0, 0])
+        raise EvaluationError(
+            f"every evaluation of the estimate for parameter row {row} failed",
+            row=row,
+            params=context.theta[row],
+        )
+    return valid
+
+
+def _signal(context: Mirrored, projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-direction scalars s_i (0 for dropped directions) and the valid mask ``[B, n]``."""
+    valid = _valid(context, torch.isfinite(projected))
+    if context.antithetic:
+        plus, minus = projected.chunk(2, dim=1)
+        signal = 0.5 * (plus - minus)
+    else:
+        signal = projected
+    return torch.where(valid, signal, 0.0), valid
+
+
+def _weights(context: Mirrored, dtype: torch.dtype) -> torch.Tensor:
+    """W_i = s ⊙ w(τ_i), ``[B, n, d]``, computed in at least float32."""
+    wide = torch.promote_types(dtype, torch.float32)
+    offsets = context.offsets.to(wide)
+    basis = offsets.sign() if context.sign_weights else offsets / context.unit  # a new tensor
+    scale = context.weight_scale
+    return basis.mul_(scale.unsqueeze(1) if isinstance(scale, torch.Tensor) else scale)
+
+
+def _mean_estimate(
+    signal: torch.Tensor, valid: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """ĝ = mean_i W_i s_i over the valid directions, in the signal's dtype."""
+    mean = signal.to(weights.dtype) / valid.sum(1, keepdim=True)
+    return torch.einsum("bn,bnd->bd", mean, weights).to(signal.dtype)
