@@ -28,7 +28,7 @@ method is added here once and each of them knows it. A :class:`Method` holds
 | `zerograds` | blackbox | sigma=0.1, samples=4 | – | σ = 0.5 s annealed linearly to 0.05 s over the run, 4 samples a step, lr = 0.05 s. | – | ZeroGrads: a neural surrogate fitted to Gaussian samples, differentiated. |
 | `zerograds-reference` | blackbox | sigma=0.1, samples=4 | – | The reference code's ZeroGrads (see reference_zerograds_options), at s and d. | – | Bench preset of zerograds: the reference implementation's settings. |
 | `cma` | derivative-free | – | – | σ0 = 0.3 s. | bench | CMA-ES (pycma): full below 2 000 dimensions, separable above. |
-| `annealing` | derivative-free | – | – | – | bench | Dual annealing (scipy.optimize.dual_annealing). |
+| `annealing` | derivative-free | – | – | – | – | Dual annealing (scipy's dual_annealing algorithm in ask/tell form). |
 | `ga` | derivative-free | – | – | – | bench | A real-coded genetic algorithm (nevergrad's EvolutionStrategy, μ+λ). |
 | `nevergrad:<name>` | derivative-free | – | – | – | bench | Any optimizer of nevergrad.optimizers.registry, by name. |
 | `score` | distribution | – | – | – | – | Score function (REINFORCE) with an optional baseline. |
@@ -327,8 +327,7 @@ METHODS: tuple[Method, ...] = (
         "annealing",
         "derivative-free",
         partial(_dfo, "annealing"),
-        "Dual annealing (scipy.optimize.dual_annealing).",
-        extra="bench",
+        "Dual annealing (scipy's dual_annealing algorithm in ask/tell form).",
     ),
     Method(
         "ga",
