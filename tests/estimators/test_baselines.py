@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 
@@ -74,3 +76,73 @@ def test_a_baseline_module_that_fails_on_its_features_is_named() -> None:
     dist = torch.distributions.Bernoulli(logits=torch.zeros(2))
     with pytest.raises(ValueError, match=r"baseline module Linear failed on features of shape"):
         baseline(torch.zeros(4), dist)
+
+
+class Counting(vg.baselines.Baseline):
+    """A baseline written before fit_loss and step: it learns in update(costs, dist)."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def __call__(self, costs: torch.Tensor, dist=None) -> torch.Tensor:
+        return torch.zeros_like(costs)
+
+    def update(self, costs: torch.Tensor, dist=None) -> None:
+        self.batches += 1
+
+
+def test_a_baseline_that_learns_in_update_is_updated_once_per_trained_estimate() -> None:
+    baseline = Counting()
+    estimator = vg.ScoreFunction(baseline, seed=0)
+    dist = torch.distributions.Bernoulli(logits=torch.zeros(2, requires_grad=True))
+    vg.expectation(lambda b: b.sum(-1), dist, 4, estimator)
+    assert baseline.batches == 1
+    vg.expectation(lambda b: b.sum(-1), dist, 4, estimator, train=False)
+    assert baseline.batches == 1
+
+
+def test_update_is_a_step_on_the_fit_loss() -> None:
+    dist = torch.distributions.Bernoulli(logits=torch.tensor([2.0, 0.0]))
+    costs = torch.tensor([1.0, 5.0, 3.0])
+    stepped, updated = learned_pair(seed=1)
+    stepped.step(stepped.fit_loss(costs, dist))
+    updated.update(costs, dist)
+    assert torch.equal(stepped(costs, dist), updated(costs, dist))
+    assert not torch.equal(stepped(costs, dist), learned_pair(seed=1)[0](costs, dist))
+
+
+def learned_pair(seed: int) -> tuple[vg.baselines.Learned, vg.baselines.Learned]:
+    """Two Learned baselines with the same initial weights."""
+    pair = []
+    for _ in range(2):
+        torch.manual_seed(seed)
+        pair.append(vg.baselines.Learned(torch.nn.Linear(2, 1), lr=0.05))
+    return pair[0], pair[1]
+
+
+@pytest.mark.parametrize(
+    ("make", "make_fresh"),
+    [
+        (lambda: vg.baselines.MovingAverage(0.8), lambda: vg.baselines.MovingAverage(0.8)),
+        (lambda: learned_pair(seed=2)[0], lambda: learned_pair(seed=3)[0]),
+    ],
+    ids=["moving-average", "learned"],
+)
+def test_baseline_states_round_trip_through_a_weights_only_file(make, make_fresh) -> None:
+    dist = torch.distributions.Bernoulli(logits=torch.tensor([2.0, 0.0]))
+    costs = torch.tensor([1.0, 5.0, 3.0])
+    baseline, resumed = make(), make_fresh()
+    for _ in range(3):
+        baseline.update(costs, dist)
+    buffer = io.BytesIO()
+    torch.save(baseline.state_dict(), buffer)
+    buffer.seek(0)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    for _ in range(2):
+        baseline.update(costs + 1, dist)
+        resumed.update(costs + 1, dist)
+        assert torch.equal(baseline(costs, dist), resumed(costs, dist))
+
+
+def test_stateless_baselines_have_an_empty_state() -> None:
+    assert vg.baselines.LeaveOneOut().state_dict() == vg.baselines.Constant(1.0).state_dict() == {}

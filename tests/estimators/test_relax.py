@@ -193,7 +193,8 @@ def test_rebar_replays_its_formula_and_its_variance_step() -> None:
     estimator = vg.REBAR(temperature=0.6, eta=0.8, lr=0.01, seed=6)
     loss = vg.expectation(f, Bernoulli(logits=logits), 4, estimator)
     loss.backward()
-    b, relaxed_z, relaxed_cond = seen
+    (rows,) = seen  # one query: f at b, at σ_λ(z) and at σ_λ(z̃)
+    b, relaxed_z, relaxed_cond = rows.chunk(3)
     lam = 0.6
     l0 = LOGITS.detach()
     z = lam * torch.logit(relaxed_z)

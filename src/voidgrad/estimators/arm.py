@@ -22,10 +22,11 @@ from torch.distributions import Bernoulli, Distribution
 
 from voidgrad.estimators.distributional import (
     DistributionEstimator,
-    Evaluate,
     parameter_surrogate,
+    plain_estimate,
     surrogate_loss,
 )
+from voidgrad.estimators.protocol import Estimate, Query
 from voidgrad.estimators.samplers import uniform
 
 
@@ -48,9 +49,12 @@ class DisARM(DistributionEstimator):
         (True, True)
     """
 
+    unbiased = True
+
     min_samples = 2
 
-    def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
+    def ask(self, dist: Distribution, samples: int) -> Query:
+        """The pairs b, b̃ from shared uniforms: ``[b_1..b_{N/2}, b̃_1..b̃_{N/2}]``."""
         if not isinstance(dist, Bernoulli):
             raise ValueError(
                 f"DisARM needs a Bernoulli distribution; got {type(dist).__name__} "
@@ -59,21 +63,28 @@ class DisARM(DistributionEstimator):
         if samples % 2:
             raise ValueError(f"DisARM draws antithetic pairs: samples must be even; got {samples}")
         logits = dist.logits
-        pairs = samples // 2
         with self.sampling(), torch.no_grad():
-            u = uniform((pairs, *logits.shape), logits)
+            u = uniform((samples // 2, *logits.shape), logits)
+            seeds = self.draw_seeds((samples,))
         probs = torch.sigmoid(logits.detach())
-        b = (u < probs).to(logits.dtype)
-        b_anti = (1 - u < probs).to(logits.dtype)
-        costs = evaluate(torch.cat([b, b_anti]))
+        b = torch.cat([u < probs, 1 - u < probs]).to(logits.dtype)
+        return Query(b, seeds, context=logits)
+
+    def tell(self, query: Query, costs: torch.Tensor) -> Estimate:
+        """ĝ averaged over the pairs, routed into the logits."""
+        logits = query.context
         if not logits.requires_grad:
-            return costs.mean(0)
+            return plain_estimate(costs)
+        pairs = costs.shape[0] // 2
+        b, b_anti = query.inputs[:pairs], query.inputs[pairs:]
         difference = costs[:pairs] - costs[pairs:]
         difference = difference.reshape(*difference.shape, *[1] * (b.ndim - difference.ndim))
         sign = 1 - 2 * b_anti  # (−1)^{b̃}
         weight = sign * (b != b_anti).to(b.dtype) * torch.sigmoid(logits.detach().abs())
         grad = (0.5 * difference * weight).mean(0)
-        return surrogate_loss(costs.mean(0), parameter_surrogate([grad], [logits], costs.ndim - 1))
+        value = costs.mean(0)
+        surrogate = parameter_surrogate([grad], [logits], costs.ndim - 1)
+        return Estimate(value=value.detach(), loss=surrogate_loss(value, surrogate))
 
     def __repr__(self) -> str:
         return "DisARM()"

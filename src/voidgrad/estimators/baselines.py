@@ -11,18 +11,25 @@ that looks at z_i itself biases the estimate. A learned baseline b(θ) = m_ψ(θ
 a network of the distribution's parameters, is independent of z_i too.
 Baselines are separate objects, so any estimator that uses one can take any of
 them.
+
+A baseline learns only when told to, after the estimate that used it: either
+by gradient steps on its :meth:`~Baseline.fit_loss` (:meth:`~Baseline.step`)
+or from the batch's statistics (:meth:`~Baseline.update`).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from voidgrad.estimators.protocol import step_auxiliary
 from voidgrad.validation import check_positive
 
 
@@ -48,10 +55,27 @@ class Baseline(ABC):
     def __call__(self, costs: torch.Tensor, dist: Distribution | None = None) -> torch.Tensor:
         """Baselines for ``costs``; entry i must not depend on cost i."""
 
-    def update(  # noqa: B027 (stateless baselines need none)
+    def fit_loss(
         self, costs: torch.Tensor, dist: Distribution | None = None
-    ) -> None:
-        """Learn from a batch's costs after its estimate is formed."""
+    ) -> torch.Tensor | None:
+        """The loss a batch trains the baseline on, in its parameters' graph; None if none."""
+        return None
+
+    def step(self, loss: torch.Tensor) -> None:  # noqa: B027 (only fitted baselines step)
+        """One training step on a :meth:`fit_loss`."""
+
+    def update(self, costs: torch.Tensor, dist: Distribution | None = None) -> None:
+        """Learn from a batch's costs after its estimate is formed: a step on its fit loss."""
+        loss = self.fit_loss(costs, dist)
+        if loss is not None:
+            self.step(loss)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the baseline has learned: tensors and numbers only."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027 (stateless)
+        """Continue from a :meth:`state_dict`."""
 
 
 class Constant(Baseline):
@@ -115,6 +139,18 @@ class MovingAverage(Baseline):
     def update(self, costs: torch.Tensor, dist: Distribution | None = None) -> None:
         self.average = self.decay * self.average + (1 - self.decay) * float(costs.mean())
         self.batches += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"average": self.average, "batches": self.batches}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        average, batches = state.get("average"), state.get("batches")
+        if not isinstance(average, float) or not isinstance(batches, int) or batches < 0:
+            raise ValueError(
+                "a MovingAverage state holds a float 'average' and an int 'batches' >= 0; "
+                f"got {dict(state)!r}"
+            )
+        self.average, self.batches = average, batches
 
     def __repr__(self) -> str:
         return f"MovingAverage(decay={self.decay})"
@@ -230,12 +266,28 @@ class Learned(Baseline):
         with torch.no_grad():
             return self._predict(costs, dist).expand_as(costs)
 
-    def update(self, costs: torch.Tensor, dist: Distribution | None = None) -> None:
+    def fit_loss(self, costs: torch.Tensor, dist: Distribution | None = None) -> torch.Tensor:
         with torch.enable_grad():
-            error = self._predict(costs, dist) - costs.detach().mean(0)
-            self.optimizer.zero_grad()
-            error.pow(2).mean().backward()
-        self.optimizer.step()
+            return (self._predict(costs, dist) - costs.detach().mean(0)).pow(2).mean()
+
+    def step(self, loss: torch.Tensor) -> None:
+        parameters: list[torch.Tensor] = [p for p in self.module.parameters() if p.requires_grad]
+        step_auxiliary(self.optimizer, parameters, loss)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "module": {k: v.clone() for k, v in self.module.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if not {"module", "optimizer"} <= set(state):
+            raise ValueError(
+                f"a Learned baseline's state holds 'module' and 'optimizer'; got {sorted(state)}"
+            )
+        self.module.load_state_dict(state["module"])
+        # A copy: the optimizer would otherwise share (and step) the state's tensors.
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
 
     def __repr__(self) -> str:
         return f"Learned({type(self.module).__name__})"

@@ -1,14 +1,23 @@
 r"""The protocol of estimators for expectations over distributions.
 
-For L(θ) = E_{z~p(z|θ)}[f(z)] an estimator draws N samples, evaluates f
-through an Evaluator and returns a *surrogate loss*: a tensor whose value is
-the Monte Carlo mean (1/N) Σ_i f(z_i) and whose gradient with respect to θ is
-the estimator's gradient. Written as
+For L(θ) = E_{z~p(z|θ)}[f(z)] every estimator follows the ask/tell protocol
+of :mod:`voidgrad.estimators.protocol`:
+
+    query = estimator.ask(dist, N)            # the samples z_i to evaluate, and their seeds
+    costs = evaluate(query.inputs)            # the caller evaluates f: counted
+    estimate = estimator.tell(query, costs)   # the surrogate loss, and auxiliary losses
+    estimator.update(estimate)                # the caller steps the learned parts
+
+``estimate.loss`` is a *surrogate loss*: a tensor whose value is the Monte
+Carlo mean (1/N) Σ_i f(z_i) and whose gradient with respect to θ is the
+estimator's gradient. Written as
 
     loss = value + (s − stop_gradient(s)),
 
 with s a differentiable expression whose gradient is the estimate, it composes
 with everything autograd does: sums of terms, networks producing θ, optimizers.
+:func:`estimate` runs ask → Evaluator → tell for ``vg.expectation``, which
+then calls ``update`` unless told not to.
 
 Costs may keep leading batch dimensions of the distribution: with
 ``dist.batch_shape = (B, D)`` and f returning ``[N, B]``, each of the B rows is
@@ -19,22 +28,31 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from typing import TypeGuard
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeGuard
 
 import torch
 from torch.autograd.graph import Node
 from torch.distributions import Distribution, Transform, TransformedDistribution, constraints
 
-from voidgrad.validation import check_seed
+from voidgrad.errors import EvaluationError
+from voidgrad.estimators.protocol import SEED_HIGH, Estimate, Estimator, Query
+from voidgrad.evaluation.evaluator import Evaluator
+from voidgrad.validation import check_samples, check_seed
 
 #: Evaluates f on a batch of samples ``[N, ...]``; returns costs ``[N, *cost_batch]``.
 Evaluate = Callable[..., torch.Tensor]
 
 
-class DistributionEstimator(ABC):
-    """Base of the estimators that ``vg.expectation`` accepts.
+class DistributionEstimator(Estimator):
+    """Base of the estimators that ``vg.expectation`` accepts: ask and tell over a distribution.
+
+    A subclass implements ``ask(dist, samples) -> Query`` and
+    ``tell(query, costs) -> Estimate`` (plus ``update``, ``state_dict`` and
+    ``load_state_dict`` if it learns something); :meth:`loss` runs ask →
+    evaluate → tell → update for a caller holding an evaluate function.
+    Subclasses written before ask and tell override :meth:`loss` instead and
+    keep working: ``vg.expectation`` calls their ``loss``.
 
     Args:
         seed: with a seed, samples are drawn from a private stream, so a run
@@ -43,11 +61,15 @@ class DistributionEstimator(ABC):
 
     Examples:
         >>> import torch, voidgrad as vg
+        >>> from voidgrad.estimators.protocol import Estimate, Query
         >>> class Shift(vg.DistributionEstimator):  # z = μ + noise, the noise held fixed
-        ...     def loss(self, evaluate, dist, samples):
+        ...     def ask(self, dist, samples):
         ...         with self.sampling():  # the private stream when seeded
         ...             noise = dist.sample((samples,)) - dist.mean.detach()
-        ...         return evaluate(dist.mean + noise, differentiable=True).mean(0)
+        ...             seeds = self.draw_seeds((samples,))
+        ...         return Query(dist.mean + noise, seeds, differentiable=True)
+        ...     def tell(self, query, costs):
+        ...         return Estimate(value=costs.mean(0).detach(), loss=costs.mean(0))
         >>> mu = torch.tensor([2.0], requires_grad=True)
         >>> dist = torch.distributions.Normal(mu, 1.0)
         >>> vg.expectation(lambda z: 3 * z[:, 0], dist, 100, estimator=Shift()).backward()
@@ -64,28 +86,201 @@ class DistributionEstimator(ABC):
 
     def __init__(self, seed: int | None = None) -> None:
         seed = check_seed(seed)
-        self._generator = None if seed is None else torch.Generator().manual_seed(seed)
+        # The base would seed an unseeded estimator from torch's global generator, moving
+        # the stream that an unseeded estimator samples from, as dist.sample() does.
+        super().__init__(0 if seed is None else seed)
+        self._seeded = seed is not None
+        if seed is None:  # its query seeds only, from the OS: torch's stream untouched
+            self.seed = self._generator.seed()
 
-    @abstractmethod
+    @property
+    def seeded(self) -> bool:
+        """Whether samples come from the private stream (``seed`` given), not torch's global one."""
+        return self._seeded
+
+    def ask(self, dist: Distribution, samples: int) -> Query:
+        """The ``samples`` draws from ``dist`` to evaluate."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement ask(dist, samples) and tell(query, costs), "
+            "or loss(evaluate, dist, samples)"
+        )
+
+    def tell(self, query: Query, costs: torch.Tensor) -> Estimate:
+        """The estimate from the costs of ``query.inputs``; trains nothing."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement ask(dist, samples) and tell(query, costs), "
+            "or loss(evaluate, dist, samples)"
+        )
+
     def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
-        """The surrogate loss for ``samples`` draws from ``dist``."""
+        """The surrogate loss for ``samples`` draws from ``dist``: ask → evaluate → tell → update.
+
+        ``evaluate(inputs, differentiable=..., seeds=...)`` returns the costs.
+        The learned parts take their step, as every call always has.
+        """
+        result = ask_evaluate_tell(self, evaluate, dist, samples)
+        self.update(result)
+        return surrogate_of(result)
 
     @contextlib.contextmanager
     def sampling(self) -> Iterator[None]:
         """Draw from the private stream, leaving torch's global generator as it was.
 
         torch.distributions cannot take a generator, so the global one is
-        forked: seeded from the private stream inside, restored on exit. A
-        subclass draws its samples inside ``with self.sampling():`` so that
-        ``seed=`` replays it; without a seed this does nothing.
+        forked: seeded from the private stream inside (one draw per query),
+        restored on exit. A subclass draws its samples, and then the query's
+        seeds (:meth:`draw_seeds`), inside ``with self.sampling():`` so that
+        ``seed=`` replays both; without a seed this does nothing.
         """
-        if self._generator is None:
+        if not self.seeded:
             yield
             return
         seed = int(torch.randint(0, 2**62, (1,), generator=self._generator))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             yield
+
+    def draw_seeds(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Seeds ``[*shape]`` for the evaluations of a query; draw them inside :meth:`sampling`.
+
+        Seeded, they come from the forked stream after the samples (so the
+        private stream still advances by one draw per query); unseeded, from
+        the estimator's own generator, leaving torch's global one as
+        ``dist.sample()`` left it.
+        """
+        generator = None if self.seeded else self._generator
+        return torch.randint(0, SEED_HIGH, shape, generator=generator, dtype=torch.int64)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The random stream, and which estimator and seeding wrote it."""
+        return {
+            **super().state_dict(),
+            "estimator": type(self).__name__,
+            "seeded": self.seeded,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` of the same kind of estimator, seeded alike."""
+        written = require(state, "estimator")
+        if written != type(self).__name__:
+            raise ValueError(f"state was written by a {written}, not a {type(self).__name__}")
+        if require(state, "seeded") != self.seeded:
+            raise ValueError(
+                f"state was written by a {written} with seeded={state['seeded']}; this one has "
+                f"seeded={self.seeded} (a seeded run resumes into a seeded estimator)"
+            )
+        super().load_state_dict(state)
+
+
+def require(state: Mapping[str, Any], key: str) -> Any:
+    """``state[key]``, or a ValueError naming the missing key."""
+    if key not in state:
+        raise ValueError(f"the estimator's state has no {key!r} entry; got {sorted(state)}")
+    return state[key]
+
+
+def plain_estimate(costs: torch.Tensor) -> Estimate:
+    """The Monte Carlo mean of ``costs`` as value and loss (its gradient flows through f)."""
+    mean = costs.mean(0)
+    return Estimate(value=mean.detach(), loss=mean)
+
+
+def surrogate_of(estimate: Estimate) -> torch.Tensor:
+    """``estimate.loss``, which every distribution estimator sets."""
+    if estimate.loss is None:
+        raise ValueError("a distribution estimator's tell must set Estimate.loss")
+    return estimate.loss
+
+
+def ask_evaluate_tell(
+    estimator: DistributionEstimator, evaluate: Evaluate, dist: Distribution, samples: int
+) -> Estimate:
+    """ask → evaluate → tell: one estimate, with nothing trained."""
+    query = estimator.ask(dist, samples)
+    # An unseeded estimator's seeds replay nothing: f gets what the Evaluator gives it.
+    seeds = query.seeds if estimator.seeded else None
+    costs = evaluate(query.inputs, differentiable=query.differentiable, seeds=seeds)
+    return estimator.tell(query, costs)
+
+
+def estimate(
+    f: Callable[..., object] | Evaluator,
+    dist: Distribution,
+    samples: int,
+    estimator: DistributionEstimator,
+) -> Estimate:
+    """One estimate of E_{z~dist}[f(z)]: ask → Evaluator → tell, training nothing.
+
+    ``vg.expectation(..., train=False)`` returns its ``loss``. To step the
+    estimator's learned parts (a control variate's φ, a learned or
+    moving-average baseline) call ``estimator.update(estimate)``, before the
+    distribution's parameters change in place (before the optimizer's step):
+    the auxiliary losses were built at those parameters.
+
+    Args:
+        f, dist, samples: as for ``vg.expectation``.
+        estimator: the distribution estimator. One that overrides ``loss``
+            (written before ask and tell) is called through it, and trains
+            as its ``loss`` does.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> from voidgrad.estimators.distributional import estimate
+        >>> theta = torch.zeros(2, requires_grad=True)
+        >>> estimator = vg.ScoreFunction(baseline="moving_average", seed=0)
+        >>> result = estimate(lambda b: b.sum(-1), torch.distributions.Bernoulli(logits=theta),
+        ...                   8, estimator)
+        >>> estimator.baseline.value  # nothing learned yet
+        0.0
+        >>> result.loss.backward()
+        >>> estimator.update(result)  # the caller steps the baseline
+        >>> estimator.baseline.value == result.value.item()
+        True
+    """
+    if not isinstance(dist, Distribution):
+        raise TypeError(
+            f"dist must be a torch.distributions.Distribution; got {type(dist).__name__}"
+        )
+    if not isinstance(estimator, DistributionEstimator):
+        raise TypeError(
+            "estimator must be a distribution estimator such as vg.ScoreFunction or vg.Pathwise; "
+            f"got {type(estimator).__name__}"
+        )
+    check_samples(samples, paired=False)
+    if samples < estimator.min_samples:
+        raise ValueError(f"{estimator!r} needs samples >= {estimator.min_samples}; got {samples}")
+    evaluator = f if isinstance(f, Evaluator) else Evaluator(f, backend="vectorized")
+
+    def evaluate(
+        x: torch.Tensor, differentiable: bool = False, seeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        costs = evaluator(x, seeds, differentiable=differentiable)
+        check_costs(costs, dist, x.shape[0])
+        return costs
+
+    if type(estimator).loss is not DistributionEstimator.loss:
+        loss = estimator.loss(evaluate, dist, samples)  # written before ask and tell
+        return Estimate(value=loss.detach(), loss=loss)
+    return ask_evaluate_tell(estimator, evaluate, dist, samples)
+
+
+def check_costs(costs: torch.Tensor, dist: Distribution, rows: int) -> None:
+    """Raise unless ``costs`` are ``[rows, *dist.batch_shape[:k]]`` and finite."""
+    batch = tuple(dist.batch_shape)
+    kept = tuple(costs.shape[1:])
+    if costs.shape[0] != rows or kept != batch[: len(kept)]:
+        raise ValueError(
+            f"f must return costs of shape [N] or [N, *dist.batch_shape[:k]] with N = {rows} "
+            f"and batch_shape {batch}; got {tuple(costs.shape)}"
+        )
+    if not torch.isfinite(costs).all():
+        row = int((~torch.isfinite(costs.reshape(rows, -1)).all(1)).nonzero()[0, 0])
+        raise EvaluationError(
+            f"f returned a non-finite cost for sample {row}; an expectation needs every "
+            "sample's cost",
+            row=row,
+            params=None,
+        )
 
 
 def joint_log_prob(dist: Distribution, z: torch.Tensor, cost_batch_dims: int) -> torch.Tensor:

@@ -17,9 +17,10 @@ from torch.distributions import Distribution
 
 from voidgrad.estimators.distributional import (
     DistributionEstimator,
-    Evaluate,
     check_connected,
+    plain_estimate,
 )
+from voidgrad.estimators.protocol import Estimate, Query
 
 
 class Pathwise(DistributionEstimator):
@@ -39,7 +40,10 @@ class Pathwise(DistributionEstimator):
         [2.0, -2.0]
     """
 
-    def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
+    unbiased = True
+
+    def ask(self, dist: Distribution, samples: int) -> Query:
+        """z_i = T(θ, ε_i), in θ's graph: f is differentiated at them."""
         if not dist.has_rsample:
             raise ValueError(
                 f"Pathwise needs a reparameterizable distribution (has_rsample); "
@@ -48,9 +52,13 @@ class Pathwise(DistributionEstimator):
             )
         with self.sampling():
             z = dist.rsample((samples,))
-        costs = evaluate(z, differentiable=True)
-        check_connected(z, costs, "Pathwise")
-        return costs.mean(0)
+            seeds = self.draw_seeds((samples,))
+        return Query(z, seeds, differentiable=True)
+
+    def tell(self, query: Query, costs: torch.Tensor) -> Estimate:
+        """The mean cost, through whose graph autograd carries ĝ."""
+        check_connected(query.inputs, costs, "Pathwise")
+        return plain_estimate(costs)
 
     def __repr__(self) -> str:
         return "Pathwise()"

@@ -99,6 +99,11 @@ class Estimator(ABC):
             for bit; ``None`` draws a seed from torch's default generator.
     """
 
+    #: Whether E[ĝ] is exactly the gradient the estimator's docstring names (of
+    #: the smoothed objective, for smoothing); the contract tests check it
+    #: against closed forms for every registered estimator that claims it.
+    unbiased: bool = False
+
     def __init__(self, seed: int | None) -> None:
         seed = check_seed(seed)
         if seed is None:

@@ -22,16 +22,18 @@ variance: since E[ĝ] does not depend on φ,
 
     ∂/∂φ Var(ĝ) = E[∂/∂φ ‖ĝ‖²],
 
-estimated from the same draws by double backward, one optimizer step per
-call. ĝ there is the gradient with respect to the distribution's own
-tensors: the logits for RELAX and REBAR; for LAX the tensors the
-distribution holds that are in the graph, less those computed from another
-of them (``gradient_parameters``: L of ``MultivariateNormal(scale_tril=L)``,
-the concentrations of a ``Beta``, the loc and scale inside an
-``Independent``). The loss routes the estimate into whatever built the
-distribution: for LAX it is the θ-derivative of the estimator's objective
-itself, so every parameter the user passed gets its gradient whichever
-tensors torch samples through.
+estimated from the same draws by double backward: ``tell`` reports ‖ĝ‖²,
+in φ's graph, as the auxiliary loss ``"control"``, and ``update`` takes one
+optimizer step on it (``vg.expectation`` calls it after each estimate unless
+``train=False``); nothing is stepped while the loss is formed. ĝ there is
+the gradient with respect to the distribution's own tensors: the logits for
+RELAX and REBAR; for LAX the tensors the distribution holds that are in the
+graph, less those computed from another of them (``gradient_parameters``: L
+of ``MultivariateNormal(scale_tril=L)``, the concentrations of a ``Beta``,
+the loc and scale inside an ``Independent``). The loss routes the estimate
+into whatever built the distribution: for LAX it is the θ-derivative of the
+estimator's objective itself, so every parameter the user passed gets its
+gradient whichever tensors torch samples through.
 
 LAX, like the score function, needs a support that does not move with θ:
 ``Uniform(low, high)`` with its bounds in the graph is refused.
@@ -45,13 +47,17 @@ bias near the typical cost.
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from voidgrad.estimators.control import score_estimate, score_objective
 from voidgrad.estimators.discrete import (
     Kind,
     as_dist_sample,
@@ -64,29 +70,36 @@ from voidgrad.estimators.discrete import (
 )
 from voidgrad.estimators.distributional import (
     DistributionEstimator,
-    Evaluate,
     check_connected,
     check_fixed_support,
     gradient_parameters,
     joint_log_prob,
     parameter_surrogate,
+    plain_estimate,
+    require,
     sum_trailing,
     surrogate_loss,
 )
+from voidgrad.estimators.protocol import Estimate, Query, step_auxiliary
 from voidgrad.validation import check_flag, check_positive
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
 class ControlVariateEstimator(DistributionEstimator):
-    """Shared machinery: the control's optimizer and the variance step.
+    """Shared machinery: the control's optimizer, the variance step, their state.
+
+    ``tell`` reports ‖ĝ‖² in ``estimate.stats["square_norm"]`` and, while
+    the control trains, in φ's graph as ``estimate.auxiliary["control"]``;
+    :meth:`update` records the one and steps φ on the other.
 
     Args:
         parameters: φ, the parameters of the control variate.
         lr: learning rate of the default optimizer (Adam) for φ.
         optimizer: ``optimizer(parameters)`` builds another optimizer for φ.
-        train_control: take a variance-reducing step on φ at each call.
+        train_control: have ``update`` take a variance-reducing step on φ.
         seed: seed of a private sampling stream, for bit-exact replay.
+        control: the module holding φ, if any (its state is the estimator's).
 
     Examples:
         >>> import torch, voidgrad as vg
@@ -100,6 +113,8 @@ class ControlVariateEstimator(DistributionEstimator):
         True
     """
 
+    unbiased = True
+
     def __init__(
         self,
         parameters: list[nn.Parameter],
@@ -107,10 +122,12 @@ class ControlVariateEstimator(DistributionEstimator):
         optimizer: OptimizerFactory | None,
         train_control: bool,
         seed: int | None,
+        control: nn.Module | None = None,
     ) -> None:
         super().__init__(seed)
         lr = check_positive("lr", lr)
-        self.control_parameters = parameters
+        self.control = control
+        self.control_parameters: list[torch.Tensor] = list(parameters)
         self.train_control = check_flag("train_control", train_control) and bool(parameters)
         self.optimizer = (
             None
@@ -119,32 +136,57 @@ class ControlVariateEstimator(DistributionEstimator):
             if optimizer is None
             else optimizer(parameters)
         )
-        #: ‖ĝ‖² of the last estimate (summed over the independent expectations).
-        self.last_square_norm = float("nan")
+        #: ‖ĝ‖² of the last estimate :meth:`update` saw (summed over the expectations).
+        self.last_square_norm = math.nan
 
-    def _train(self, grads: list[torch.Tensor]) -> None:
-        """Record ‖ĝ‖² and, when training, step φ on it."""
+    def update(self, estimate: Estimate) -> None:
+        """Record the estimate's ‖ĝ‖² and, while the control trains, step φ on it."""
+        self.last_square_norm = estimate.stats.get("square_norm", math.nan)
+        norm = estimate.auxiliary.get("control")
+        if norm is not None and self.optimizer is not None:
+            step_auxiliary(self.optimizer, self.control_parameters, norm)
+
+    def variance_report(
+        self, grads: list[torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """``(auxiliary, stats)`` of an estimate with gradient ``grads``: ‖ĝ‖², for φ and logs."""
         norm = square_norm(grads)
-        self.last_square_norm = float(norm.detach())
-        if self.train_control:
-            assert self.optimizer is not None
-            variance_step(self.optimizer, self.control_parameters, norm)
+        auxiliary = {"control": norm} if self.train_control and norm.requires_grad else {}
+        return auxiliary, {"square_norm": float(norm.detach())}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The random stream, the control module's state and its optimizer's (copies)."""
+        control = {} if self.control is None else self.control.state_dict()
+        optimizer = {} if self.optimizer is None else self.optimizer.state_dict()
+        return {
+            **super().state_dict(),
+            "control": {name: tensor.clone() for name, tensor in control.items()},
+            "optimizer": copy.deepcopy(optimizer),
+            "last_square_norm": self.last_square_norm,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`."""
+        control, optimizer = require(state, "control"), require(state, "optimizer")
+        square = require(state, "last_square_norm")
+        super().load_state_dict(state)
+        if self.control is not None:
+            self.control.load_state_dict(control)
+        if self.optimizer is not None:
+            # A copy: the optimizer would otherwise share (and step) the state's tensors.
+            self.optimizer.load_state_dict(copy.deepcopy(optimizer))
+        self.last_square_norm = float(square)
 
 
-def lax_objective(
-    costs: torch.Tensor,
-    log_prob: torch.Tensor,
-    control_at_sample: torch.Tensor,
-    control_reparameterized: torch.Tensor,
-) -> torch.Tensor:
-    r"""(1/N) Σ_i [f(z̄_i) − c_φ(z̄_i)] log p(z̄_i|θ) + c_φ(z_i(θ)): its θ-gradient is LAX's ĝ.
+@dataclass(frozen=True)
+class _RelaxDraw:
+    """What RELAX's tell needs of its ask: z, b = H(z) and z̃ ~ p(z | b), in θ's graph."""
 
-    ``log_prob`` is log p(z̄|θ) of the samples held fixed, ``control_at_sample``
-    c_φ(z̄) (no path to θ) and ``control_reparameterized`` anything whose
-    θ-gradient is that of c_φ(z(θ)); all ``[N, *cost_batch]``. Returns
-    ``[*cost_batch]``.
-    """
-    return ((costs - control_at_sample) * log_prob + control_reparameterized).mean(0)
+    kind: Kind
+    logits: torch.Tensor
+    z: torch.Tensor
+    b: torch.Tensor
+    conditioned: torch.Tensor
 
 
 def lax_gradients(
@@ -156,13 +198,18 @@ def lax_gradients(
     create_graph: bool,
     retain_graph: bool | None = None,
 ) -> list[torch.Tensor]:
-    r"""LAX's ĝ with respect to the tensors ``params``: the gradient of :func:`lax_objective`.
+    r"""LAX's ĝ with respect to the tensors ``params``.
 
+    ĝ is the θ-gradient of (1/N) Σ_i [f(z̄_i) − c_φ(z̄_i)] log p(z̄_i|θ) +
+    c_φ(z_i(θ)) (:func:`~voidgrad.estimators.control.score_objective`), with
+    ``log_prob`` log p(z̄|θ) of the samples held fixed, ``control_at_sample``
+    c_φ(z̄) (no path to θ) and ``control_reparameterized`` anything whose
+    θ-gradient is that of c_φ(z(θ)); all ``[N, *cost_batch]``.
     ``create_graph`` keeps ĝ differentiable in φ for :func:`variance_step`;
     ``retain_graph`` keeps the graph for a later backward pass (by default
     only with ``create_graph``). Shared by :class:`LAX` and :mod:`voidgrad.rl`.
     """
-    objective = lax_objective(costs, log_prob, control_at_sample, control_reparameterized)
+    objective = score_objective(costs, log_prob, control_at_sample, control_reparameterized)
     return _grad_or_zeros(objective.sum(), params, create_graph, retain_graph)
 
 
@@ -185,9 +232,12 @@ def relax_gradient(
     ``create_graph`` keeps ĝ differentiable in φ for :func:`variance_step`.
     Shared by :class:`RELAX` and :mod:`voidgrad.rl`.
     """
-    coefficient = costs - control_conditioned
-    coefficient = coefficient.reshape(*coefficient.shape, *[1] * (b.ndim - coefficient.ndim))
-    score_term = (coefficient * score(logits.detach(), b, kind)).mean(0)
+    kept = costs.ndim - 1
+    # score_estimate's layout: costs [*cost_batch, N], scores [*cost_batch, N, d].
+    scores = score(logits.detach(), b, kind).movedim(0, kept).flatten(kept + 1)
+    score_term = score_estimate(
+        costs.movedim(0, -1), scores, control_conditioned.movedim(0, -1)
+    ).reshape(logits.shape)
     (reparam_term,) = _grad_or_zeros(
         (control_relaxed - control_conditioned).mean(0).sum(), [logits], create_graph
     )
@@ -201,20 +251,9 @@ def square_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def variance_step(
-    optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter], square_norm: torch.Tensor
-) -> None:
-    """One optimizer step on φ along ∂‖ĝ‖²/∂φ, an unbiased gradient of Var(ĝ) (module doc).
-
-    ``square_norm`` is ‖ĝ‖² built with ``create_graph=True``; without a path
-    to φ there is nothing to do.
-    """
-    if not square_norm.requires_grad:
-        return
-    phi_grads = torch.autograd.grad(square_norm, parameters, allow_unused=True)
-    for parameter, grad in zip(parameters, phi_grads, strict=True):
-        parameter.grad = None if grad is None else grad.detach()
-    optimizer.step()
+#: One optimizer step on φ along ∂‖ĝ‖²/∂φ, an unbiased gradient of Var(ĝ) (module doc):
+#: ``variance_step(optimizer, parameters, square_norm)``, the name :mod:`voidgrad.rl` uses.
+variance_step = step_auxiliary
 
 
 def apply_control(control: nn.Module, z: torch.Tensor, costs: torch.Tensor) -> torch.Tensor:
@@ -290,7 +329,7 @@ class LAX(ControlVariateEstimator):
             ``[N, *cost_batch]``, as the costs).
         lr: learning rate of φ's Adam optimizer.
         optimizer: ``optimizer(parameters)`` builds another optimizer for φ.
-        train_control: step φ on the variance at each call (default).
+        train_control: have ``update`` step φ on the variance (default).
         seed: seed of a private sampling stream, for bit-exact replay.
 
     Examples:
@@ -319,10 +358,12 @@ class LAX(ControlVariateEstimator):
         train_control: bool = True,
         seed: int | None = None,
     ) -> None:
-        self.control = _check_control(control)
-        super().__init__(list(control.parameters()), lr, optimizer, train_control, seed)
+        control = _check_control(control)
+        super().__init__(list(control.parameters()), lr, optimizer, train_control, seed, control)
+        self.control: nn.Module = control
 
-    def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
+    def ask(self, dist: Distribution, samples: int) -> Query:
+        """z_i = T(θ, ε_i); f is evaluated at them held fixed, z̄_i."""
         if not dist.has_rsample:
             raise ValueError(
                 f"LAX needs a reparameterizable distribution (has_rsample); {type(dist).__name__} "
@@ -331,16 +372,23 @@ class LAX(ControlVariateEstimator):
         check_fixed_support(dist, "LAX")
         with self.sampling():
             z = dist.rsample((samples,))
-        fixed = z.detach()
-        costs = evaluate(fixed)
+            seeds = self.draw_seeds((samples,))
+        return Query(z.detach(), seeds, context=(dist, z))
+
+    def tell(self, query: Query, costs: torch.Tensor) -> Estimate:
+        """The objective whose θ-gradient is ĝ; ‖ĝ‖² in φ's graph while the control trains."""
+        dist, z = query.context
+        fixed = query.inputs
         if not z.requires_grad:
-            return costs.mean(0)
+            return plain_estimate(costs)
         kept = costs.ndim - 1
         log_prob = joint_log_prob(dist, fixed, kept)
         control, slope = control_and_slope(self.control, fixed, costs, self.train_control)
         # ⟨∂c/∂z(z̄), z(θ)⟩ has the θ-gradient of c_φ(z(θ)) at z̄, and keeps φ out of what
-        # loss.backward() traverses once the variance step has changed φ in place.
+        # loss.backward() traverses, before or after update() changes φ in place.
         params = gradient_parameters(dist)
+        auxiliary: dict[str, torch.Tensor] = {}
+        stats: dict[str, float] = {}
         if params:
             grads = lax_gradients(
                 costs,
@@ -351,7 +399,7 @@ class LAX(ControlVariateEstimator):
                 self.train_control,
                 retain_graph=True,  # loss.backward() goes through log p and z(θ) again
             )
-            self._train(grads)
+            auxiliary, stats = self.variance_report(grads)
         elif self.train_control:
             # The estimate below reaches θ regardless; only ĝ for φ's variance step needs them.
             raise ValueError(
@@ -359,12 +407,16 @@ class LAX(ControlVariateEstimator):
                 "tensors it holds requires grad (are its parameters inside a module, e.g. of a "
                 "custom Transform?); pass train_control=False to use the control as it is"
             )
-        else:
-            self.last_square_norm = math.nan  # ĝ is not formed without the parameters
-        routed = lax_objective(
+        routed = score_objective(
             costs, log_prob, control.detach(), sum_trailing(slope.detach() * z, 1 + kept)
         )
-        return surrogate_loss(costs.mean(0), routed)
+        value = costs.mean(0)
+        return Estimate(
+            value=value.detach(),
+            loss=surrogate_loss(value, routed),
+            auxiliary=auxiliary,
+            stats=stats,
+        )
 
     def __repr__(self) -> str:
         return f"LAX(control={type(self.control).__name__})"
@@ -387,7 +439,7 @@ class RELAX(ControlVariateEstimator):
         eta: initial η.
         lr: learning rate of φ's Adam optimizer.
         optimizer: ``optimizer(parameters)`` builds another optimizer for φ.
-        train_control: step φ on the variance at each call (default).
+        train_control: have ``update`` step φ on the variance (default).
         seed: seed of a private sampling stream, for bit-exact replay.
 
     Examples:
@@ -421,56 +473,94 @@ class RELAX(ControlVariateEstimator):
         self.relaxed_f = check_flag("relaxed_f", relaxed_f)
         if control is None and not relaxed_f:
             raise ValueError("RELAX needs a control network, relaxed_f=True, or both")
-        self.control = None if control is None else _check_control(control)
+        control = None if control is None else _check_control(control)
         temperature = check_positive("temperature", temperature)
         if isinstance(eta, bool) or not isinstance(eta, int | float) or not math.isfinite(eta):
             raise ValueError(f"eta must be a finite number; got {eta!r}")
         self.eta = nn.Parameter(torch.tensor(float(eta), dtype=torch.float64))
         self.log_temperature = nn.Parameter(torch.tensor(temperature, dtype=torch.float64).log())
-        parameters = [] if self.control is None else list(self.control.parameters())
+        parameters = [] if control is None else list(control.parameters())
         if self.relaxed_f:
             parameters += [self.eta, self.log_temperature]
-        super().__init__(parameters, lr, optimizer, train_control, seed)
+        super().__init__(parameters, lr, optimizer, train_control, seed, control)
 
     @property
     def temperature(self) -> float:
         """The current λ."""
         return float(self.log_temperature.detach().exp())
 
-    def _control(
-        self, evaluate: Evaluate, z: torch.Tensor, costs: torch.Tensor, kind
-    ) -> torch.Tensor:
-        value = torch.zeros_like(costs)
+    def ask(self, dist: Distribution, samples: int) -> Query:
+        """f at b = H(z); with ``relaxed_f`` also at σ_λ(z) and σ_λ(z̃), rows ``[b; σ(z); σ(z̃)]``."""
+        kind, logits = discrete_logits(dist, type(self).__name__)
+        relaxed = self.relaxed_f and logits.requires_grad
+        with self.sampling():
+            z = sample_relaxed(logits, kind, samples)
+            b = threshold(z, kind).detach()
+            conditioned = sample_conditional(logits, b, kind)
+            seeds = self.draw_seeds((3 * samples if relaxed else samples,))
+        draw = _RelaxDraw(kind, logits, z, b, conditioned)
+        if not relaxed:
+            return Query(b if self.relaxed_f else as_dist_sample(b, kind), seeds, context=draw)
+        temperature = self.log_temperature.exp().to(z.dtype)
+        inputs = torch.cat([b, relax(z, kind, temperature), relax(conditioned, kind, temperature)])
+        return Query(inputs, seeds, differentiable=True, context=draw)
+
+    def tell(self, query: Query, costs: torch.Tensor) -> Estimate:
+        """ĝ routed into the logits; ‖ĝ‖² in φ's graph while the control trains."""
+        draw: _RelaxDraw = query.context
+        samples = draw.b.shape[0]
+        at_b = costs[:samples].detach()  # only the relaxed rows are differentiated
+        if not draw.logits.requires_grad:
+            return plain_estimate(at_b)
+        relaxed: list[torch.Tensor | None] = [None, None]
         if self.relaxed_f:
-            temperature = self.log_temperature.exp().to(z.dtype)
-            relaxed = relax(z, kind, temperature)
-            relaxed_costs = evaluate(relaxed, differentiable=True)
-            check_connected(relaxed, relaxed_costs, type(self).__name__)
+            check_connected(query.inputs, costs, type(self).__name__)
+            relaxed = [costs[samples : 2 * samples], costs[2 * samples :]]
+        grad = relax_gradient(
+            at_b,
+            draw.logits,
+            draw.b,
+            draw.kind,
+            self._control(draw.z, at_b, relaxed[0]),
+            self._control(draw.conditioned, at_b, relaxed[1]),
+            self.train_control,
+        )
+        auxiliary, stats = self.variance_report([grad])
+        value = at_b.mean(0)
+        surrogate = parameter_surrogate([grad], [draw.logits], costs.ndim - 1)
+        return Estimate(
+            value=value.detach(),
+            loss=surrogate_loss(value, surrogate),
+            auxiliary=auxiliary,
+            stats=stats,
+        )
+
+    def _control(
+        self, z: torch.Tensor, costs: torch.Tensor, relaxed_costs: torch.Tensor | None
+    ) -> torch.Tensor:
+        """c_φ(z) = η f(σ_λ(z)) + r_ρ(z), from f(σ_λ(z)) (``relaxed_costs``) when relaxed."""
+        value = torch.zeros_like(costs)
+        if relaxed_costs is not None:
             value = value + self.eta.to(costs.dtype) * relaxed_costs
         if self.control is not None:
             value = value + apply_control(self.control, z, costs)
         return value
 
-    def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
-        kind, logits = discrete_logits(dist, type(self).__name__)
-        with self.sampling():
-            z = sample_relaxed(logits, kind, samples)
-            b = threshold(z, kind).detach()
-            conditioned = sample_conditional(logits, b, kind)
-        costs = evaluate(b if self.relaxed_f else as_dist_sample(b, kind))
-        if not logits.requires_grad:
-            return costs.mean(0)
-        grad = relax_gradient(
-            costs,
-            logits,
-            b,
-            kind,
-            self._control(evaluate, z, costs, kind),
-            self._control(evaluate, conditioned, costs, kind),
-            self.train_control,
-        )
-        self._train([grad])
-        return surrogate_loss(costs.mean(0), parameter_surrogate([grad], [logits], costs.ndim - 1))
+    def state_dict(self) -> dict[str, Any]:
+        """The state of :class:`ControlVariateEstimator`, with η and log λ."""
+        return {
+            **super().state_dict(),
+            "eta": self.eta.detach().clone(),
+            "log_temperature": self.log_temperature.detach().clone(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`."""
+        eta, log_temperature = require(state, "eta"), require(state, "log_temperature")
+        super().load_state_dict(state)
+        with torch.no_grad():
+            self.eta.copy_(eta)
+            self.log_temperature.copy_(log_temperature)
 
     def __repr__(self) -> str:
         control = None if self.control is None else type(self.control).__name__
@@ -489,7 +579,7 @@ class REBAR(RELAX):
         eta: initial η.
         lr: learning rate of the Adam optimizer for (η, log λ).
         optimizer: ``optimizer(parameters)`` builds another optimizer.
-        train_control: step η and λ on the variance at each call (default).
+        train_control: have ``update`` step η and λ on the variance (default).
         seed: seed of a private sampling stream, for bit-exact replay.
 
     Examples:

@@ -34,9 +34,10 @@ from torch.distributions import Distribution
 from voidgrad.estimators.discrete import discrete_logits, relax, sample_relaxed, threshold
 from voidgrad.estimators.distributional import (
     DistributionEstimator,
-    Evaluate,
     check_connected,
+    plain_estimate,
 )
+from voidgrad.estimators.protocol import Estimate, Query
 from voidgrad.validation import check_flag, check_positive
 
 
@@ -68,15 +69,20 @@ class GumbelSoftmax(DistributionEstimator):
         self.temperature = check_positive("temperature", temperature)
         self.hard = check_flag("hard", hard)
 
-    def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
+    def ask(self, dist: Distribution, samples: int) -> Query:
+        """σ_λ(z_i) (or H(z_i) carrying σ_λ's gradient), in θ's graph."""
         kind, logits = discrete_logits(dist, "GumbelSoftmax")
         with self.sampling():
             z = sample_relaxed(logits, kind, samples)
+            seeds = self.draw_seeds((samples,))
         relaxed = relax(z, kind, self.temperature)
         x = threshold(z, kind) + relaxed - relaxed.detach() if self.hard else relaxed
-        costs = evaluate(x, differentiable=True)
-        check_connected(x, costs, "GumbelSoftmax")
-        return costs.mean(0)
+        return Query(x, seeds, differentiable=True)
+
+    def tell(self, query: Query, costs: torch.Tensor) -> Estimate:
+        """The mean cost, through whose graph autograd carries ĝ."""
+        check_connected(query.inputs, costs, "GumbelSoftmax")
+        return plain_estimate(costs)
 
     def __repr__(self) -> str:
         return f"GumbelSoftmax(temperature={self.temperature}, hard={self.hard})"
@@ -99,15 +105,19 @@ class StraightThrough(DistributionEstimator):
         tensor([ 0.2500, -0.2500])
     """
 
-    def loss(self, evaluate: Evaluate, dist: Distribution, samples: int) -> torch.Tensor:
+    def ask(self, dist: Distribution, samples: int) -> Query:
+        """b_i, carrying the gradient of p(θ)."""
         kind, logits = discrete_logits(dist, "StraightThrough")
         with self.sampling(), torch.no_grad():
             b = threshold(sample_relaxed(logits, kind, samples), kind)
+            seeds = self.draw_seeds((samples,))
         probs = relax(logits, kind, 1.0)
-        x = b + probs - probs.detach()
-        costs = evaluate(x, differentiable=True)
-        check_connected(x, costs, "StraightThrough")
-        return costs.mean(0)
+        return Query(b + probs - probs.detach(), seeds, differentiable=True)
+
+    def tell(self, query: Query, costs: torch.Tensor) -> Estimate:
+        """The mean cost, through whose graph autograd carries ĝ."""
+        check_connected(query.inputs, costs, "StraightThrough")
+        return plain_estimate(costs)
 
     def __repr__(self) -> str:
         return "StraightThrough()"

@@ -117,6 +117,8 @@ class GaussianSmoothing(BlackBoxEstimator):
         0.0991
     """
 
+    unbiased = True
+
     def __init__(
         self,
         sigma: float,
