@@ -35,24 +35,25 @@ def run(spec: str, lr_factor: float, seed: int, budget: int) -> dict[str, Any]:
     problem = problems.make(name, seed=seed, **dict(arguments))
     scale = problem_scale(problem)
     options = method_options("zerograds", scale, budget, {}, problem.dim)
-    options.pop("lr")
-    estimator = vg.ZeroGrads(seed=seed, **options)
-    theta = problem.x0.double().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([theta], lr=lr_factor * scale)
-    loss_fn = vg.blackbox(problem.loss, estimator)
-    betas = []
-    for _ in range(budget // estimator.samples):
-        optimizer.zero_grad()
-        loss_fn(theta).backward()
-        optimizer.step()
-        estimator.step()
-        betas.append(estimator.control_coefficient)
+    options["lr"] = lr_factor * scale
+    betas: list[float] = []
+    result = vg.minimize(
+        problem.loss,
+        problem.x0.double(),
+        method="zerograds",
+        budget=budget,
+        seed=seed,
+        progress=False,
+        # the run's state carries the estimator: β after every step, no loop of our own
+        callback=lambda record, state: betas.append(state.algorithm.estimator.control_coefficient),
+        **options,
+    )
     half = len(betas) // 2
     return {
         "problem": spec,
         "lr_factor": lr_factor,
         "seed": seed,
-        "final_loss": problem.loss(theta.detach()),
+        "final_loss": problem.loss(result.x_last),
         "beta_mean_first_half": statistics.fmean(betas[:half]),
         "beta_mean_second_half": statistics.fmean(betas[half:]),
         "beta_quartiles_second_half": statistics.quantiles(betas[half:], n=4),
