@@ -1,20 +1,26 @@
 """Kill -9 and resume: does a run killed at random moments end where an uninterrupted one does?
 
-For each job (``vg.minimize`` with a gradient method and with CMA-ES, and
-``vg.rl.train`` on CartPole), the script first runs it once without a
-checkpoint (the reference), then for each trial starts it in a subprocess with
-a checkpoint, kills it with SIGKILL at a random moment of its run ``--kills``
-times (each restart resumes from the checkpoint), lets the last restart
-finish, and compares the result with the reference: bit-identical ``x``,
-``fun`` and per-step losses for ``minimize``; bit-identical policy parameters
-and per-update mean returns for ``rl.train``. A kill that lands after the
-process has already finished is not counted as a kill.
+For each job (``vg.minimize`` with a gradient method and with CMA-ES,
+``vg.rl.train`` on CartPole, and ``MetaLearner.meta_fit`` on textures), the
+script first runs it once without a checkpoint (the reference), then for each
+trial starts it in a subprocess with a checkpoint, kills it with SIGKILL at a
+random moment of its run ``--kills`` times (each restart resumes from the
+checkpoint), lets the last restart finish, and compares the result with the
+reference: bit-identical ``x``, ``fun`` and per-step losses for ``minimize``;
+bit-identical policy parameters and per-update mean returns for ``rl.train``;
+bit-identical θ*, α, task generator state and meta-losses for ``meta_fit``. A
+kill that lands after the process has already finished is not counted as a
+kill.
 
     .venv/bin/python benchmarks/kill_resume.py                 # 3 trials x 3 kills per job
     .venv/bin/python benchmarks/kill_resume.py --trials 5 --kills 4 --jobs smoothing cma
 
-The objective sleeps ``--delay`` seconds per evaluation so that the kills land
-inside the run, not in its start-up.
+``vg.adversarial`` (flat grey images, job ``adversarial``) must match in
+its parameters after every step, its per-step scores, the discriminator's
+weights and the last renders, bit for bit.
+
+The objective sleeps ``--delay`` seconds per evaluation (meta-training: per
+task drawn) so that the kills land inside the run, not in its start-up.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any
 
 import torch
 
-JOBS = ("smoothing", "cma", "rl")
+JOBS = ("smoothing", "cma", "rl", "meta", "adversarial")
 TARGET = (1.0, -2.0, 0.5, 3.0)
 
 
@@ -43,10 +49,61 @@ def rosenbrock_ish(x: torch.Tensor) -> float:
     return float((shifted**2).sum() + 0.5 * ((x[1:] - x[:-1] ** 2) ** 2).sum())
 
 
+def slow_textures(generator: torch.Generator) -> Any:
+    """A texture task (``voidgrad.problems.TextureFamily``); sleeps DELAY seconds per draw."""
+    from voidgrad.problems import TextureFamily
+
+    time.sleep(float(os.environ.get("KILL_RESUME_DELAY", "0")))
+    return TextureFamily(batch=32)(generator)
+
+
+def grey_images(z: torch.Tensor) -> torch.Tensor:
+    """Flat 16 x 16 images of brightness z, quantized (vg.adversarial); sleeps DELAY per batch."""
+    time.sleep(float(os.environ.get("KILL_RESUME_DELAY", "0")))
+    level = (z.reshape(-1).clamp(0, 1) * 10).round() / 10
+    return level[:, None, None, None].expand(-1, 1, 16, 16).contiguous()
+
+
 def run_job(job: str, checkpoint: str | None) -> dict[str, Any]:
     """Run ``job`` (resuming from ``checkpoint`` if it exists); what must match, as tensors."""
     import voidgrad as vg
 
+    if job == "adversarial":
+        loc = torch.tensor([0.2], requires_grad=True)
+        noise = 0.05 * torch.randn(256, generator=torch.Generator().manual_seed(0))
+        matched = vg.adversarial(
+            lambda: torch.distributions.Normal(loc, 0.05),
+            grey_images,
+            grey_images(0.7 + noise),
+            parameters=[loc],
+            steps=300,
+            samples=16,
+            seed=5,
+            checkpoint=checkpoint,
+            checkpoint_every=1,
+            progress=False,
+        )
+        history = matched.history
+        return {
+            "loc": matched.parameter_history()["param0"],
+            "scores": torch.tensor([[r["d_real"], r["d_fake"], r["cost"]] for r in history]),
+            "discriminator": list(matched.discriminator.state_dict().values()),
+            "renders": matched.renders,
+        }
+    if job == "meta":
+        from voidgrad.problems import FourierMLP
+
+        model = FourierMLP(2, 3, width=16, depth=1, frequencies=4, seed=0)
+        learner = vg.meta.MetaLearner(model, inner_steps=2, inner_lr=0.05, meta_lr=1e-2, seed=7)
+        history = learner.meta_fit(
+            slow_textures, steps=60, checkpoint=checkpoint, checkpoint_every=1, progress=False
+        )
+        return {
+            "init": [learner.init[name].detach().clone() for name in sorted(learner.init)],
+            "lr": [learner.lr[name].detach().clone() for name in sorted(learner.lr)],
+            "generator": learner._generator.get_state(),
+            "history": torch.tensor([record["meta_loss"] for record in history]),
+        }
     if job == "rl":
         trained = vg.rl.train(
             "CartPole-v1",

@@ -107,7 +107,9 @@ def test_the_old_pickled_optimizer_state_never_runs(method, module, tmp_path) ->
     state = torch.load(path, weights_only=True)
     payload = torch.frombuffer(bytearray(pickle.dumps(Planted(marker))), dtype=torch.uint8)
     state["loop"]["finished"] = False
-    state["algorithm"]["adapter"] = payload.clone()  # today's format with the pickle where the log goes
+    state["algorithm"]["adapter"] = (
+        payload.clone()
+    )  # today's format with the pickle where the log goes
     torch.save(state, path)
     with pytest.raises(CheckpointError, match="state must be a"):
         minimize_with(method)(path)

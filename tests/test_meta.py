@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from voidgrad.meta import MetaLearner
+from voidgrad.meta import MetaLearner, MetaRecord
+from voidgrad.optimize.checkpoint import CheckpointError, run_lock
 from voidgrad.problems.appearance import FourierMLP, TextureFamily
 
 X = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -143,7 +150,8 @@ def test_saved_state_loads_with_weights_only(tmp_path: Path) -> None:
     for name in learner.init:
         assert torch.equal(fresh.init[name], learner.init[name])
         assert torch.equal(fresh.lr[name], learner.lr[name])
-    assert [p.name for p in tmp_path.iterdir()] == ["meta.pt"]  # no temporary file left
+    # no temporary file left; the lock file stays (see run_lock)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.pt", "meta.pt.lock"]
 
 
 def saved_tiny_learner(path: Path, **settings: object) -> MetaLearner:
@@ -258,7 +266,7 @@ def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         learner.save(path)
     monkeypatch.undo()
     assert path.read_bytes() == saved  # the previous file, whole
-    assert [p.name for p in tmp_path.iterdir()] == ["meta.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.pt", "meta.pt.lock"]
 
 
 @pytest.mark.parametrize("seed", [-1, 1.5, True, 2**64])
@@ -298,3 +306,223 @@ def test_bad_tasks_and_calls_are_named() -> None:
         learner.meta_fit(3, steps=1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="nn.Module"):
         MetaLearner(lambda x: x)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- meta-training runs
+
+
+def digest(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of named tensors, bit for bit."""
+    hashed = hashlib.sha256()
+    for name, tensor in tensors.items():
+        hashed.update(name.encode())
+        hashed.update(tensor.detach().contiguous().numpy().tobytes())
+    return hashed.hexdigest()[:32]
+
+
+def texture_learner(seed: int | None = 3) -> MetaLearner:
+    model = FourierMLP(2, 3, width=16, depth=1, frequencies=4, seed=0)
+    return MetaLearner(model, inner_steps=2, inner_lr=0.05, meta_lr=1e-2, seed=seed)
+
+
+def test_a_seeded_meta_fit_is_bit_identical_to_the_one_before_the_run_loop() -> None:
+    # Recorded with meta_fit as it was before it ran on the one run loop (commit 39b574c).
+    learner = texture_learner()
+    history = learner.meta_fit(TextureFamily(batch=32), steps=6, progress=False)
+    assert history is learner.history
+    assert [(r["step"], r["meta_loss"].hex()) for r in history] == [
+        (0.0, "0x1.eae2b20000000p-3"),
+        (1.0, "0x1.37fab40000000p-2"),
+        (2.0, "0x1.05cb380000000p-2"),
+        (3.0, "0x1.b85ece0000000p-3"),
+        (4.0, "0x1.a0e3b40000000p-3"),
+        (5.0, "0x1.a725ca0000000p-4"),
+    ]
+    assert digest(learner.init) == "c581f910f12f582353862dc1f92937e2"
+    assert digest(learner.lr) == "aa37d8eda1d7027242e0ff6b9eb20654"
+
+
+def assert_same_learners(a: MetaLearner, b: MetaLearner) -> None:
+    assert a.history == b.history
+    for name in a.init:
+        assert torch.equal(a.init[name], b.init[name]), name
+        assert torch.equal(a.lr[name], b.lr[name]), name
+    assert torch.equal(a._generator.get_state(), b._generator.get_state())
+
+
+def test_a_resumed_meta_fit_replays_the_uninterrupted_one(tmp_path: Path) -> None:
+    family = TextureFamily(batch=32)
+    whole = texture_learner()
+    whole.meta_fit(family, steps=6, progress=False)
+    path = tmp_path / "meta.ckpt"
+    first = texture_learner()
+    first.meta_fit(family, steps=6, progress=False, checkpoint=path, callback=lambda r: r.step == 3)
+    assert len(first.history) == 3
+    resumed = texture_learner(seed=None)  # a learner seeded otherwise is another run
+    with pytest.raises(CheckpointError, match="seed=3 there, None here"):
+        resumed.meta_fit(family, steps=6, progress=False, checkpoint=path)
+    resumed = texture_learner()
+    history = resumed.meta_fit(family, steps=6, progress=False, checkpoint=path)
+    assert len(history) == 6
+    assert_same_learners(resumed, whole)
+
+
+def test_more_steps_continue_a_finished_meta_fit_exactly(tmp_path: Path) -> None:
+    family = TextureFamily(batch=32)
+    whole = texture_learner()
+    whole.meta_fit(family, steps=5, progress=False)
+    path = tmp_path / "meta.ckpt"
+    texture_learner().meta_fit(family, steps=2, progress=False, checkpoint=path)
+    again = texture_learner()
+    again.meta_fit(family, steps=2, progress=False, checkpoint=path)  # finished: restored only
+    assert len(again.history) == 2
+    longer = texture_learner()
+    longer.meta_fit(family, steps=5, progress=False, checkpoint=path)
+    assert_same_learners(longer, whole)
+
+
+def test_the_meta_fit_checkpoint_is_the_run_loops_layout(tmp_path: Path) -> None:
+    path = tmp_path / "meta.ckpt"
+    learner = texture_learner()
+    learner.meta_fit(TextureFamily(batch=32), steps=2, progress=False, checkpoint=path)
+    state = torch.load(path, weights_only=True)
+    assert (state["format"], state["kind"], state["evaluator"]) == (3, "vg.meta", None)
+    assert sorted(state["algorithm"]) == ["generator", "learner", "optimizer"]
+    assert state["algorithm"]["optimizer"]["state"]  # Adam's moments travel with the run
+    assert torch.equal(state["algorithm"]["generator"], learner._generator.get_state())
+    assert state["loop"]["step"] == state["loop"]["spent"] == 2 and state["loop"]["finished"]
+    assert [r["step"] for r in state["loop"]["history"]] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"meta_lr": 0.1}, "meta_lr=0.01 there, 0.1 here"),
+        ({"meta_batch": 2}, "meta_batch=4 there, 2 here"),
+        ({"seed": 4}, "seed=3 there, 4 here"),
+        ({"sampler": TextureFamily.held_out}, "task_sampler has code fingerprint"),
+        ({"model": FourierMLP(2, 3, width=8, depth=1, frequencies=4)}, "parameters="),
+    ],
+)
+def test_a_meta_fit_checkpoint_of_another_run_is_refused_naming_the_field(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    path = tmp_path / "meta.ckpt"
+    texture_learner().meta_fit(TextureFamily(batch=32), steps=1, progress=False, checkpoint=path)
+    settings: dict[str, object] = {"inner_steps": 2, "inner_lr": 0.05, "meta_lr": 1e-2, "seed": 3}
+    model = change.pop("model", FourierMLP(2, 3, width=16, depth=1, frequencies=4, seed=0))
+    sampler = change.pop("sampler", TextureFamily(batch=32))
+    learner = MetaLearner(model, **(settings | change))  # type: ignore[arg-type]
+    with pytest.raises(CheckpointError, match=f"meta.ckpt was written by another run: {message}"):
+        learner.meta_fit(sampler, steps=2, progress=False, checkpoint=path)  # type: ignore[arg-type]
+
+
+def test_a_damaged_meta_fit_checkpoint_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "meta.ckpt"
+    texture_learner().meta_fit(TextureFamily(batch=32), steps=1, progress=False, checkpoint=path)
+    state = torch.load(path, weights_only=True)
+    state["algorithm"]["generator"] = torch.zeros(3)
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="meta.ckpt cannot be resumed by this run"):
+        texture_learner().meta_fit(
+            TextureFamily(batch=32), steps=2, progress=False, checkpoint=path
+        )
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="meta.ckpt cannot be read"):
+        texture_learner().meta_fit(
+            TextureFamily(batch=32), steps=2, progress=False, checkpoint=path
+        )
+    texture_learner().save(path)  # a learned initialisation is not a training run
+    with pytest.raises(CheckpointError, match="meta.ckpt has format 'voidgrad.meta.MetaLearner/1'"):
+        texture_learner().meta_fit(
+            TextureFamily(batch=32), steps=2, progress=False, checkpoint=path
+        )
+
+
+def test_a_meta_fit_callback_sees_the_records_and_the_run() -> None:
+    seen: list[tuple[MetaRecord, int]] = []
+
+    def watch(record: MetaRecord, state: object) -> bool:
+        seen.append((record, len(state.algorithm.learner.history)))  # type: ignore[attr-defined]
+        return record.step == 2
+
+    learner = texture_learner()
+    history = learner.meta_fit(TextureFamily(batch=32), steps=10, progress=False, callback=watch)
+    assert [(record.step, size) for record, size in seen] == [(1, 1), (2, 2)]
+    assert [r["meta_loss"] for r in history] == [record.meta_loss for record, _ in seen]
+
+
+def test_save_and_meta_fit_refuse_a_path_in_use(tmp_path: Path) -> None:
+    path = tmp_path / "meta.pt"
+    learner = texture_learner()
+    with run_lock(path):
+        with pytest.raises(CheckpointError, match="in use"):
+            learner.save(path)
+        with pytest.raises(CheckpointError, match="in use"):
+            learner.meta_fit(TextureFamily(batch=32), steps=1, progress=False, checkpoint=path)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"checkpoint": 7}, TypeError, "checkpoint must be a path"),
+        ({"checkpoint_every": 0}, ValueError, "checkpoint_every must be an int >= 1; got 0"),
+        ({"callback": 3}, TypeError, "callback must be callable; got int"),
+        ({"steps": 1.5}, ValueError, "steps must be an int >= 1; got 1.5"),
+    ],
+)
+def test_bad_meta_fit_arguments_are_named(
+    options: dict[str, object], error: type[Exception], message: str
+) -> None:
+    arguments: dict[str, object] = {"steps": 2, "progress": False} | options
+    with pytest.raises(error, match=message):
+        tiny = MetaLearner(tiny_model(), inner_steps=1)
+        tiny.meta_fit(lambda generator: regression, **arguments)  # type: ignore[arg-type]
+
+
+KILLED = textwrap.dedent(
+    """
+    import os, sys, time, torch, voidgrad as vg
+    from voidgrad.problems.appearance import FourierMLP, TextureFamily
+    def slow(record):  # slow only while it is to be killed; no part of the run
+        time.sleep(float(os.environ.get("DELAY", "0")))
+    model = FourierMLP(2, 3, width=16, depth=1, frequencies=4, seed=0)
+    learner = vg.meta.MetaLearner(model, inner_steps=2, inner_lr=0.05, meta_lr=1e-2, seed=3)
+    checkpoint = sys.argv[1] if sys.argv[1] != "-" else None
+    history = learner.meta_fit(TextureFamily(batch=32), steps=16, progress=False,
+                               checkpoint=checkpoint, checkpoint_every=1, callback=slow)
+    torch.save({"init": learner.init, "lr": learner.lr, "history": history,
+                "generator": learner._generator.get_state()}, sys.argv[2])
+    """
+)
+
+
+def run_killed_script(checkpoint: str, out: Path, delay: float = 0.0) -> subprocess.Popen:
+    environment = {**os.environ, "DELAY": str(delay), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", KILLED, checkpoint, str(out)], env=environment)
+
+
+def test_a_meta_fit_killed_with_sigkill_resumes_bit_identically(tmp_path: Path) -> None:
+    path = tmp_path / "killed.ckpt"
+    process = run_killed_script(str(path), tmp_path / "never.pt", delay=0.2)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = torch.load(path, weights_only=True) if path.exists() else None
+        if state is not None and state["loop"]["step"] >= 3:
+            break
+        time.sleep(0.05)
+    process.kill()
+    process.wait(timeout=30)
+    killed = torch.load(path, weights_only=True)["loop"]
+    assert killed["step"] >= 3 and not killed["finished"]  # it really was interrupted mid-run
+    assert run_killed_script(str(path), tmp_path / "resumed.pt").wait(timeout=300) == 0
+    assert run_killed_script("-", tmp_path / "whole.pt").wait(timeout=300) == 0
+    resumed, whole = (
+        torch.load(tmp_path / name, weights_only=True) for name in ("resumed.pt", "whole.pt")
+    )
+    assert resumed["history"] == whole["history"] and len(whole["history"]) == 16
+    assert torch.equal(resumed["generator"], whole["generator"])
+    for field in ("init", "lr"):
+        for name, tensor in whole[field].items():
+            assert torch.equal(resumed[field][name], tensor), (field, name)

@@ -23,6 +23,15 @@ A task is any callable ``task(f) -> loss`` that takes the network as a
 function of its input and returns a scalar tensor; it may draw a new batch of
 its data on every call (each inner step and the outer loss see fresh samples).
 
+Meta-training is an algorithm of the one run loop (:mod:`voidgrad.run`,
+:class:`MetaTraining`): each step draws a meta-batch of tasks with the
+learner's seeded generator, computes the meta-loss and takes one Adam step.
+With ``meta_fit(..., checkpoint=path)`` the parameters, the meta-optimizer's
+state, the generator's state and the history are saved atomically, and a run
+killed at any moment and resumed ends bit for bit where an uninterrupted one
+does. :meth:`MetaLearner.save` writes the learned initialisation and step
+sizes alone, for :meth:`MetaLearner.load`.
+
 Examples:
     >>> import torch, voidgrad as vg
     >>> x = torch.linspace(-1, 1, 8).unsqueeze(1)
@@ -38,19 +47,27 @@ Examples:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad
-from tqdm.auto import tqdm
 
-from voidgrad.optimize.checkpoint import load_failure, save_checkpoint
+from voidgrad.optimize.checkpoint import (
+    check_checkpoint_path,
+    identity_value,
+    load_failure,
+    run_lock,
+    save_checkpoint,
+)
+from voidgrad.optimize.result import Records
+from voidgrad.run import Algorithm, RunState, Stop, record_callback, run
 from voidgrad.validation import check_flag, check_int, check_positive, check_seed
 
-__all__ = ["MetaLearner", "Task", "TaskSampler"]
+__all__ = ["MetaHistory", "MetaLearner", "MetaRecord", "MetaTraining", "Task", "TaskSampler"]
 
 Params = dict[str, torch.Tensor]
 
@@ -91,6 +108,47 @@ class TaskSampler(Protocol):
     def __call__(self, generator: torch.Generator) -> Task: ...
 
 
+@dataclass(frozen=True)
+class MetaRecord:
+    """One outer step of a :meth:`MetaLearner.meta_fit` run.
+
+    Attributes:
+        step: 1-based step number of the run.
+        meta_loss: the mean loss after adaptation on the step's tasks, before
+            the update.
+        seconds: wall time since the run started (summed over resumed parts).
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> records = []
+        >>> learner = vg.meta.MetaLearner(torch.nn.Linear(1, 1), inner_steps=1, seed=0)
+        >>> sampler = lambda generator: lambda f: f(torch.ones(1, 1)).pow(2).mean()
+        >>> _ = learner.meta_fit(sampler, steps=3, progress=False, callback=records.append)
+        >>> [record.step for record in records], records[0].meta_loss > 0
+        ([1, 2, 3], True)
+    """
+
+    step: int
+    meta_loss: float
+    seconds: float
+
+
+class MetaHistory(Records[MetaRecord]):
+    """The per-step records of a meta-training run, oldest first (as the run loop keeps them).
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> from voidgrad.run import run
+        >>> learner = vg.meta.MetaLearner(torch.nn.Linear(1, 1), inner_steps=1, seed=0)
+        >>> sampler = lambda generator: lambda f: f(torch.ones(1, 1)).pow(2).mean()
+        >>> state = run(vg.meta.MetaTraining(learner, sampler), 4, unit="steps", progress=False)
+        >>> isinstance(state.history, vg.meta.MetaHistory), state.history.column("step")
+        (True, [1, 2, 3, 4])
+    """
+
+    record_type = MetaRecord
+
+
 class MetaLearner:
     """Meta-learns a model's initialisation and (optionally) per-parameter step sizes.
 
@@ -105,6 +163,12 @@ class MetaLearner:
         meta_batch: tasks per outer step.
         seed: seeds the task draws of :meth:`meta_fit` (a non-negative int;
             ``None`` draws one).
+
+    Attributes:
+        init: θ*, the meta-learned initialisation (name → tensor).
+        lr: α, the per-parameter step sizes (name → tensor).
+        history: one ``{"step", "meta_loss"}`` dict per outer step this
+            learner took, over all its :meth:`meta_fit` calls.
 
     A saved learner (:meth:`save`) loads only into a learner built with the
     same settings (all of the above but ``model`` and ``seed``) and a model
@@ -149,7 +213,7 @@ class MetaLearner:
         check_int("meta_batch", meta_batch, 1)
         inner_lr = check_positive("inner_lr", inner_lr)
         meta_lr = check_positive("meta_lr", meta_lr)
-        seed = check_seed(seed)
+        self.seed = check_seed(seed)
         init = {
             name: p.detach().clone().requires_grad_(True)
             for name, p in model.named_parameters()
@@ -172,10 +236,10 @@ class MetaLearner:
         learned = [*init.values(), *(self.lr.values() if self.learn_lr else ())]
         self._optimizer = torch.optim.Adam(learned, lr=meta_lr)
         self._generator = torch.Generator()
-        if seed is None:
+        if self.seed is None:
             self._generator.seed()
         else:
-            self._generator.manual_seed(seed)
+            self._generator.manual_seed(self.seed)
         self.history: list[dict[str, float]] = []
 
     # -- the inner loop ------------------------------------------------------------------------
@@ -217,27 +281,90 @@ class MetaLearner:
     # -- the outer loop ------------------------------------------------------------------------
 
     def meta_fit(
-        self, task_sampler: TaskSampler, steps: int, *, progress: bool = True
+        self,
+        task_sampler: TaskSampler,
+        steps: int,
+        *,
+        progress: bool = True,
+        checkpoint: str | Path | None = None,
+        checkpoint_every: int = 10,
+        callback: Callable[..., bool | None] | None = None,
     ) -> list[dict[str, float]]:
         """Run ``steps`` outer steps on tasks from ``task_sampler``; return the history.
 
-        Each record has ``step`` and ``meta_loss`` (the mean loss after
-        adaptation on that step's tasks, before the update).
+        Each step draws ``meta_batch`` tasks with the learner's generator,
+        computes :meth:`meta_loss` and takes one Adam step on θ* (and α).
+        It returns ``self.history``, the learner's records over all its
+        calls: each has ``step`` (its index there) and ``meta_loss`` (the mean
+        loss after adaptation on that step's tasks, before the update).
+
+        Args:
+            task_sampler: ``task_sampler(generator) -> task``.
+            steps: outer steps of this run.
+            progress: show a progress bar.
+            checkpoint: save the run here every ``checkpoint_every`` steps and
+                at the end; a call with an existing checkpoint resumes it (see
+                below).
+            checkpoint_every: steps between checkpoints.
+            callback: ``callback(record)`` with each step's :class:`MetaRecord`,
+                or ``callback(record, state)`` to see the run too (a
+                :class:`~voidgrad.run.RunState`, ``state.algorithm.learner``);
+                returning True stops the run.
+
+        Checkpoints:
+            The file is the run loop's one layout (:mod:`voidgrad.run`): θ*, α,
+            the Adam state and the task generator's state under
+            ``"algorithm"``, the step count and the run's records under
+            ``"loop"``. It holds tensors, numbers and strings only and loads
+            with ``weights_only=True``; a damaged or foreign one raises a
+            :class:`~voidgrad.optimize.checkpoint.CheckpointError` naming it.
+            It resumes only the run that wrote it: the learner's settings, its
+            ``seed``, its model's class code and parameter shapes, and a
+            fingerprint of ``task_sampler``'s code must be the same; ``steps``
+            may grow (a finished run continues). A resumed run ends bit for bit
+            where an uninterrupted one does, having lost at most the steps
+            since the last save; its records join ``self.history`` after
+            those the learner had before the call. ``<checkpoint>.lock`` is
+            locked while the run goes.
+
+        Examples:
+            >>> import torch, voidgrad as vg
+            >>> def sampler(generator):  # tasks: fit a random constant
+            ...     target = torch.rand(1, generator=generator)
+            ...     return lambda f: (f(torch.ones(1, 1)) - target).pow(2).mean()
+            >>> learner = vg.meta.MetaLearner(torch.nn.Linear(1, 1), inner_steps=1, seed=0)
+            >>> history = learner.meta_fit(sampler, steps=3, progress=False)
+            >>> [record["step"] for record in history]
+            [0.0, 1.0, 2.0]
+            >>> history = learner.meta_fit(sampler, steps=2, progress=False)  # two more
+            >>> len(history), history is learner.history
+            (5, True)
         """
         check_int("steps", steps, 1)
         if not callable(task_sampler):
             raise TypeError("task_sampler must be callable: task_sampler(generator) -> task")
-        with tqdm(total=steps, unit="step", disable=not progress, desc="meta_fit") as bar:
-            for _ in range(steps):
-                tasks = [task_sampler(self._generator) for _ in range(self.meta_batch)]
-                loss = self.meta_loss(tasks)
-                self._optimizer.zero_grad()
-                loss.backward()
-                self._optimizer.step()
-                record = {"step": float(len(self.history)), "meta_loss": float(loss.detach())}
-                self.history.append(record)
-                bar.set_postfix(meta_loss=f"{record['meta_loss']:.4g}")
-                bar.update()
+        path = check_checkpoint_path(checkpoint)
+        check_int("checkpoint_every", checkpoint_every, 1)
+        callbacks = () if callback is None else (record_callback(callback),)
+        identity = {
+            **self.settings(),
+            "seed": self.seed,
+            "model": identity_value(self.model),
+            "parameters": {n: [*p.shape, str(p.dtype)] for n, p in self.init.items()},
+            "task_sampler": identity_value(task_sampler),
+        }
+        run(
+            MetaTraining(self, task_sampler),
+            steps,
+            unit="steps",
+            checkpoint=path,
+            identity=identity,
+            checkpoint_every=checkpoint_every,
+            callbacks=callbacks,
+            progress=progress,
+            description="meta_fit",
+            postfix=lambda record: {"meta_loss": f"{record.meta_loss:.4g}"},
+        )
         return self.history
 
     def adapt(self, task: Task, steps: int | None = None) -> nn.Module:
@@ -314,11 +441,17 @@ class MetaLearner:
     def save(self, path: str | Path) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (a temporary file, then a rename).
 
-        A run killed mid-write leaves the previous file, never half of one. The
-        file holds tensors, numbers and strings only, so :meth:`load` reads it
-        with ``weights_only=True``.
+        The learned initialisation and step sizes only (the meta-training
+        run, with its optimizer, is what ``meta_fit(checkpoint=...)`` saves).
+        A process killed mid-write leaves the previous file, never half of
+        one. The file holds tensors, numbers and strings only, so :meth:`load`
+        reads it with ``weights_only=True``. ``<path>.lock`` is locked while
+        it is written: a path a run is using (a ``meta_fit`` checkpoint, another
+        save) is refused with a
+        :class:`~voidgrad.optimize.checkpoint.CheckpointError`.
         """
-        save_checkpoint(path, self.state_dict())
+        with run_lock(path):
+            save_checkpoint(path, self.state_dict())
 
     def load(self, path: str | Path) -> None:
         """Read a file written by :meth:`save` into this learner.
@@ -347,6 +480,78 @@ class MetaLearner:
             f"MetaLearner(inner_steps={self.inner_steps}, learn_lr={self.learn_lr}, "
             f"first_order={self.first_order}, meta_batch={self.meta_batch})"
         )
+
+
+class MetaTraining(Algorithm):
+    """Meta-training of a :class:`MetaLearner` as an algorithm of the one run loop.
+
+    A step draws ``meta_batch`` tasks from ``task_sampler`` with the learner's
+    generator, computes the meta-loss (1/B) Σ_τ L_τ(θ_k) and takes one Adam
+    step on θ* (and α when learned); it spends 1 of a budget in steps. Its
+    state is the learner's (θ*, α), the Adam state and the generator's state,
+    so a resumed run draws the same tasks and takes the same steps. Each step
+    also appends ``{"step", "meta_loss"}`` to ``learner.history``; a restored
+    run's records are appended there when it resumes.
+
+    Args:
+        learner: the learner to train (in place).
+        task_sampler: ``task_sampler(generator) -> task``.
+
+    Examples:
+        >>> import torch, voidgrad as vg
+        >>> from voidgrad.run import run
+        >>> learner = vg.meta.MetaLearner(torch.nn.Linear(1, 1), inner_steps=1, seed=0)
+        >>> sampler = lambda generator: lambda f: f(torch.ones(1, 1)).pow(2).mean()
+        >>> state = run(vg.meta.MetaTraining(learner, sampler), 3, unit="steps", progress=False)
+        >>> state.spent, state.message, len(learner.history)
+        (3, '3 steps taken', 3)
+    """
+
+    kind = "vg.meta"
+    history_type = MetaHistory
+
+    def __init__(self, learner: MetaLearner, task_sampler: TaskSampler) -> None:
+        self.learner = learner
+        self.task_sampler = task_sampler
+
+    def step(self, state: RunState) -> MetaRecord | Stop:
+        if state.spent >= state.budget:
+            return Stop(f"{state.spent} steps taken")
+        learner = self.learner
+        tasks = [self.task_sampler(learner._generator) for _ in range(learner.meta_batch)]
+        loss = learner.meta_loss(tasks)
+        learner._optimizer.zero_grad()
+        loss.backward()
+        learner._optimizer.step()
+        state.spent += 1
+        record = MetaRecord(
+            step=state.step + 1, meta_loss=float(loss.detach()), seconds=state.seconds
+        )
+        self._remember(record)
+        return record
+
+    def _remember(self, record: MetaRecord) -> None:
+        history = self.learner.history
+        history.append({"step": float(len(history)), "meta_loss": record.meta_loss})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "learner": self.learner.state_dict(),
+            "optimizer": self.learner._optimizer.state_dict(),
+            "generator": self.learner._generator.get_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        generator = state["generator"]
+        if not isinstance(generator, torch.Tensor) or generator.dtype != torch.uint8:
+            raise TypeError("the task generator's state must be a uint8 tensor")
+        self.learner.load_state_dict(state["learner"], source="its learner")
+        self.learner._optimizer.load_state_dict(state["optimizer"])
+        self.learner._generator.set_state(generator)
+
+    def resumed(self, state: RunState, path: Path) -> None:
+        for record in state.history:
+            self._remember(record)
 
 
 def _check_state(state: object, source: str, settings: dict[str, object], init: Params) -> None:

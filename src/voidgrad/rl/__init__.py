@@ -32,7 +32,8 @@ from voidgrad.rl.networks import (
     Policy,
     ValueNetwork,
 )
-from voidgrad.rl.train import RLHistory, RLResult, UpdateRecord, train
+from voidgrad.rl.result import RLHistory, RLResult, UpdateRecord
+from voidgrad.rl.train import train
 
 __all__ = [
     "ActionCorrection",
