@@ -319,7 +319,10 @@ def test_lr_decay_refuses_bad_input(method: str, value: object, message: str) ->
 
 @pytest.mark.parametrize(
     ("end_factor", "total_steps", "message"),
-    [(0.0, 10, "end_factor must be in"), (0.5, 0, "total_steps must be an int >= 1")],
+    [
+        (0.0, 10, "end_factor must be a number in \\(0, 1\\]"),
+        (0.5, 0, "total_steps must be an int >= 1"),
+    ],
 )
 def test_linear_lr_decay_refuses_bad_input(
     end_factor: float, total_steps: int, message: str
@@ -513,7 +516,7 @@ def bench_argv(tmp_path, *extra: str, **flags: str) -> list[str]:
             ),
         ),
         ((), {"methods": "fd", "budget": "3"}, "budget 3 is too small for one step of 'fd'"),
-        (("--option", "smoothing.lr_decay=5"), {}, "lr_decay must be in (0, 1]"),
+        (("--option", "smoothing.lr_decay=5"), {}, "lr_decay must be a number in (0, 1]"),
         (("--option", "smoothing.sigma=-1"), {}, "sigma must be a finite number > 0"),
         (("--option", "smoothing.bogus=1"), {}, "unexpected keyword argument 'bogus'"),
         (("--option", "smoothing.seed=3"), {}, "option smoothing.seed: the bench sets seed"),

@@ -58,7 +58,7 @@ from voidgrad import problems, registry
 from voidgrad.registry import ZEROGRADS_SAMPLES as ZEROGRADS_SAMPLES
 from voidgrad.registry import BenchScale
 from voidgrad.registry import reference_zerograds_options as reference_zerograds_options
-from voidgrad.validation import check_int
+from voidgrad.validation import check_int, check_interval, is_int, is_number
 
 
 class SettingsError(ValueError):
@@ -274,7 +274,7 @@ class LinearLrDecay:
     total_steps: int
 
     def __post_init__(self) -> None:
-        _check_decay_factor("end_factor", self.end_factor)
+        check_interval("end_factor", self.end_factor, 0, 1, closed_high=True)
         check_int("total_steps", self.total_steps, 1)
 
     def __call__(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LinearLR:
@@ -292,16 +292,8 @@ def _lr_decay_schedule(
             f"lr_decay needs a method whose steps take `samples` evaluations and an lr "
             f"({', '.join(_stepped_methods())}); got {method!r}"
         )
-    _check_decay_factor("lr_decay", end_factor)
+    check_interval("lr_decay", end_factor, 0, 1, closed_high=True)
     return LinearLrDecay(float(end_factor), max(1, budget // options["samples"]))
-
-
-def _check_decay_factor(name: str, value: object) -> None:
-    """Raise naming ``name`` unless ``value`` is a number in (0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number in (0, 1]; got {value!r}")
-    if not 0 < value <= 1:
-        raise ValueError(f"{name} must be in (0, 1]; got {value!r}")
 
 
 def _stepped_methods() -> list[str]:
@@ -527,14 +519,6 @@ def _recorded(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v if isinstance(v, int | float | str) else repr(v) for k, v in options.items()}
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_optional(check: Callable[[object], bool]) -> Callable[[object], bool]:
     return lambda value: value is None or check(value)
 
@@ -545,25 +529,25 @@ def _is_list_of(check: Callable[[object], bool]) -> Callable[[object], bool]:
 
 _FINISHED_FIELDS: dict[str, tuple[str, Callable[[object], bool]]] = {
     "problem": ("a string", lambda v: isinstance(v, str)),
-    "dim": ("an int", _is_int),
+    "dim": ("an int", is_int),
     "method": ("a string", lambda v: isinstance(v, str)),
-    "seed": ("an int", _is_int),
-    "budget": ("an int", _is_int),
+    "seed": ("an int", is_int),
+    "budget": ("an int", is_int),
     "identity": ("a dict", lambda v: isinstance(v, dict)),
     "options": ("a dict", lambda v: isinstance(v, dict)),
     "error": ("null", lambda v: v is None),
-    "threshold": ("a number", _is_number),
-    "optimum": ("a number", _is_number),
-    "start_loss": ("a number", _is_number),
-    "fun": ("a number", _is_number),
-    "last": ("a number", _is_number),
-    "answer": ("a number", _is_number),
-    "nevals": ("an int", _is_int),
-    "seconds": ("a number", _is_number),
-    "evals": ("a list of ints", _is_list_of(_is_int)),
-    "best": ("a list of numbers", _is_list_of(_is_number)),
-    "evals_to_threshold": ("an int or null", _is_optional(_is_int)),
-    "distance_to_target": ("a number or null", _is_optional(_is_number)),
+    "threshold": ("a number", is_number),
+    "optimum": ("a number", is_number),
+    "start_loss": ("a number", is_number),
+    "fun": ("a number", is_number),
+    "last": ("a number", is_number),
+    "answer": ("a number", is_number),
+    "nevals": ("an int", is_int),
+    "seconds": ("a number", is_number),
+    "evals": ("a list of ints", _is_list_of(is_int)),
+    "best": ("a list of numbers", _is_list_of(is_number)),
+    "evals_to_threshold": ("an int or null", _is_optional(is_int)),
+    "distance_to_target": ("a number or null", _is_optional(is_number)),
 }
 """The fields of a finished cell's record that the report reads, and their JSON types."""
 

@@ -350,7 +350,9 @@ class _AutogradDescent(Algorithm):
         self.optimizer.step()
         self.decay.step()
         state.spent += 1
-        return StepRecord(state.step + 1, state.spent, float(loss.detach()), math.nan, state.seconds)
+        return StepRecord(
+            state.step + 1, state.spent, float(loss.detach()), math.nan, state.seconds
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"theta": self.theta.detach().clone(), "optimizer": self.optimizer.state_dict()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, Literal, overload
 
 #: The largest seed torch.Generator.manual_seed accepts.
 SEED_MAX = 2**64 - 1
@@ -32,12 +32,42 @@ def check_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
+def is_number(value: object) -> bool:
+    """Whether ``value`` is a real number (a bool is not a number here)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_int(value: object) -> bool:
+    """Whether ``value`` is an int (a bool is not an int here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_interval(
+    name: str,
+    value: object,
+    low: float,
+    high: float,
+    *,
+    closed_low: bool = False,
+    closed_high: bool = False,
+) -> float:
+    """Return ``value`` as a float, or raise naming ``name`` unless it lies in the interval.
+
+    The interval is (low, high), closed at either end as asked; the message
+    writes it the same way: ``lr_decay must be a number in (0, 1]; got 5``.
+    """
+    number = float(value) if is_number(value) else math.nan  # type: ignore[arg-type]
+    above = number >= low if closed_low else number > low
+    below = number <= high if closed_high else number < high
+    if not (above and below):
+        interval = f"{'[' if closed_low else '('}{low:g}, {high:g}{']' if closed_high else ')'}"
+        raise ValueError(f"{name} must be a number in {interval}; got {value!r}")
+    return number
+
+
 def check_unit_interval(name: str, value: object) -> float:
     """Return ``value`` as a float, or raise naming ``name`` unless it is a number in [0, 1]."""
-    number = float(value) if isinstance(value, numbers.Real) else math.nan
-    if isinstance(value, bool) or not 0 <= number <= 1:
-        raise ValueError(f"{name} must be a number in [0, 1]; got {value!r}")
-    return number
+    return check_interval(name, value, 0, 1, closed_low=True, closed_high=True)
 
 
 def check_flag(name: str, value: object) -> bool:
@@ -50,20 +80,31 @@ def check_flag(name: str, value: object) -> bool:
     return value
 
 
-def check_seed(seed: object) -> int | None:
-    """Return ``seed`` unchanged, or raise unless it is None or an int in [0, 2**64 − 1].
+@overload
+def check_seed(seed: object, optional: Literal[False]) -> int: ...
+
+
+@overload
+def check_seed(seed: object, optional: bool = True) -> int | None: ...
+
+
+def check_seed(seed: object, optional: bool = True) -> int | None:
+    """Return ``seed`` unchanged, or raise unless it is an int in [0, 2**64 − 1] (or None).
 
     2**64 − 1 is the largest seed a ``torch.Generator`` takes; a negative one
-    it would silently map to another.
+    it would silently map to another. ``optional=False`` refuses None.
     """
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
-    if seed is not None and seed > SEED_MAX:
+    expected = "a non-negative int or None" if optional else "a non-negative int"
+    if seed is None and optional:
+        return None
+    if not is_int(seed) or seed < 0:  # type: ignore[operator]
+        raise ValueError(f"seed must be {expected}; got {seed!r}")
+    if seed > SEED_MAX:  # type: ignore[operator]
         raise ValueError(
-            f"seed must be a non-negative int or None; got {seed}, above 2**64 - 1, the largest "
-            "seed a torch.Generator takes"
+            f"seed must be {expected}; got {seed}, above 2**64 - 1, the largest seed a "
+            "torch.Generator takes"
         )
-    return seed
+    return seed  # type: ignore[return-value]
 
 
 def check_samples(samples: object, paired: bool) -> int:

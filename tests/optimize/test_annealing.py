@@ -128,9 +128,9 @@ def test_points_stay_in_bounds_through_visits_and_local_search() -> None:
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("visit", 1.3, r"visit must be a number in \(1.4, 3.0\)"),
-        ("visit", 3.0, r"visit must be a number in \(1.4, 3.0\)"),
-        ("accept", 1.0, r"accept must be a number in \(-inf, 1.0\)"),
+        ("visit", 1.3, r"visit must be a number in \(1.4, 3\)"),
+        ("visit", 3.0, r"visit must be a number in \(1.4, 3\)"),
+        ("accept", 1.0, r"accept must be a number in \(-inf, 1\)"),
         ("restart_temp_ratio", 1.0, "restart_temp_ratio must be a number in"),
         ("initial_temp", 0.0, "initial_temp must be a finite number > 0"),
         ("maxiter", 0, "maxiter must be an int >= 1"),

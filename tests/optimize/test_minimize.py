@@ -221,7 +221,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path) -> None:
             ValueError,
             "budget 7 is too small for one step of 'smoothing', which needs 8",
         ),
-        ({"budget": 0}, ValueError, "budget must be a positive int"),
+        ({"budget": 0}, ValueError, "budget must be an int >= 1; got 0"),
         ({"x0": [0.0, float("nan")]}, ValueError, "x0 contains NaN"),
         ({"x0": [[0.0]]}, ValueError, "x0 must be a non-empty 1-D array"),
         ({"optimizer": "lbfgs"}, ValueError, "unknown optimizer 'lbfgs'"),

@@ -42,7 +42,7 @@ from voidgrad.optimize.result import History, OptimizeResult
 from voidgrad.registry import RUNNABLE
 from voidgrad.registry import method as registered_method
 from voidgrad.run import record_callback, run
-from voidgrad.validation import check_int, check_positive
+from voidgrad.validation import check_int, check_positive, check_seed
 
 
 def minimize(
@@ -141,10 +141,8 @@ def minimize(
         (True, True)
     """
     x0 = _check_x0(x0)
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"budget must be a positive int (evaluations); got {budget!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    check_int("budget", budget, 1)
+    check_seed(seed, optional=False)
     path = check_checkpoint_path(checkpoint)
     if checkpoint_every is not None:
         check_int("checkpoint_every", checkpoint_every, 1)

@@ -53,7 +53,6 @@ from voidgrad.problems.akima import AkimaProblem, AkimaSpline
 from voidgrad.problems.appearance import BRDFFamily, FourierMLP, TextureFamily
 from voidgrad.problems.base import Point, Problem
 from voidgrad.problems.caustic import CausticProblem
-from voidgrad.problems.checks import check_seed
 from voidgrad.problems.classic import Rastrigin, Rosenbrock, Sphere
 from voidgrad.problems.digits_mlp import DigitsMLPProblem
 from voidgrad.problems.dither import SSIM, DitherProblem
@@ -61,6 +60,7 @@ from voidgrad.problems.plateau import PlateauProblem
 from voidgrad.problems.splines import SplinesProblem
 from voidgrad.problems.supershape import LearnedLogNormal, SupershapeMatching, render_supershapes
 from voidgrad.problems.texture import TextureProblem
+from voidgrad.validation import check_seed
 
 PROBLEMS: dict[str, type[Problem]] = {
     "plateau": PlateauProblem,
@@ -149,7 +149,7 @@ def make(name: str, seed: int = 0, **kwargs: Any) -> Problem:
     """
     if name not in PROBLEMS:
         raise ValueError(f"unknown problem {name!r}; known problems: {sorted(PROBLEMS)}")
-    check_seed(seed)
+    check_seed(seed, optional=False)
     factory = PROBLEMS[name]
     if "seed" in inspect.signature(factory).parameters:
         kwargs = {**kwargs, "seed": seed}

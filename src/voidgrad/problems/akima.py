@@ -48,7 +48,8 @@ import numpy as np
 import torch
 
 from voidgrad.problems.base import Point
-from voidgrad.problems.checks import check_threshold, is_number
+from voidgrad.problems.checks import check_threshold
+from voidgrad.validation import is_number
 
 __all__ = ["AKIMA_NODES", "AKIMA_VALUES", "AkimaProblem", "AkimaSpline"]
 

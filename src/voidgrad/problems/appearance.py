@@ -36,8 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from voidgrad.problems.checks import check_seed
-from voidgrad.validation import check_int, check_positive
+from voidgrad.validation import check_int, check_positive, check_seed
 
 __all__ = ["BRDFFamily", "BRDFTask", "FourierMLP", "TextureFamily", "TextureTask"]
 
@@ -84,7 +83,7 @@ class FourierMLP(nn.Module):
         check_int("depth", depth, 0)
         check_int("frequencies", frequencies, 0)
         check_positive("scale", scale)
-        generator = torch.Generator().manual_seed(check_seed(seed))
+        generator = torch.Generator().manual_seed(check_seed(seed, optional=False))
         self.bands: torch.Tensor
         self.register_buffer("bands", scale * torch.randn(inputs, frequencies, generator=generator))
         layers: list[nn.Module] = []

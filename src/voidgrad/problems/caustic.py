@@ -99,7 +99,8 @@ import numpy as np
 import torch
 
 from voidgrad.problems.base import Point
-from voidgrad.problems.checks import as_point, check_seed, check_threshold, is_number
+from voidgrad.problems.checks import as_point, check_threshold
+from voidgrad.validation import check_seed, is_number
 
 __all__ = ["CausticProblem"]
 
@@ -169,7 +170,7 @@ class CausticProblem:
         ior: float = 1.33,
         threshold: float | None = None,
     ) -> None:
-        check_seed(seed)
+        check_seed(seed, optional=False)
         for label, value, least in (("grid", grid, 4), ("photons", photons, 8)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{label} must be an int >= {least}; got {value!r}")

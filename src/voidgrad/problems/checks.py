@@ -8,18 +8,7 @@ from typing import Any
 import torch
 
 from voidgrad.problems.base import Point
-
-
-def check_seed(seed: object) -> int:
-    """``seed`` if it is a non-negative int, else a ValueError naming it."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
-    return seed
-
-
-def is_number(value: object) -> bool:
-    """Whether ``value`` is an int or float (a bool is not a number here)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+from voidgrad.validation import is_number
 
 
 def check_threshold(threshold: object) -> float | None:

@@ -44,7 +44,8 @@ import numpy as np
 import torch
 
 from voidgrad.problems.base import Point
-from voidgrad.problems.checks import as_point, check_seed, check_threshold
+from voidgrad.problems.checks import as_point, check_threshold
+from voidgrad.validation import check_seed
 
 __all__ = ["Rastrigin", "Rosenbrock", "Sphere"]
 
@@ -69,7 +70,7 @@ class _ClassicProblem:
     def __init__(self, dim: int = 10, seed: int = 0, threshold: float | None = None) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < self.min_dim:
             raise ValueError(f"dim must be an int >= {self.min_dim} for {self.name}; got {dim!r}")
-        check_seed(seed)
+        check_seed(seed, optional=False)
         threshold = check_threshold(threshold)
         self.dim = dim
         self.seed = seed

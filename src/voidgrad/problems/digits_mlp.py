@@ -63,7 +63,8 @@ import torch
 from torch.nn import functional
 
 from voidgrad.problems.base import Point
-from voidgrad.problems.checks import as_point, as_rows, check_seed, check_threshold
+from voidgrad.problems.checks import as_point, as_rows, check_threshold
+from voidgrad.validation import check_seed
 
 __all__ = ["DIGIT_THREE", "DigitsMLPProblem"]
 
@@ -120,7 +121,7 @@ class DigitsMLPProblem:
     x_target: torch.Tensor | None = None
 
     def __init__(self, seed: int = 0, threshold: float | None = None) -> None:
-        check_seed(seed)
+        check_seed(seed, optional=False)
         threshold = check_threshold(threshold)
         self.seed = seed
         self.threshold = self.default_threshold if threshold is None else threshold

@@ -68,7 +68,8 @@ from typing import Any
 import torch
 
 from voidgrad.problems.base import Point
-from voidgrad.problems.checks import as_point, check_seed, check_threshold
+from voidgrad.problems.checks import as_point, check_threshold
+from voidgrad.validation import check_int, check_interval, check_positive, check_seed
 
 __all__ = ["SplinesProblem"]
 
@@ -129,13 +130,13 @@ class SplinesProblem:
         seed: int = 0,
         threshold: float | None = None,
     ) -> None:
-        _check_int("curves", curves, 1)
-        _check_int("points", points, 2)
-        _check_int("canvas", canvas, 8, " (pixels)")
-        _check_number("width", width, positive=True)
-        _check_number("blur", blur, positive=False)
-        _check_number("offset", offset, positive=False)
-        check_seed(seed)
+        check_int("curves", curves, 1)
+        check_int("points", points, 2)
+        check_int("canvas", canvas, 8)
+        check_positive("width", width)
+        check_interval("blur", blur, 0, math.inf, closed_low=True)
+        check_interval("offset", offset, 0, math.inf, closed_low=True)
+        check_seed(seed, optional=False)
         threshold = check_threshold(threshold)
         self.curves = curves
         self.points = points
@@ -269,20 +270,3 @@ def _gaussian_matrix(size: int, sigma: float) -> torch.Tensor | None:
     index = torch.arange(size, dtype=torch.float64)
     lag = index[:, None] - index[None, :]
     return torch.exp(-(lag**2) / (2 * sigma**2)) / total
-
-
-def _check_int(name: str, value: object, low: int, unit: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}{unit}; got {value!r}")
-
-
-def _check_number(name: str, value: object, positive: bool) -> None:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
-        and math.isfinite(value)
-        and (value > 0 if positive else value >= 0)
-    )
-    if not ok:
-        kind = "a positive finite number" if positive else "a finite number >= 0"
-        raise ValueError(f"{name} must be {kind}; got {value!r}")

@@ -28,8 +28,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, LogNormal
 
-from voidgrad.problems.checks import check_seed
-from voidgrad.validation import check_int
+from voidgrad.validation import check_int, check_seed
 
 _N1 = 0.5
 _FILL = 0.9  # fraction of the half-frame the largest radius reaches
@@ -164,7 +163,7 @@ class SupershapeMatching:
             if not bool((getattr(self, name) > 0).all()):
                 raise ValueError(f"{name} must be positive")
         check_int("size", self.size, 4)
-        check_seed(self.seed)
+        check_seed(self.seed, optional=False)
 
     def learner(self) -> LearnedLogNormal:
         """A :class:`LearnedLogNormal` at this task's start (μ₀, σ₀)."""

@@ -60,7 +60,8 @@ from typing import Any
 import torch
 
 from voidgrad.problems.base import Point
-from voidgrad.problems.checks import as_point, as_rows, check_seed, check_threshold
+from voidgrad.problems.checks import as_point, as_rows, check_threshold
+from voidgrad.validation import check_seed
 
 __all__ = ["TextureProblem"]
 
@@ -103,7 +104,7 @@ class TextureProblem:
     def __init__(self, size: int = 256, seed: int = 0, threshold: float | None = None) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 4:
             raise ValueError(f"size must be an int >= 4 (pixels); got {size!r}")
-        check_seed(seed)
+        check_seed(seed, optional=False)
         threshold = check_threshold(threshold)
         self.size = size
         self.seed = seed

@@ -59,7 +59,6 @@ point in the bounds, 1000 times at most, after which the run ends.
 from __future__ import annotations
 
 import math
-import numbers
 from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -69,7 +68,7 @@ import numpy as np
 import torch
 
 from voidgrad.optimize.adapters.base import AdapterBase
-from voidgrad.validation import check_flag, check_int, check_positive
+from voidgrad.validation import check_flag, check_int, check_interval, check_positive
 
 #: A search: yields the points to evaluate, is sent their losses, returns why it ended.
 Search = Generator[np.ndarray, float, str]
@@ -162,11 +161,9 @@ class AnnealingAdapter(AdapterBase):
             upper=upper,
             maxiter=check_int("maxiter", maxiter, 1),
             initial_temp=check_positive("initial_temp", initial_temp),
-            restart_temp_ratio=_check_open_interval(
-                "restart_temp_ratio", restart_temp_ratio, 0.0, 1.0
-            ),
-            visit=_check_open_interval("visit", visit, 1.4, 3.0),
-            accept=_check_open_interval("accept", accept, -math.inf, 1.0),
+            restart_temp_ratio=check_interval("restart_temp_ratio", restart_temp_ratio, 0.0, 1.0),
+            visit=check_interval("visit", visit, 1.4, 3.0),
+            accept=check_interval("accept", accept, -math.inf, 1.0),
             local_search=not check_flag("no_local_search", no_local_search),
         )
         self._start()
@@ -416,12 +413,3 @@ def annealing_bounds(x0: np.ndarray, bounds: tuple[Any, Any] | None) -> tuple[An
     if not np.all((lower <= x0) & (x0 <= upper)):
         raise ValueError("x0 must lie inside bounds")
     return lower, upper
-
-
-def _check_open_interval(name: str, value: object, low: float, high: float) -> float:
-    """``value`` as a float, or a ValueError naming ``name`` unless low < value < high."""
-    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    number = float(value) if real else math.nan  # type: ignore[arg-type]
-    if not low < number < high:
-        raise ValueError(f"{name} must be a number in ({low}, {high}); got {value!r}")
-    return number
