@@ -11,7 +11,8 @@ from torch import nn
 from torch.distributions import Distribution, Normal
 
 import voidgrad as vg
-from voidgrad.adversarial import AdversarialResult, ConvDiscriminator, adversarial, cosine_step_size
+from voidgrad.adversarial import AdversarialResult, ConvDiscriminator, adversarial
+from voidgrad.adversarial_game import cosine_step_size
 from voidgrad.problems.supershape import SupershapeMatching, log_normal_moments
 
 SIZE = 16
@@ -134,6 +135,13 @@ def test_the_default_discriminator_gives_one_logit_per_image() -> None:
         ConvDiscriminator(1, width=0)
 
 
+class OnlyLoss(vg.DistributionEstimator):
+    """An estimator written before ask and tell: vg.expectation takes it, vg.adversarial not."""
+
+    def loss(self, evaluate, dist, samples):  # type: ignore[no-untyped-def]
+        return evaluate(dist.sample((samples,))).mean(0)
+
+
 @pytest.mark.parametrize(
     ("change", "error", "message"),
     [
@@ -148,9 +156,11 @@ def test_the_default_discriminator_gives_one_logit_per_image() -> None:
         ({"estimator": vg.GaussianSmoothing(0.1, 2)}, TypeError, "distribution estimator"),
         (
             {"render": lambda z: torch.zeros(len(z), 1, 8, 8)},
-            vg.EvaluationError,
-            "like the targets",
+            ValueError,
+            r"render must return images of shape \[N, 1, 16, 16\] like the targets",
         ),
+        ({"estimator": vg.Pathwise()}, ValueError, "Pathwise differentiates f"),
+        ({"estimator": OnlyLoss()}, TypeError, "OnlyLoss implements loss"),
         ({"distribution": nn.Identity()}, ValueError, "no parameters"),
         ({"distribution": lambda: Normal(0.0, 1.0)}, ValueError, "parameters="),
         ({"distribution": 3}, TypeError, "nn.Module or a callable"),

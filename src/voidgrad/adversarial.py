@@ -22,11 +22,16 @@ worker processes or on a Ray cluster. An Evaluator returns row i of its output
 for row i of its input whatever order the workers finish in, so every image is
 scored against the sample it was rendered from: pairing is by construction,
 not by the order in which images arrive.
+
+The game is an algorithm of the one run loop
+(:class:`voidgrad.adversarial_game.AdversarialGame`): the loop owns the
+progress bar, the history, the callbacks and the checkpoint, so a run can be
+killed and resumed bit for bit (``checkpoint=path``).
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +40,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 from torch.distributions import Distribution
-from torch.nn import functional
-from tqdm.auto import tqdm
 
+from voidgrad.adversarial_game import AdversarialGame, TargetBatches
 from voidgrad.estimators.distributional import DistributionEstimator
 from voidgrad.estimators.score import ScoreFunction
 from voidgrad.evaluation.evaluator import Evaluator
-from voidgrad.expectation import expectation
+from voidgrad.optimize.checkpoint import check_checkpoint_path, fingerprint
+from voidgrad.run import record_callback, run
 from voidgrad.validation import check_int, check_positive, check_seed
 
 if TYPE_CHECKING:
@@ -101,11 +106,13 @@ class AdversarialResult:
 
     Attributes:
         parameters: final values of the distribution's parameters, by name.
-        history: one record per step: ``step``; ``d_real`` and ``d_fake``,
-            the discriminator's mean probability of "target" on the step's
-            target and rendered batches before its update; ``cost``, the mean
-            of f = −log D(G(z)) after it; ``discriminator_updated`` and
-            ``distribution_updated``; ``parameters``, the values after the step.
+        history: one record per step, as a dict: ``step``; ``d_real`` and
+            ``d_fake``, the discriminator's mean probability of "target" on
+            the step's target and rendered batches before its update;
+            ``cost``, the mean of f = −log D(G(z)) after it;
+            ``discriminator_updated`` and ``distribution_updated``;
+            ``parameters``, the values after the step (the fields of
+            :class:`~voidgrad.adversarial_game.AdversarialRecord`).
         discriminator: the trained discriminator.
         samples: the last step's samples z.
         renders: the last step's renders; row i is the render of ``samples[i]``.
@@ -197,18 +204,27 @@ def adversarial(
     max_gap: float | None = 0.7,
     seed: int | None = None,
     progress: bool = True,
+    callback: Callable[..., bool | None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 10,
 ) -> AdversarialResult:
     r"""Learn the parameters of a scene distribution so its renders look like ``targets``.
 
-    Each step draws ``samples`` scenes z ~ p(z | Ω), renders them, then
+    Each step draws ``samples`` scenes z ~ p(z | Ω) (asked of ``estimator``),
+    renders them, then
 
-    1. updates the discriminator by binary cross-entropy (a batch of targets
-       drawn without replacement, labelled 1, against the renders, labelled 0)
-       when its lead d_real − d_fake is below ``max_gap``, so it cannot run
-       away from the distribution;
-    2. updates Ω by Adam on ``estimator``'s gradient of E[−log D(G(z))], once
-       the discriminator's lead has first reached ``max_gap`` (a warm-up that
+    1. updates the discriminator D by binary cross-entropy (a batch of
+       targets drawn without replacement, labelled 1, against the renders,
+       labelled 0) when its lead d_real − d_fake is below ``max_gap``, so it
+       cannot run away from the distribution;
+    2. scores the renders with the updated D, f = −log D(G(z)), training
+       nothing, and tells ``estimator`` these costs;
+    3. updates Ω by Adam on the estimator's gradient of E[f], once the
+       discriminator's lead has first reached ``max_gap`` (a warm-up that
        gives the distribution a useful signal from the start).
+
+    The game is :class:`voidgrad.adversarial_game.AdversarialGame`, an
+    algorithm of the one run loop (:mod:`voidgrad.run`).
 
     Args:
         distribution: an ``nn.Module`` whose ``forward()`` returns the
@@ -226,8 +242,9 @@ def adversarial(
         parameters: the learned tensors when ``distribution`` is not a module.
         discriminator: maps images ``[N, C, H, W]`` to logits ``[N]``;
             default :class:`ConvDiscriminator` (``C`` channels, width 32).
-        estimator: any estimator of :func:`voidgrad.expectation` that does not
-            differentiate f; default ``vg.ScoreFunction(baseline="leave_one_out")``.
+        estimator: a distribution estimator that does not differentiate f
+            and follows the ask/tell protocol (every built-in one does);
+            default ``vg.ScoreFunction(baseline="leave_one_out")``.
         lr: Adam step size of Ω (betas 0.7, 0.999) at the first step.
         lr_decay: the step size of Ω follows a half cosine from ``lr`` down to
             ``lr_decay · lr`` at the last step (1 keeps it constant). A
@@ -237,12 +254,41 @@ def adversarial(
         discriminator_lr: Adam step size of the discriminator (betas 0.5, 0.999).
         max_gap: the discriminator's largest lead (a probability difference in
             (0, 1]); ``None`` updates both players every step.
-        seed: seeds the default discriminator's weights, the estimator's
-            sampling (unless the estimator was given) and the target batches.
+        seed: seeds the default discriminator's weights, the sampling (of the
+            default estimator, or of one passed without a seed of its own),
+            the target batches, and the default render Evaluator's per-row
+            seeds (for a ``render`` that takes ``seed``).
         progress: show a progress bar.
+        callback: ``callback(record)`` with each step's
+            :class:`~voidgrad.adversarial_game.AdversarialRecord`, or
+            ``callback(record, state)`` to see the run too (a
+            :class:`~voidgrad.run.RunState`: ``state.algorithm.discriminator``,
+            ``.renders``, ``state.evaluator.stats``); returning True stops the run.
+        checkpoint: a path; the run saves there every ``checkpoint_every``
+            steps and at the end, and resumes from there (see "Checkpoints").
+        checkpoint_every: steps between checkpoints.
 
     Returns:
         An :class:`AdversarialResult` with the final parameters and the history.
+
+    Checkpoints:
+        The file holds tensors, numbers and strings only (it loads with
+        ``weights_only=True``): Ω, both Adam states, the discriminator's
+        weights, the random streams of the sampling and of the target
+        batches, the latest samples and renders, the render Evaluator's
+        counters, the estimator's state (its random stream, a learned or
+        moving-average baseline) and the history. A run killed at any moment
+        and resumed with the same arguments ends bit for bit where an
+        uninterrupted one does (serial or vectorized rendering), having lost
+        at most the steps since the last save. It resumes only the run that wrote it: the
+        targets (their values), the code of ``distribution``, ``render``,
+        ``discriminator`` and ``estimator``, Ω's starting values, the shapes
+        of the discriminator's weights, ``samples``, ``lr``, ``lr_decay``,
+        ``discriminator_lr``, ``max_gap`` and ``seed`` must be the same, or
+        a :class:`~voidgrad.optimize.checkpoint.CheckpointError` names the
+        first differing field. ``steps`` may differ: a finished run resumed
+        with more steps continues, its step size following the cosine of the
+        new ``steps``.
 
     Examples:
         >>> import torch, voidgrad as vg
@@ -272,127 +318,77 @@ def adversarial(
     targets = _check_targets(targets, samples)
     _check_options(steps, lr, lr_decay, discriminator_lr, max_gap)
     check_seed(seed)
-    estimator = (
-        ScoreFunction(baseline="leave_one_out", seed=seed) if estimator is None else estimator
-    )
+    check_int("checkpoint_every", checkpoint_every, 1)
+    path = check_checkpoint_path(checkpoint)
+    estimator = ScoreFunction(baseline="leave_one_out") if estimator is None else estimator
     if not isinstance(estimator, DistributionEstimator):
         raise TypeError(
             f"estimator must be a distribution estimator such as vg.ScoreFunction; "
             f"got {type(estimator).__name__}"
         )
-    renders = render if isinstance(render, Evaluator) else Evaluator(render, backend="vectorized")
+    if type(estimator).ask is DistributionEstimator.ask:
+        raise TypeError(
+            f"estimator must implement ask(dist, samples) and tell(query, costs), as every "
+            f"built-in one does: vg.adversarial scores the renders between the two, after the "
+            f"discriminator's step; {type(estimator).__name__} implements loss() only"
+        )
+    renderer = (
+        render if isinstance(render, Evaluator) else Evaluator(render, "vectorized", seed=seed)
+    )
     if discriminator is None:
-        discriminator = _default_discriminator(targets.shape[1], seed)
+        discriminator = _default_discriminator(targets.shape[1], seed).to(targets.device)
     elif not isinstance(discriminator, nn.Module):
         raise TypeError(
             "discriminator must be a torch.nn.Module mapping images [N, C, H, W] to logits [N]; "
             f"got {type(discriminator).__name__}"
         )
-    optimizer = torch.optim.Adam(learned.values(), lr=lr, betas=(0.7, 0.999))
-    discriminator_optimizer = torch.optim.Adam(
-        discriminator.parameters(), lr=discriminator_lr, betas=(0.5, 0.999)
+    settings = {
+        "samples": samples,
+        "lr": lr,
+        "lr_decay": lr_decay,
+        "discriminator_lr": discriminator_lr,
+        "max_gap": max_gap,
+        "seed": seed,
+    }
+    identity = _identity(distribution, learned, renderer, targets, discriminator, estimator)
+    game = AdversarialGame(
+        build,
+        learned,
+        renderer,
+        discriminator,
+        estimator,
+        TargetBatches(targets, samples, seed),
+        lr=lr,
+        lr_decay=lr_decay,
+        discriminator_lr=discriminator_lr,
+        max_gap=max_gap,
+        seed=seed,
     )
-    batches = _TargetBatches(targets, samples, seed)
-    gap = math.inf if max_gap is None else max_gap
-    started = max_gap is None
-    history: list[dict[str, Any]] = []
-    last: dict[str, Any] = {}
-
-    def cost(z: torch.Tensor) -> torch.Tensor:
-        images = renders(z)
-        if images.shape[1:] != targets.shape[1:]:
-            raise ValueError(
-                f"render must return images of shape [N, {', '.join(map(str, targets.shape[1:]))}] "
-                f"like the targets; got {tuple(images.shape)}"
-            )
-        last.update(samples=z.detach(), renders=images)
-        last.update(
-            _discriminator_step(discriminator, discriminator_optimizer, batches.next(), images, gap)
-        )
-        with torch.no_grad():
-            return functional.softplus(-discriminator(images))
-
-    with tqdm(total=steps, unit="step", disable=not progress, desc="adversarial") as bar:
-        for step in range(steps):
-            loss = expectation(cost, build(), samples, estimator)
-            started = started or last["d_real"] - last["d_fake"] >= gap
-            if started:
-                for group in optimizer.param_groups:
-                    group["lr"] = cosine_step_size(lr, lr_decay, step, steps)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            history.append(
-                {
-                    "step": step,
-                    "d_real": last["d_real"],
-                    "d_fake": last["d_fake"],
-                    "cost": float(loss.detach()),
-                    "discriminator_updated": last["updated"],
-                    "distribution_updated": started,
-                    "parameters": {name: value.detach().clone() for name, value in learned.items()},
-                }
-            )
-            bar.set_postfix(
-                gap=f"{last['d_real'] - last['d_fake']:.2f}", cost=f"{float(loss.detach()):.3f}"
-            )
-            bar.update()
+    state = run(
+        game,
+        steps,
+        unit="steps",
+        evaluator=renderer,
+        checkpoint=path,
+        identity={**identity, **settings},
+        checkpoint_every=checkpoint_every,
+        callbacks=() if callback is None else (record_callback(callback),),
+        progress=progress,
+        description="adversarial",
+        postfix=lambda record: {
+            "gap": f"{record.d_real - record.d_fake:.2f}",
+            "cost": f"{record.cost:.3f}",
+        },
+    )
+    assert game.samples is not None and game.renders is not None  # a run takes >= 1 step
     return AdversarialResult(
-        parameters={name: value.detach().clone() for name, value in learned.items()},
-        history=history,
+        parameters=game.parameters(),
+        history=state.history.to_dicts(),
         discriminator=discriminator,
-        samples=last["samples"],
-        renders=last["renders"],
-        renders_evaluated=renders.stats.evals,
+        samples=game.samples,
+        renders=game.renders,
+        renders_evaluated=renderer.stats.evals,
     )
-
-
-def cosine_step_size(lr: float, decay: float, step: int, steps: int) -> float:
-    """lr · (decay + (1 − decay) · (1 + cos(π t / T)) / 2): lr at t = 0, decay · lr at t = T."""
-    return lr * (decay + (1 - decay) * (1 + math.cos(math.pi * step / steps)) / 2)
-
-
-@torch.enable_grad()  # it runs inside the cost, which the Evaluator calls under no_grad
-def _discriminator_step(
-    discriminator: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    real: torch.Tensor,
-    fake: torch.Tensor,
-    max_gap: float,
-) -> dict[str, Any]:
-    """One BCE step on real (label 1) vs fake (label 0), skipped when D leads by ``max_gap``."""
-    real_logits, fake_logits = discriminator(real), discriminator(fake.detach())
-    d_real = float(torch.sigmoid(real_logits.detach()).mean())
-    d_fake = float(torch.sigmoid(fake_logits.detach()).mean())
-    updated = d_real - d_fake < max_gap
-    if updated:
-        loss = functional.binary_cross_entropy_with_logits(
-            real_logits, torch.ones_like(real_logits)
-        ) + functional.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return {"d_real": d_real, "d_fake": d_fake, "updated": updated}
-
-
-class _TargetBatches:
-    """Batches of targets without replacement, reshuffled after each pass."""
-
-    def __init__(self, targets: torch.Tensor, size: int, seed: int | None) -> None:
-        self._targets = targets
-        self._size = size
-        self._generator = torch.Generator()
-        if seed is None:
-            self._generator.seed()
-        else:
-            self._generator.manual_seed(seed)
-        self._order = torch.empty(0, dtype=torch.long)
-
-    def next(self) -> torch.Tensor:
-        if len(self._order) < self._size:
-            self._order = torch.randperm(len(self._targets), generator=self._generator)
-        batch, self._order = self._order[: self._size], self._order[self._size :]
-        return self._targets[batch]
 
 
 def _resolve_distribution(
@@ -471,6 +467,42 @@ def _default_discriminator(channels: int, seed: int | None) -> nn.Module:
         if seed is not None:
             torch.manual_seed(seed)
         return ConvDiscriminator(channels)
+
+
+def _identity(
+    distribution: object,
+    learned: dict[str, torch.Tensor],
+    renderer: Evaluator,
+    targets: torch.Tensor,
+    discriminator: nn.Module,
+    estimator: DistributionEstimator,
+) -> dict[str, Any]:
+    """What a checkpoint must match besides the settings: the parts' code, the start, the data."""
+    return {
+        "distribution": fingerprint(distribution),
+        "start": {name: value.detach().to("cpu", copy=True) for name, value in learned.items()},
+        "render": fingerprint(renderer.fn),
+        "targets": _digest(targets),
+        "discriminator": fingerprint(discriminator),
+        "discriminator_shapes": {
+            name: list(value.shape) for name, value in discriminator.state_dict().items()
+        },
+        "estimator": _describe(estimator),
+        "estimator_code": fingerprint(estimator),
+    }
+
+
+def _digest(targets: torch.Tensor) -> str:
+    """The targets' shape, dtype and a hash of their values: what a checkpoint must match."""
+    values = targets.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+    shape = ", ".join(map(str, targets.shape))
+    return f"[{shape}] {targets.dtype} sha256 {hashlib.sha256(values.tobytes()).hexdigest()[:20]}"
+
+
+def _describe(estimator: DistributionEstimator) -> str:
+    """The estimator's own repr where its class writes one (settings such as the baseline)."""
+    kind = type(estimator)
+    return repr(estimator) if kind.__repr__ is not object.__repr__ else kind.__qualname__
 
 
 def _as_picture(image: torch.Tensor) -> Any:
