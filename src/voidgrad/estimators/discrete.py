@@ -30,7 +30,7 @@ import torch
 from torch.distributions import Bernoulli, Categorical, Distribution, OneHotCategorical
 from torch.nn import functional
 
-from voidgrad.estimators.samplers import uniform
+from voidgrad.estimators.samplers import gumbel, uniform
 
 Kind = Literal["bernoulli", "categorical", "one_hot"]
 
@@ -58,10 +58,11 @@ def discrete_logits(dist: Distribution, estimator: str) -> tuple[Kind, torch.Ten
 
 def sample_relaxed(logits: torch.Tensor, kind: Kind, samples: int) -> torch.Tensor:
     """z ~ p(z|θ): ``[samples, *logits.shape]``, reparameterized in ``logits``."""
-    u = uniform((samples, *logits.shape), logits)
-    if kind == "bernoulli":
+    shape = (samples, *logits.shape)
+    if kind == "bernoulli":  # logistic noise
+        u = uniform(shape, logits)
         return logits + torch.log(u) - torch.log1p(-u)
-    return logits - torch.log(-torch.log(u))
+    return logits + gumbel(shape, logits)
 
 
 def threshold(z: torch.Tensor, kind: Kind) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 
 
 def gaussian(
-    generator: torch.Generator, shape: tuple[int, int, int], sigma: float, dtype: torch.dtype
+    generator: torch.Generator, shape: tuple[int, ...], sigma: float, dtype: torch.dtype
 ) -> torch.Tensor:
     """τ = σε with ε ~ N(0, I): ``shape`` draws of Gaussian noise of scale ``sigma``."""
     return torch.randn(shape, generator=generator, dtype=dtype).mul_(sigma)

@@ -82,6 +82,7 @@ from voidgrad.estimators.base import (
 )
 from voidgrad.estimators.control import ControlCoefficient
 from voidgrad.estimators.protocol import Estimate, Query, step_auxiliary
+from voidgrad.estimators.samplers import gaussian
 from voidgrad.estimators.schedules import (
     SigmaSchedule,
     check_schedule,
@@ -518,12 +519,13 @@ class ZeroGrads(BlackBoxEstimator):
         n = self.samples // 2
         d = theta.shape[1]
         sigma = self.sigma
-        eps = torch.randn((n, d), generator=self._generator, dtype=theta.dtype) * sigma
+        eps = gaussian(self._generator, (n, d), sigma, theta.dtype)
         eps = torch.cat([eps, -eps]).to(theta.device)
         check_random_offsets(sigma_name(self.schedule, self.steps), sigma, theta, eps[None])
         inner = (
-            torch.randn((2 * n, d), generator=self._generator, dtype=theta.dtype).to(theta.device)
-            * (self.inner_sigma * sigma)
+            gaussian(self._generator, (2 * n, d), self.inner_sigma * sigma, theta.dtype).to(
+                theta.device
+            )
             if self.inner_sigma > 0
             else None
         )
