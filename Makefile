@@ -10,7 +10,7 @@ VENV_INTEGRATIONS := .venv-integrations
 STAMP_INTEGRATIONS := $(VENV_INTEGRATIONS)/.installed
 PIP_INTEGRATIONS := $(VENV_INTEGRATIONS)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test test-all test-integrations bench gallery docs lint format clean
+.PHONY: demo test test-all test-integrations bench gallery docs lint format wheel-smoke clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -66,6 +66,20 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	$(VENV)/bin/mypy
+
+# The wheel a user gets: built from the clone (stale setuptools output in build/ removed
+# first: it would ship deleted modules), installed into a fresh venv with torch pinned as
+# above, then imported, run and its console script called from that venv. The venv gets
+# no pip of its own (.venv's installs into it: ensurepip costs ~15 s) and no bytecode
+# (compiling torch's would triple the install time).
+WHEEL_VENV := build/wheel-smoke
+wheel-smoke: $(STAMP)
+	rm -rf dist build/lib build/bdist.* $(WHEEL_VENV)
+	$(PYTHON) -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir dist .
+	python3 -m venv --without-pip $(WHEEL_VENV)
+	$(PYTHON) -m pip --python $(WHEEL_VENV)/bin/python install --quiet \
+		--disable-pip-version-check --no-compile -c constraints.txt dist/voidgrad-*.whl
+	$(WHEEL_VENV)/bin/python .ci/wheel_smoke.py
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix src tests benchmarks examples
