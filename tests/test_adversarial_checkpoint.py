@@ -191,6 +191,7 @@ def run_killed_script(checkpoint: str, out: Path, delay: float = 0.0) -> subproc
     return subprocess.Popen([sys.executable, "-c", KILLED, checkpoint, str(out)], env=environment)
 
 
+@pytest.mark.slow  # a subprocess importing torch; the in-process resume tests run by default
 def test_a_run_killed_with_sigkill_resumes_bit_for_bit(tmp_path: Path) -> None:
     path = tmp_path / "killed.ckpt"
     process = run_killed_script(str(path), tmp_path / "never.pt", delay=0.01)

@@ -4,6 +4,11 @@ A block is a whole program (its imports, its data), so a newcomer can paste it. 
 that needs an optional extra names it (``pip install "voidgrad[rl]"``) and is skipped
 where that extra is not installed. Blocks slower than the quickstart ones (over ~6 s)
 are marked ``slow`` (``make test-all``); the README states their runtime.
+
+Most of a quick block's 5 s is starting Python and importing torch, so the default run
+runs the quick blocks one after another in one interpreter, each in a namespace of its
+own (a missing import still fails); ``make test-all`` runs every block in an interpreter
+of its own.
 """
 
 from __future__ import annotations
@@ -96,28 +101,60 @@ def _case(block: tuple[str, str]) -> object:
 BLOCKS = python_blocks(README)
 
 
-@pytest.mark.parametrize("code", [_case(block) for block in BLOCKS])
-def test_the_block_runs(code: str, tmp_path: Path) -> None:
-    missing = missing_requirements(extras_named(code))
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)}")
-    (tmp_path / "block.py").write_text(code)
+def run_python(arguments: list[str], cwd: Path) -> float:
+    """Run ``python *arguments`` in ``cwd``; fail with its stderr unless it succeeds.
+
+    Returns the CPU seconds it took.
+    """
     # One thread, as in conftest.py: the blocks' tensors are small, and on a busy machine
     # several threads are slower, not faster.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     run = subprocess.run(
-        [sys.executable, "block.py"],
-        cwd=tmp_path,
+        [sys.executable, *arguments],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=WALL_LIMIT_S,
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    assert run.returncode == 0, f"the block failed:\n{run.stderr[-3000:]}"
+    assert run.returncode == 0, f"a block failed:\n{run.stderr[-3000:]}"
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("code", [_case(block) for block in BLOCKS])
+def test_the_block_runs(code: str, tmp_path: Path) -> None:
+    missing = missing_requirements(extras_named(code))
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}")
+    (tmp_path / "block.py").write_text(code)
+    cpu = run_python(["block.py"], tmp_path)
     assert cpu < CPU_LIMIT_S, f"the block took {cpu:.0f} s of CPU (README promises < 2 min)"
+
+
+_RUN_EACH = """
+import runpy, sys
+for path in sys.argv[1:]:
+    print(path, flush=True)  # the failing block is the last one named
+    runpy.run_path(path, run_name="__main__")
+"""
+
+
+def test_the_quick_blocks_run_in_one_interpreter(tmp_path: Path) -> None:
+    """Every quick block, in order, each as ``__main__`` in a fresh namespace."""
+    paths = []
+    for number, (_, code) in enumerate(BLOCKS, 1):
+        if any(code_key in code for code_key in SLOW) or missing_requirements(extras_named(code)):
+            continue
+        path = tmp_path / f"block_{number}.py"
+        path.write_text(code)
+        paths.append(path.name)
+    assert paths, "the README has no quick block"
+    (tmp_path / "run_each.py").write_text(_RUN_EACH)
+    cpu = run_python(["run_each.py", *paths], tmp_path)
+    assert cpu < CPU_LIMIT_S * len(paths)
 
 
 def test_the_readme_opens_with_the_home_page_example() -> None:

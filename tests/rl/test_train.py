@@ -264,6 +264,7 @@ def run_killed_script(checkpoint: str, out, delay: float = 0.0) -> subprocess.Po
     return subprocess.Popen([sys.executable, "-c", KILLED, checkpoint, str(out)], env=environment)
 
 
+@pytest.mark.slow  # a subprocess importing torch; the in-process resume tests run by default
 def test_a_run_killed_with_sigkill_resumes_bit_identically(tmp_path):
     path = tmp_path / "killed.pt"
     process = run_killed_script(str(path), tmp_path / "never.pt", delay=0.5)
