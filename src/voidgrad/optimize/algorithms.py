@@ -21,6 +21,7 @@ evaluation is spent on logging.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,30 @@ OptimizerSpec = str | Callable[[Iterable[torch.Tensor], float], torch.optim.Opti
 LrSchedule = Callable[[torch.optim.Optimizer], Any]
 
 
-class GradientDescent(Algorithm):
+class MinimizeAlgorithm(Algorithm):
+    """What both kinds of ``vg.minimize`` run share: the Evaluator, the best point, the check.
+
+    Attributes:
+        evaluator: the Evaluator every evaluation goes through.
+        best: the lowest evaluation so far (the run's answer).
+    """
+
+    kind = "vg.minimize"
+    history_type = History
+
+    def __init__(self, evaluator: Evaluator, best: BestPoint) -> None:
+        self.evaluator = evaluator
+        self.best = best
+
+    @abstractmethod
+    def x_last(self) -> torch.Tensor:
+        """The method's final iterate or recommendation."""
+
+    def resumed(self, state: RunState, path: Path) -> None:
+        self.best.check_again(self.evaluator, path)
+
+
+class GradientDescent(MinimizeAlgorithm):
     """A torch optimizer on θ along a black-box estimator's gradient.
 
     Attributes:
@@ -52,9 +76,6 @@ class GradientDescent(Algorithm):
         cost: evaluations per step.
     """
 
-    kind = "vg.minimize"
-    history_type = History
-
     def __init__(
         self,
         evaluator: Evaluator,
@@ -65,9 +86,8 @@ class GradientDescent(Algorithm):
         lr_schedule: LrSchedule | None,
         best: BestPoint,
     ) -> None:
-        self.evaluator = evaluator
+        super().__init__(evaluator, best)
         self.estimator = estimator
-        self.best = best
         self.cost = estimator.evaluations(x0.numel())
         self.theta = x0.clone().requires_grad_(True)
         self.optimizer = make_optimizer(optimizer, self.theta, lr)
@@ -125,11 +145,8 @@ class GradientDescent(Algorithm):
             self.scheduler.load_state_dict(state["scheduler"])
         self.best.load_state_dict(state)
 
-    def resumed(self, state: RunState, path: Path) -> None:
-        self.best.check_again(self.evaluator, path)
 
-
-class DerivativeFree(Algorithm):
+class DerivativeFree(MinimizeAlgorithm):
     """A library optimizer's ask/tell loop, through the Evaluator.
 
     ``start(x0, budget=..., workers=...)`` builds the adapter (the registry's
@@ -137,9 +154,6 @@ class DerivativeFree(Algorithm):
     that a damaged or foreign checkpoint is named before a missing optional
     library is.
     """
-
-    kind = "vg.minimize"
-    history_type = History
 
     def __init__(
         self,
@@ -150,12 +164,11 @@ class DerivativeFree(Algorithm):
         budget: int,
         best: BestPoint,
     ) -> None:
-        self.evaluator = evaluator
+        super().__init__(evaluator, best)
         self.x0 = x0
         self.method = method
         self.start = start
         self.budget = budget
-        self.best = best
         self._adapter: Any = None
 
     @property
@@ -198,9 +211,6 @@ class DerivativeFree(Algorithm):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.adapter.restore(state["adapter"])  # replays the log: no evaluation
         self.best.load_state_dict(state)
-
-    def resumed(self, state: RunState, path: Path) -> None:
-        self.best.check_again(self.evaluator, path)
 
     def close(self) -> None:
         close = getattr(self._adapter, "close", None)

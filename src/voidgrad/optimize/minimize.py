@@ -34,6 +34,7 @@ from voidgrad.optimize.algorithms import (
     DerivativeFree,
     GradientDescent,
     LrSchedule,
+    MinimizeAlgorithm,
     OptimizerSpec,
 )
 from voidgrad.optimize.best import BestPoint
@@ -163,7 +164,7 @@ def minimize(
         **{name: identity_value(value) for name, value in method_options.items()},
     }
     best = BestPoint(x0)
-    algorithm: GradientDescent | DerivativeFree
+    algorithm: MinimizeAlgorithm
     if entry.kind == "blackbox":
         estimator = entry.make(seed=seed, **method_options)
         cost = estimator.evaluations(x0.numel())
