@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 from pathlib import Path
 
 import pytest
 
+import voidgrad as vg
 from voidgrad import registry
 from voidgrad.cli import DemoSettings, main, run_demo
 from voidgrad.problems import PROBLEMS, make
@@ -112,3 +114,12 @@ def test_bench_help_lists_the_registrys_methods(capsys: pytest.CaptureFixture[st
 def test_bench_help_lists_the_problems(capsys: pytest.CaptureFixture[str]) -> None:
     assert f"NAME is one of: {', '.join(PROBLEMS)}" in _bench_help(capsys)
     assert "caustic" in PROBLEMS
+
+
+def test_version_answers(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"voidgrad {vg.__version__}"
+    # the package's own number is the one it was installed with
+    assert vg.__version__ == importlib.metadata.version("voidgrad")

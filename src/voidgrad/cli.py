@@ -108,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="voidgrad",
         description="voidgrad: gradient-based optimisation through non-differentiable programs.",
     )
+    parser.add_argument("--version", action="version", version=f"voidgrad {vg.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",
