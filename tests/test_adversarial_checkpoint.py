@@ -18,7 +18,7 @@ from torch.distributions import Normal
 import voidgrad as vg
 from tests.test_adversarial import SIZE, Brightness, flat_images, flat_targets
 from voidgrad.adversarial import AdversarialResult, ConvDiscriminator, adversarial
-from voidgrad.optimize.checkpoint import CheckpointError
+from voidgrad.run.checkpoint import CheckpointError
 
 
 def narrow() -> nn.Module:
@@ -218,3 +218,20 @@ def test_a_run_killed_with_sigkill_resumes_bit_for_bit(tmp_path: Path) -> None:
         assert torch.equal(resumed["discriminator"][name], value), name
     assert resumed["evaluated"] == whole["evaluated"] == 80 * 8
     assert len(whole["scores"]) == 80 and whole["parameters"][-1].item() != 0.2
+
+
+def test_the_checkpoint_identity_holds_the_game_settings_by_their_names(tmp_path: Path) -> None:
+    path = tmp_path / "run.pt"
+    run(path, steps=1)
+    identity = torch.load(path, weights_only=True)["run"]
+    settings = ("samples", "lr", "lr_decay", "discriminator_lr", "max_gap", "seed")
+    assert {key: identity[key] for key in settings} == {
+        "samples": 8,
+        "lr": 0.02,
+        "lr_decay": 0.1,
+        "discriminator_lr": 1e-2,
+        "max_gap": 0.2,
+        "seed": 0,
+    }
+    parts = ("distribution", "start", "render", "targets", "discriminator", "discriminator_shapes")
+    assert sorted(identity) == sorted([*settings, *parts, "estimator", "estimator_code"])

@@ -10,7 +10,7 @@ from torch.nn import functional
 
 import voidgrad as vg
 from tests.test_adversarial import SIZE, Brightness, fit, flat_images, flat_targets
-from voidgrad.adversarial_game import AdversarialGame, AdversarialRecord, TargetBatches
+from voidgrad.adversarial_game import AdversarialGame, AdversarialRecord, GameSettings
 from voidgrad.run import RunState
 
 
@@ -33,12 +33,8 @@ def traced_game(events: list[str]) -> AdversarialGame:
         vg.Evaluator(render, "vectorized"),
         discriminator,
         vg.ScoreFunction(baseline="leave_one_out"),
-        TargetBatches(flat_targets(), 8, seed=0),
-        lr=0.02,
-        lr_decay=0.1,
-        discriminator_lr=1e-3,
-        max_gap=None,
-        seed=0,
+        flat_targets(),
+        GameSettings(8, lr=0.02, lr_decay=0.1, discriminator_lr=1e-3, max_gap=None, seed=0),
     )
     game.discriminator_optimizer.register_step_post_hook(lambda *_: events.append("D step"))
     game.optimizer.register_step_post_hook(lambda *_: events.append("Ω step"))

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import voidgrad as vg
-from voidgrad.optimize.checkpoint import CheckpointError
+from voidgrad.run.checkpoint import CheckpointError
 
 
 class Planted:

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from voidgrad.meta import MetaLearner, MetaRecord
-from voidgrad.optimize.checkpoint import CheckpointError, run_lock
 from voidgrad.problems.appearance import FourierMLP, TextureFamily
+from voidgrad.run.checkpoint import CheckpointError, run_lock
 
 X = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 Y = torch.randn(8, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,13 +41,13 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from voidgrad.adversarial_game import AdversarialGame, TargetBatches
+from voidgrad.adversarial_game import AdversarialGame, GameSettings
 from voidgrad.estimators.distributional import DistributionEstimator
 from voidgrad.estimators.score import ScoreFunction
 from voidgrad.evaluation.evaluator import Evaluator
-from voidgrad.optimize.checkpoint import check_checkpoint_path, fingerprint
 from voidgrad.run import record_callback, run
-from voidgrad.validation import check_int, check_positive, check_seed
+from voidgrad.run.checkpoint import check_checkpoint_path, fingerprint
+from voidgrad.validation import check_int
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -285,7 +285,7 @@ def adversarial(
         ``discriminator`` and ``estimator``, Ω's starting values, the shapes
         of the discriminator's weights, ``samples``, ``lr``, ``lr_decay``,
         ``discriminator_lr``, ``max_gap`` and ``seed`` must be the same, or
-        a :class:`~voidgrad.optimize.checkpoint.CheckpointError` names the
+        a :class:`~voidgrad.run.checkpoint.CheckpointError` names the
         first differing field. ``steps`` may differ: a finished run resumed
         with more steps continues, its step size following the cosine of the
         new ``steps``.
@@ -315,9 +315,9 @@ def adversarial(
         True
     """
     build, learned = _resolve_distribution(distribution, parameters)
+    settings = GameSettings(samples, lr, lr_decay, discriminator_lr, max_gap, seed)
     targets = _check_targets(targets, samples)
-    _check_options(steps, lr, lr_decay, discriminator_lr, max_gap)
-    check_seed(seed)
+    check_int("steps", steps, 1)
     check_int("checkpoint_every", checkpoint_every, 1)
     path = check_checkpoint_path(checkpoint)
     estimator = ScoreFunction(baseline="leave_one_out") if estimator is None else estimator
@@ -342,35 +342,15 @@ def adversarial(
             "discriminator must be a torch.nn.Module mapping images [N, C, H, W] to logits [N]; "
             f"got {type(discriminator).__name__}"
         )
-    settings = {
-        "samples": samples,
-        "lr": lr,
-        "lr_decay": lr_decay,
-        "discriminator_lr": discriminator_lr,
-        "max_gap": max_gap,
-        "seed": seed,
-    }
     identity = _identity(distribution, learned, renderer, targets, discriminator, estimator)
-    game = AdversarialGame(
-        build,
-        learned,
-        renderer,
-        discriminator,
-        estimator,
-        TargetBatches(targets, samples, seed),
-        lr=lr,
-        lr_decay=lr_decay,
-        discriminator_lr=discriminator_lr,
-        max_gap=max_gap,
-        seed=seed,
-    )
+    game = AdversarialGame(build, learned, renderer, discriminator, estimator, targets, settings)
     state = run(
         game,
         steps,
         unit="steps",
         evaluator=renderer,
         checkpoint=path,
-        identity={**identity, **settings},
+        identity={**identity, **asdict(settings)},
         checkpoint_every=checkpoint_every,
         callbacks=() if callback is None else (record_callback(callback),),
         progress=progress,
@@ -436,7 +416,6 @@ def _check_targets(targets: torch.Tensor, samples: int) -> torch.Tensor:
             tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
         )
         raise ValueError(f"targets must be a tensor [M, C, H, W]; got {shape}")
-    check_int("samples", samples, 2)
     if len(targets) < samples:
         raise ValueError(f"need at least samples = {samples} targets; got {len(targets)}")
     if targets.is_floating_point() and not torch.isfinite(targets).all():
@@ -445,21 +424,6 @@ def _check_targets(targets: torch.Tensor, samples: int) -> torch.Tensor:
             "infinite values"
         )
     return targets.detach().float()
-
-
-def _check_options(
-    steps: int, lr: float, lr_decay: float, discriminator_lr: float, max_gap: float | None
-) -> None:
-    check_int("steps", steps, 1)
-    check_positive("lr", lr)
-    check_positive("discriminator_lr", discriminator_lr)
-    # bool is an int: lr_decay=True would read as 1.
-    if isinstance(lr_decay, bool) or not (isinstance(lr_decay, int | float) and 0 < lr_decay <= 1):
-        raise ValueError(f"lr_decay must be in (0, 1]; got {lr_decay!r}")
-    if max_gap is not None and (
-        isinstance(max_gap, bool) or not (isinstance(max_gap, int | float) and 0 < max_gap <= 1)
-    ):
-        raise ValueError(f"max_gap must be in (0, 1] or None; got {max_gap!r}")
 
 
 def _default_discriminator(channels: int, seed: int | None) -> nn.Module:

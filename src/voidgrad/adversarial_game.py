@@ -43,13 +43,15 @@ from torch.nn import functional
 from voidgrad.estimators.distributional import DistributionEstimator, surrogate_of
 from voidgrad.evaluation.evaluator import Evaluator
 from voidgrad.optimize.best import saved_tensor
-from voidgrad.optimize.result import Records
 from voidgrad.run import Algorithm, RunState, Stop
+from voidgrad.run.records import Records
+from voidgrad.validation import check_int, check_positive, check_seed, is_number
 
 __all__ = [
     "AdversarialGame",
     "AdversarialHistory",
     "AdversarialRecord",
+    "GameSettings",
     "TargetBatches",
     "cosine_step_size",
     "discriminator_cost",
@@ -88,6 +90,59 @@ class AdversarialHistory(Records[AdversarialRecord]):
     record_type = AdversarialRecord
 
 
+@dataclass(frozen=True)
+class GameSettings:
+    """What defines a :func:`voidgrad.adversarial` game besides its players and data.
+
+    Built once by :func:`voidgrad.adversarial` from its arguments (checked here,
+    each error naming its argument), taken whole by :class:`AdversarialGame`,
+    and, as ``dataclasses.asdict``, the settings part of the checkpoint's identity.
+
+    Attributes:
+        samples: scenes rendered per step, and targets per discriminator batch (≥ 2).
+        lr: Ω's Adam step size at the first step.
+        lr_decay: the factor Ω's step size decays to along half a cosine, in (0, 1]
+            (:func:`cosine_step_size`).
+        discriminator_lr: D's Adam step size.
+        max_gap: the discriminator's largest lead, in (0, 1]; None updates both
+            players every step.
+        seed: seeds the sampling stream and the target batches (None: from the
+            operating system).
+
+    Examples:
+        >>> from voidgrad.adversarial_game import GameSettings
+        >>> GameSettings(samples=16, lr=0.05, max_gap=None)
+        GameSettings(samples=16, lr=0.05, lr_decay=0.1, discriminator_lr=0.001, max_gap=None,
+                     seed=None)
+        >>> GameSettings(samples=16, max_gap=1.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: max_gap must be in (0, 1] or None; got 1.5
+    """
+
+    samples: int
+    lr: float = 0.02
+    lr_decay: float = 0.1
+    discriminator_lr: float = 1e-3
+    max_gap: float | None = 0.7
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        check_int("samples", self.samples, 2)
+        check_positive("lr", self.lr)
+        check_positive("discriminator_lr", self.discriminator_lr)
+        if not _in_unit_interval(self.lr_decay):
+            raise ValueError(f"lr_decay must be in (0, 1]; got {self.lr_decay!r}")
+        if self.max_gap is not None and not _in_unit_interval(self.max_gap):
+            raise ValueError(f"max_gap must be in (0, 1] or None; got {self.max_gap!r}")
+        check_seed(self.seed)
+
+
+def _in_unit_interval(value: object) -> bool:
+    """Whether ``value`` is a number in (0, 1]; a bool is not (True would read as 1)."""
+    return is_number(value) and 0 < value <= 1  # type: ignore[operator]
+
+
 class AdversarialGame(Algorithm):
     """The distribution against the discriminator, one step of each per run step.
 
@@ -98,7 +153,8 @@ class AdversarialGame(Algorithm):
         estimator: the distribution estimator of ∇_Ω E[f] (asked and told).
         optimizer: Adam on Ω.
         discriminator_optimizer: Adam on D.
-        batches: the target batches.
+        settings: as given.
+        batches: the target batches (:class:`TargetBatches`).
         samples, renders: the latest step's samples z and their renders
             (row i of ``renders`` is G of row i of ``samples``); None before
             the first step.
@@ -111,19 +167,15 @@ class AdversarialGame(Algorithm):
         discriminator: D.
         estimator: a distribution estimator with ``ask`` and ``tell`` that
             only evaluates f (every built-in one that does not differentiate f).
-        batches: the target batches (their size is the samples per step).
-        lr, lr_decay: Ω's step size at the first step and the factor it decays
-            to along half a cosine (:func:`cosine_step_size`).
-        discriminator_lr: D's step size.
-        max_gap: the discriminator's largest lead; None updates both every step.
-        seed: seeds the sampling stream (None: from the operating system).
+        targets: the target images ``[M, C, H, W]``, M ≥ ``settings.samples``.
+        settings: samples per step, step sizes, ``max_gap`` and seed.
 
     Examples:
         :func:`voidgrad.adversarial` builds one and runs it; by hand:
 
         >>> import torch, voidgrad as vg
         >>> from torch import nn
-        >>> from voidgrad.adversarial_game import AdversarialGame, TargetBatches
+        >>> from voidgrad.adversarial_game import AdversarialGame, GameSettings
         >>> from voidgrad.run import run
         >>> loc = torch.zeros(1, requires_grad=True)
         >>> def render(z):
@@ -133,8 +185,9 @@ class AdversarialGame(Algorithm):
         ...     vg.Evaluator(render, "vectorized"),
         ...     nn.Sequential(nn.Flatten(), nn.Linear(16, 1), nn.Flatten(0)),
         ...     vg.ScoreFunction(baseline="leave_one_out"),
-        ...     TargetBatches(render(torch.ones(64, 1)), 16, seed=0),
-        ...     lr=0.05, lr_decay=1.0, discriminator_lr=0.05, max_gap=None, seed=0)
+        ...     render(torch.ones(64, 1)),
+        ...     GameSettings(16, lr=0.05, lr_decay=1.0, discriminator_lr=0.05, max_gap=None,
+        ...                  seed=0))
         >>> state = run(game, 3, unit="steps", progress=False)
         >>> [record.step for record in state.history], tuple(game.renders.shape)
         ([0, 1, 2], (16, 1, 4, 4))
@@ -152,28 +205,23 @@ class AdversarialGame(Algorithm):
         renderer: Evaluator,
         discriminator: nn.Module,
         estimator: DistributionEstimator,
-        batches: TargetBatches,
-        *,
-        lr: float,
-        lr_decay: float,
-        discriminator_lr: float,
-        max_gap: float | None,
-        seed: int | None,
+        targets: torch.Tensor,
+        settings: GameSettings,
     ) -> None:
         self.build = build
         self.learned = learned
         self.renderer = renderer
         self.discriminator = discriminator
         self.estimator = estimator
-        self.batches = batches
-        self.lr, self.lr_decay = lr, lr_decay
-        self.gap = math.inf if max_gap is None else max_gap
-        self.started = max_gap is None
-        self.optimizer = torch.optim.Adam(learned.values(), lr=lr, betas=(0.7, 0.999))
+        self.settings = settings
+        self.batches = TargetBatches(targets, settings.samples, settings.seed)
+        self.gap = math.inf if settings.max_gap is None else settings.max_gap
+        self.started = settings.max_gap is None
+        self.optimizer = torch.optim.Adam(learned.values(), lr=settings.lr, betas=(0.7, 0.999))
         self.discriminator_optimizer = torch.optim.Adam(
-            discriminator.parameters(), lr=discriminator_lr, betas=(0.5, 0.999)
+            discriminator.parameters(), lr=settings.discriminator_lr, betas=(0.5, 0.999)
         )
-        self.sampling = _generator(seed)
+        self.sampling = _generator(settings.seed)
         self.samples: torch.Tensor | None = None
         self.renders: torch.Tensor | None = None
         tensors = [*learned.values(), *discriminator.parameters()]
@@ -226,7 +274,7 @@ class AdversarialGame(Algorithm):
 
     def _step_distribution(self, loss: torch.Tensor, step: int, steps: int) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = cosine_step_size(self.lr, self.lr_decay, step, steps)
+            group["lr"] = cosine_step_size(self.settings.lr, self.settings.lr_decay, step, steps)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()

@@ -56,15 +56,15 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad
 
-from voidgrad.optimize.checkpoint import (
+from voidgrad.run import Algorithm, RunState, Stop, record_callback, run
+from voidgrad.run.checkpoint import (
     check_checkpoint_path,
     identity_value,
     load_failure,
     run_lock,
     save_checkpoint,
 )
-from voidgrad.optimize.result import Records
-from voidgrad.run import Algorithm, RunState, Stop, record_callback, run
+from voidgrad.run.records import Records
 from voidgrad.validation import check_flag, check_int, check_positive, check_seed
 
 __all__ = ["MetaHistory", "MetaLearner", "MetaRecord", "MetaTraining", "Task", "TaskSampler"]
@@ -137,13 +137,11 @@ class MetaHistory(Records[MetaRecord]):
     """The per-step records of a meta-training run, oldest first (as the run loop keeps them).
 
     Examples:
-        >>> import torch, voidgrad as vg
-        >>> from voidgrad.run import run
-        >>> learner = vg.meta.MetaLearner(torch.nn.Linear(1, 1), inner_steps=1, seed=0)
-        >>> sampler = lambda generator: lambda f: f(torch.ones(1, 1)).pow(2).mean()
-        >>> state = run(vg.meta.MetaTraining(learner, sampler), 4, unit="steps", progress=False)
-        >>> isinstance(state.history, vg.meta.MetaHistory), state.history.column("step")
-        (True, [1, 2, 3, 4])
+        >>> import voidgrad as vg
+        >>> history = vg.meta.MetaHistory([vg.meta.MetaRecord(1, 0.5, 0.1),
+        ...                                vg.meta.MetaRecord(2, 0.25, 0.2)])
+        >>> history.column("meta_loss"), history.to_dicts()[1]["step"]
+        ([0.5, 0.25], 2)
     """
 
     record_type = MetaRecord
@@ -317,7 +315,7 @@ class MetaLearner:
             ``"algorithm"``, the step count and the run's records under
             ``"loop"``. It holds tensors, numbers and strings only and loads
             with ``weights_only=True``; a damaged or foreign one raises a
-            :class:`~voidgrad.optimize.checkpoint.CheckpointError` naming it.
+            :class:`~voidgrad.run.checkpoint.CheckpointError` naming it.
             It resumes only the run that wrote it: the learner's settings, its
             ``seed``, its model's class code and parameter shapes, and a
             fingerprint of ``task_sampler``'s code must be the same; ``steps``
@@ -448,7 +446,7 @@ class MetaLearner:
         reads it with ``weights_only=True``. ``<path>.lock`` is locked while
         it is written: a path a run is using (a ``meta_fit`` checkpoint, another
         save) is refused with a
-        :class:`~voidgrad.optimize.checkpoint.CheckpointError`.
+        :class:`~voidgrad.run.checkpoint.CheckpointError`.
         """
         with run_lock(path):
             save_checkpoint(path, self.state_dict())
@@ -505,6 +503,8 @@ class MetaTraining(Algorithm):
         >>> state = run(vg.meta.MetaTraining(learner, sampler), 3, unit="steps", progress=False)
         >>> state.spent, state.message, len(learner.history)
         (3, '3 steps taken', 3)
+        >>> isinstance(state.history, vg.meta.MetaHistory), state.history.column("step")
+        (True, [1, 2, 3])
     """
 
     kind = "vg.meta"

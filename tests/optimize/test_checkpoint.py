@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import voidgrad as vg
-from voidgrad.optimize.checkpoint import (
+from voidgrad.run.checkpoint import (
     FORMAT,
     CheckpointError,
     fingerprint,
@@ -295,7 +295,7 @@ def test_a_lock_file_that_cannot_be_opened_is_named(tmp_path) -> None:
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from voidgrad.optimize.checkpoint import run_lock
+    from voidgrad.run.checkpoint import run_lock
     with run_lock(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(600)
@@ -369,7 +369,7 @@ def test_fingerprints_are_the_same_in_another_process() -> None:
     code = (
         "import torch, functools\n"
         "from tests.optimize.test_checkpoint import near_one, shifted, Quadratic\n"
-        "from voidgrad.optimize.checkpoint import fingerprint\n"
+        "from voidgrad.run.checkpoint import fingerprint\n"
         "values = [near_one, shifted(1.0), Quadratic(1.0), {'a': {1, 2, 'x'}},\n"
         "          functools.partial(near_one), torch.arange(3)]\n"
         "print([fingerprint(v)['fingerprint'] for v in values])\n"

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 import voidgrad as vg
-from voidgrad.optimize.checkpoint import CheckpointError, run_lock
 from voidgrad.rl.episodes import BatchedRollouts, EvaluatorRollouts, pack, unpack
+from voidgrad.run.checkpoint import CheckpointError, run_lock
 
 gymnasium = pytest.importorskip("gymnasium")
 
@@ -335,3 +335,32 @@ def test_an_env_without_time_limit_needs_max_episode_steps():
         vg.rl.train(unlimited, env_steps=10, progress=False)
     result = vg.rl.train(unlimited, env_steps=10, max_episode_steps=5, progress=False)
     assert result.env_steps >= 10
+
+
+def test_the_checkpoint_identity_keeps_its_fields_and_the_policy_as_given(tmp_path):
+    path = tmp_path / "run.pt"
+    vg.rl.train(
+        "CartPole-v1", env_steps=50, episodes_per_update=2, width=8, checkpoint=path, progress=False
+    )
+    identity = torch.load(path, weights_only=True)["run"]
+    assert {key: identity[key] for key in ("env", "estimator", "seed", "policy")} == {
+        "env": "CartPole-v1",
+        "estimator": "actor_critic",
+        "seed": 0,
+        "policy": None,  # the default policy, not the network built for it
+    }
+    assert sorted(identity) == [
+        "control_lr",
+        "env",
+        "episodes_per_update",
+        "estimator",
+        "gae_lambda",
+        "gamma",
+        "lr",
+        "max_episode_steps",
+        "policy",
+        "seed",
+        "value_lr",
+        "value_steps",
+        "width",
+    ]

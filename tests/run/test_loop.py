@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import torch
 
-from voidgrad.optimize.checkpoint import CheckpointError
-from voidgrad.optimize.result import Records
 from voidgrad.run import Algorithm, RunState, Stop, record_callback, run
+from voidgrad.run.checkpoint import CheckpointError
+from voidgrad.run.records import Records
 
 
 @dataclass(frozen=True)

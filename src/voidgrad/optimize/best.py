@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from voidgrad.evaluation.evaluator import Evaluator
-from voidgrad.optimize.checkpoint import CheckpointError
+from voidgrad.run.checkpoint import CheckpointError
 
 #: How far the stored best point's loss may move when it is evaluated again on
 #: resume (relative): room for a deterministic fn's run-to-run rounding (GPU

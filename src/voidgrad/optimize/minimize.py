@@ -38,11 +38,11 @@ from voidgrad.optimize.algorithms import (
     OptimizerSpec,
 )
 from voidgrad.optimize.best import BestPoint
-from voidgrad.optimize.checkpoint import check_checkpoint_path, fingerprint, identity_value
 from voidgrad.optimize.result import History, OptimizeResult
 from voidgrad.registry import RUNNABLE
 from voidgrad.registry import method as registered_method
 from voidgrad.run import record_callback, run
+from voidgrad.run.checkpoint import check_checkpoint_path, fingerprint, identity_value
 from voidgrad.validation import check_int, check_positive, check_seed
 
 
@@ -110,13 +110,13 @@ def minimize(
         A checkpoint holds tensors, numbers and strings only and loads with
         ``weights_only=True``: no code in the file runs, and a file holding
         anything else, an empty, truncated or foreign one, raises a
-        :class:`~voidgrad.optimize.checkpoint.CheckpointError` (a ValueError)
+        :class:`~voidgrad.run.checkpoint.CheckpointError` (a ValueError)
         naming it. It resumes only the run that wrote it: the method, seed,
         ``x0`` (exact values), ``method_options``, and for gradient methods
         ``optimizer``, ``lr`` and ``lr_schedule`` must be the same (options
         are compared as passed, so a default spelled out differs from one
         left out), and so must a fingerprint of ``fn``'s code
-        (:func:`~voidgrad.optimize.checkpoint.fingerprint`: a function's code,
+        (:func:`~voidgrad.run.checkpoint.fingerprint`: a function's code,
         defaults, closure and globals; for a callable object only its class's
         code). ``budget`` may differ: a finished run resumed with a larger one
         continues. Then, unless ``fn`` takes a ``seed`` (is noisy), the stored

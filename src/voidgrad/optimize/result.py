@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar, Generic, TypeVar
+from dataclasses import dataclass
 
 import torch
+
+from voidgrad.run.records import Records
 
 
 @dataclass(frozen=True)
@@ -41,34 +42,6 @@ class StepRecord:
     seconds: float
     grad_norm: float | None = None
     variance: float | None = None
-
-
-Record = TypeVar("Record")
-
-
-class Records(list[Record], Generic[Record]):
-    """Dataclass records of a run, oldest first, with column access."""
-
-    record_type: ClassVar[type]
-
-    def column(self, name: str) -> list[Any]:
-        """One field over all records, e.g. ``history.column("best")``."""
-        names = [f.name for f in fields(self.record_type)]
-        if name not in names:
-            raise ValueError(f"unknown column {name!r}; columns: {names}")
-        return [getattr(record, name) for record in self]
-
-    def to_dicts(self) -> list[dict[str, Any]]:
-        """The records as plain dicts (for JSON and checkpoints)."""
-        return [asdict(record) for record in self]  # type: ignore[call-overload]
-
-    def to_dataframe(self) -> Any:
-        """A pandas DataFrame with one row per record (needs pandas)."""
-        try:
-            import pandas
-        except ImportError as error:
-            raise ImportError("to_dataframe needs pandas: pip install pandas") from error
-        return pandas.DataFrame(self.to_dicts())
 
 
 class History(Records[StepRecord]):

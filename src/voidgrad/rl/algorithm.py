@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from voidgrad.estimators.protocol import step_auxiliary
 from voidgrad.evaluation.evaluator import derived_seed
 from voidgrad.rl.episodes import BatchedRollouts, EvaluatorRollouts
 from voidgrad.rl.gradients import (
+    ESTIMATORS,
     Estimator,
     episode_surrogates,
     flatten,
@@ -38,32 +40,87 @@ from voidgrad.rl.gradients import (
 from voidgrad.rl.networks import Policy
 from voidgrad.rl.result import RLHistory, UpdateRecord
 from voidgrad.run import Algorithm, RunState, Stop
+from voidgrad.validation import check_int, check_positive, check_unit_interval
 
 #: Seed offset of an update's estimator sampling (episodes use offsets below it).
 _SAMPLING = 2**33
 
 
-class PolicyGradient(Algorithm):
-    """Policy-gradient updates from batches of complete episodes (see the module doc).
+@dataclass(frozen=True)
+class PolicyGradientSettings:
+    """What defines a policy-gradient run besides its networks and environment.
 
-    Args:
+    Built once by :func:`voidgrad.rl.train` from its arguments (checked here,
+    each error naming its argument), taken whole by :class:`PolicyGradient`,
+    and the source of the checkpoint's identity (:meth:`identity`).
+
+    Attributes:
         estimator: ``"actor_critic"``, ``"lax"`` or ``"relax"``.
-        policy: π_θ.
-        value: V, the state-value baseline.
-        correction: q_φ for LAX and RELAX; None for the actor-critic.
-        rollouts: collects the episodes (closed when the run ends).
-        seed: seeds the episodes and the estimator's sampling.
-        episodes: E, episodes per update.
+        seed: seeds the networks, the episodes and the estimator's sampling.
+        episodes_per_update: E, episodes per update.
         gamma: discount γ.
         gae_lambda: λ of the λ-returns.
         lr: the policy's Adam step size.
         value_lr: the value network's Adam step size.
         value_steps: Adam steps of V per update.
         control_lr: q_φ's Adam step size.
+        width: hidden units of the default networks.
+        max_episode_steps: cut episodes here (None: the env's time limit).
         track_variance: record the per-update gradient variance.
+
+    Examples:
+        >>> from voidgrad.rl.algorithm import PolicyGradientSettings
+        >>> settings = PolicyGradientSettings("relax", seed=0, episodes_per_update=4, lr=1e-2)
+        >>> sorted(settings.identity())[:4]
+        ['control_lr', 'episodes_per_update', 'estimator', 'gae_lambda']
+        >>> PolicyGradientSettings("relax", seed=0, episodes_per_update=4, gamma=2.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: gamma must be a number in [0, 1]; got 2.0
+    """
+
+    estimator: Estimator
+    seed: int
+    episodes_per_update: int
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    lr: float = 3e-3
+    value_lr: float = 1e-2
+    value_steps: int = 10
+    control_lr: float = 1e-3
+    width: int = 64
+    max_episode_steps: int | None = None
+    track_variance: bool = True
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}; got {self.estimator!r}")
+        check_int("seed", self.seed, 0)
+        check_int("episodes_per_update", self.episodes_per_update, 1)
+        check_int("value_steps", self.value_steps, 0)
+        check_unit_interval("gamma", self.gamma)
+        check_unit_interval("gae_lambda", self.gae_lambda)
+        for name in ("lr", "value_lr", "control_lr"):
+            check_positive(name, getattr(self, name))
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a checkpoint must match: all but ``track_variance``, which only records."""
+        return {k: v for k, v in asdict(self).items() if k != "track_variance"}
+
+
+class PolicyGradient(Algorithm):
+    """Policy-gradient updates from batches of complete episodes (see the module doc).
+
+    Args:
+        policy: π_θ.
+        value: V, the state-value baseline.
+        correction: q_φ for LAX and RELAX; None for the actor-critic.
+        rollouts: collects the episodes (closed when the run ends).
+        settings: the estimator, seed, episodes per update, discount and step sizes.
 
     Attributes:
         policy, value, correction: the networks being trained.
+        settings: as given.
         policy_optimizer, value_optimizer, control_optimizer: their Adam
             optimizers (``control_optimizer`` is None without q_φ).
         return_scale: the running spread of the returns, the units of q_φ's
@@ -71,12 +128,12 @@ class PolicyGradient(Algorithm):
 
     Examples:
         >>> import voidgrad as vg
-        >>> from voidgrad.rl.algorithm import PolicyGradient
+        >>> from voidgrad.rl.algorithm import PolicyGradient, PolicyGradientSettings
         >>> from voidgrad.run import run
         >>> policy, value = vg.rl.CategoricalPolicy(4, 2, 8), vg.rl.ValueNetwork(4, 8)
         >>> rollouts = vg.rl.BatchedRollouts("CartPole-v1", 2)
-        >>> algorithm = PolicyGradient("actor_critic", policy, value, None, rollouts, seed=0,
-        ...                            episodes=2)
+        >>> settings = PolicyGradientSettings("actor_critic", seed=0, episodes_per_update=2)
+        >>> algorithm = PolicyGradient(policy, value, None, rollouts, settings)
         >>> state = run(algorithm, 100, unit="environment steps", progress=False)
         >>> state.spent >= 100, state.history[-1].update == state.step
         (True, True)
@@ -87,61 +144,54 @@ class PolicyGradient(Algorithm):
 
     def __init__(
         self,
-        estimator: Estimator,
         policy: Policy,
         value: nn.Module,
         correction: nn.Module | None,
         rollouts: BatchedRollouts | EvaluatorRollouts,
-        *,
-        seed: int,
-        episodes: int,
-        gamma: float = 0.99,
-        gae_lambda: float = 0.95,
-        lr: float = 3e-3,
-        value_lr: float = 1e-2,
-        value_steps: int = 10,
-        control_lr: float = 1e-3,
-        track_variance: bool = True,
+        settings: PolicyGradientSettings,
     ) -> None:
-        self.estimator = estimator
         self.policy = policy
         self.value = value
         self.correction = correction
         self.rollouts = rollouts
-        self.seed = seed
-        self.episodes = episodes
-        self.gamma = gamma
-        self.gae_lambda = gae_lambda
-        self.value_steps = value_steps
-        self.track_variance = track_variance
-        self.policy_optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
-        self.value_optimizer = torch.optim.Adam(value.parameters(), lr=value_lr)
+        self.settings = settings
+        self.policy_optimizer = torch.optim.Adam(policy.parameters(), lr=settings.lr)
+        self.value_optimizer = torch.optim.Adam(value.parameters(), lr=settings.value_lr)
         self.control_optimizer = (
-            None if correction is None else torch.optim.Adam(correction.parameters(), lr=control_lr)
+            None
+            if correction is None
+            else torch.optim.Adam(correction.parameters(), lr=settings.control_lr)
         )
         self.return_scale: float | None = None
 
     def step(self, state: RunState) -> UpdateRecord | Stop:
         if state.spent >= state.budget:
             return Stop(f"{state.spent} environment steps taken (budget {state.budget})")
-        update = state.step
-        seeds = [derived_seed(self.seed, update * self.episodes + e) for e in range(self.episodes)]
+        update, settings = state.step, self.settings
+        episodes = settings.episodes_per_update
+        seeds = [derived_seed(settings.seed, update * episodes + e) for e in range(episodes)]
         batch = self.rollouts.collect(self.policy, seeds)
         with torch.no_grad():
             values = self.value(batch.obs)
-        returns = lambda_returns(batch, values, self.gamma, self.gae_lambda)
+        returns = lambda_returns(batch, values, settings.gamma, settings.gae_lambda)
         steps = flatten(batch, returns, values)
-        generator = torch.Generator().manual_seed(derived_seed(self.seed, _SAMPLING + update))
+        generator = torch.Generator().manual_seed(derived_seed(settings.seed, _SAMPLING + update))
         if self.return_scale is None:  # the first batch sets the units of q_φ's output
             self.return_scale = _spread(steps.returns)
         scale = self.return_scale
         correction = self.correction
         surrogates, square_norm = episode_surrogates(
-            self.estimator, self.policy, correction, steps, generator, correction is not None, scale
+            settings.estimator,
+            self.policy,
+            correction,
+            steps,
+            generator,
+            correction is not None,
+            scale,
         )
         parameters = list(self.policy.parameters())
         variance = reference_variance = math.nan
-        if self.track_variance:
+        if settings.track_variance:
             variance = _variance(surrogates, parameters, scale)
             if correction is not None:
                 plain, _ = episode_surrogates(
@@ -154,7 +204,7 @@ class PolicyGradient(Algorithm):
             step_auxiliary(self.control_optimizer, list(correction.parameters()), square_norm)
         self.policy_optimizer.step()  # after the variance step, which differentiates through θ
         value_loss = _fit_value(
-            self.value, self.value_optimizer, steps.obs, steps.returns, self.value_steps
+            self.value, self.value_optimizer, steps.obs, steps.returns, settings.value_steps
         )
         # later batches use a running spread, fixed before they are drawn (ĝ stays unbiased)
         self.return_scale = 0.9 * scale + 0.1 * _spread(steps.returns)

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from voidgrad.optimize.result import Records
 from voidgrad.rl.networks import Policy
+from voidgrad.run.records import Records
 
 
 @dataclass(frozen=True)

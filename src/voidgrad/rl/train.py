@@ -17,10 +17,9 @@ import torch
 from torch import nn
 
 from voidgrad.evaluation.evaluator import derived_seed
-from voidgrad.optimize.checkpoint import check_checkpoint_path, identity_value
-from voidgrad.rl.algorithm import PolicyGradient
+from voidgrad.rl.algorithm import PolicyGradient, PolicyGradientSettings
 from voidgrad.rl.episodes import BatchedRollouts, EnvSpec, EvaluatorRollouts, make_env
-from voidgrad.rl.gradients import ESTIMATORS, Estimator
+from voidgrad.rl.gradients import Estimator
 from voidgrad.rl.networks import (
     ActionCorrection,
     CategoricalPolicy,
@@ -30,7 +29,8 @@ from voidgrad.rl.networks import (
 )
 from voidgrad.rl.result import RLHistory, RLResult, UpdateRecord
 from voidgrad.run import record_callback, run
-from voidgrad.validation import check_int, check_positive, check_unit_interval
+from voidgrad.run.checkpoint import check_checkpoint_path, identity_value
+from voidgrad.validation import check_int
 
 __all__ = ["BACKENDS", "RLHistory", "RLResult", "UpdateRecord", "train"]
 
@@ -107,7 +107,7 @@ def train(
             step count, environment steps and history under ``"loop"``); as
             with :func:`voidgrad.minimize` it holds tensors, numbers and
             strings only (no code runs when it loads), a damaged one raises a
-            :class:`~voidgrad.optimize.checkpoint.CheckpointError` naming it,
+            :class:`~voidgrad.run.checkpoint.CheckpointError` naming it,
             and it resumes only the run that wrote it: ``env`` (the id, or a
             fingerprint of the factory's code), ``estimator``, ``seed``,
             ``episodes_per_update``, ``policy`` (its class's code), ``gamma``,
@@ -133,16 +133,10 @@ def train(
         >>> record.mean_return > 0 and record.gradient_variance > 0
         True
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}; got {estimator!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     check_int("env_steps", env_steps, 1)
-    episodes = check_int("episodes_per_update", episodes_per_update, 1)
-    check_int("value_steps", value_steps, 0)
     check_int("checkpoint_every", checkpoint_every, 1)
-    callbacks = () if callback is None else (record_callback(callback),)
-    check_int("seed", seed, 0)
     if workers is not None:
         check_int("workers", workers, 1)
         if backend == "batched":
@@ -151,26 +145,22 @@ def train(
                 f"episode in this process (got workers={workers!r})"
             )
     path = check_checkpoint_path(checkpoint)
-    check_unit_interval("gamma", gamma)
-    check_unit_interval("gae_lambda", gae_lambda)
-    for name, step_size in (("lr", lr), ("value_lr", value_lr), ("control_lr", control_lr)):
-        check_positive(name, step_size)
-
-    identity = {
-        "env": identity_value(env),
-        "estimator": estimator,
-        "seed": seed,
-        "episodes_per_update": episodes,
-        "policy": identity_value(policy),
-        "gamma": gamma,
-        "gae_lambda": gae_lambda,
-        "lr": lr,
-        "value_lr": value_lr,
-        "value_steps": value_steps,
-        "control_lr": control_lr,
-        "width": width,
-        "max_episode_steps": max_episode_steps,
-    }
+    settings = PolicyGradientSettings(
+        estimator,
+        seed,
+        episodes_per_update,
+        gamma,
+        gae_lambda,
+        lr,
+        value_lr,
+        value_steps,
+        control_lr,
+        width,
+        max_episode_steps,
+        track_variance,
+    )
+    # the policy as given (None for the default), before _networks builds one
+    identity = {"env": identity_value(env), "policy": identity_value(policy), **settings.identity()}
     probe = make_env(env)
     try:
         obs_dim, policy, correction = _networks(probe, estimator, policy, width, seed)
@@ -180,34 +170,18 @@ def train(
         torch.manual_seed(derived_seed(seed, 2**32 + 1))
         value = ValueNetwork(obs_dim, width)
     rollouts: BatchedRollouts | EvaluatorRollouts = (
-        BatchedRollouts(env, episodes, max_episode_steps)
+        BatchedRollouts(env, episodes_per_update, max_episode_steps)
         if backend == "batched"
         else EvaluatorRollouts(env, policy, backend, workers, max_episode_steps)
     )
-    algorithm = PolicyGradient(
-        estimator,
-        policy,
-        value,
-        correction,
-        rollouts,
-        seed=seed,
-        episodes=episodes,
-        gamma=gamma,
-        gae_lambda=gae_lambda,
-        lr=lr,
-        value_lr=value_lr,
-        value_steps=value_steps,
-        control_lr=control_lr,
-        track_variance=track_variance,
-    )
     state = run(
-        algorithm,
+        PolicyGradient(policy, value, correction, rollouts, settings),
         env_steps,
         unit="environment steps",
         checkpoint=path,
         identity=identity,
         checkpoint_every=checkpoint_every,
-        callbacks=callbacks,
+        callbacks=() if callback is None else (record_callback(callback),),
         progress=progress,
         description=estimator,
         postfix=lambda record: {"mean_return": f"{record.mean_return:.4g}"},

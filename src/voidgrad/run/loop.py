@@ -14,7 +14,7 @@ an :class:`Algorithm` driven by :func:`run`::
 The loop owns what every job needs and none should write again: the budget
 (in the algorithm's unit: evaluations, environment steps, steps), the
 history of per-step records, the progress bar, the callbacks, and the
-checkpoint, one atomic weights-only file (:mod:`voidgrad.optimize.checkpoint`)
+checkpoint, one atomic weights-only file (:mod:`voidgrad.run.checkpoint`)
 holding the algorithm's ``state_dict()``, the Evaluator's counters and
 random stream, and the loop's own state. A run killed at any moment and
 resumed from its checkpoint ends where an uninterrupted run with the same
@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 from tqdm.auto import tqdm
 
 from voidgrad.evaluation.evaluator import Evaluator
-from voidgrad.optimize.checkpoint import (
+from voidgrad.run.checkpoint import (
     FORMAT,
     check_same_run,
     load_checkpoint,
@@ -44,7 +44,7 @@ from voidgrad.optimize.checkpoint import (
     run_lock,
     save_checkpoint,
 )
-from voidgrad.optimize.result import Records
+from voidgrad.run.records import Records
 from voidgrad.validation import check_int, check_positive
 
 #: What the loop's own part of a checkpoint holds.
