@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,7 @@ from torch import nn
 from torch.distributions import Normal
 
 import voidgrad as vg
+from tests.killing import kill_after, start_script
 from tests.test_adversarial import SIZE, Brightness, flat_images, flat_targets
 from voidgrad.adversarial import AdversarialResult, ConvDiscriminator, adversarial
 from voidgrad.run.checkpoint import CheckpointError
@@ -187,23 +185,14 @@ KILLED = textwrap.dedent(
 
 
 def run_killed_script(checkpoint: str, out: Path, delay: float = 0.0) -> subprocess.Popen[bytes]:
-    environment = {**os.environ, "DELAY": str(delay), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", KILLED, checkpoint, str(out)], env=environment)
+    return start_script(KILLED, checkpoint, out, delay)
 
 
 @pytest.mark.slow  # a subprocess importing torch; the in-process resume tests run by default
 def test_a_run_killed_with_sigkill_resumes_bit_for_bit(tmp_path: Path) -> None:
     path = tmp_path / "killed.ckpt"
     process = run_killed_script(str(path), tmp_path / "never.pt", delay=0.01)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        state = torch.load(path, weights_only=True) if path.exists() else None
-        if state is not None and state["loop"]["step"] >= 20:
-            break
-        time.sleep(0.05)
-    process.kill()
-    process.wait(timeout=30)
-    killed_at = torch.load(path, weights_only=True)["loop"]["step"]
+    killed_at = kill_after(process, path, 20)["step"]
     assert 20 <= killed_at < 80  # it really was interrupted mid-run
     resuming = run_killed_script(str(path), tmp_path / "resumed.pt")
     whole_run = run_killed_script("-", tmp_path / "whole.pt")

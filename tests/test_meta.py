@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from tests.killing import kill_after, start_script
 from voidgrad.meta import MetaLearner, MetaRecord
 from voidgrad.problems.appearance import FourierMLP, TextureFamily
 from voidgrad.run.checkpoint import CheckpointError, run_lock
@@ -498,24 +496,14 @@ KILLED = textwrap.dedent(
 )
 
 
-def run_killed_script(checkpoint: str, out: Path, delay: float = 0.0) -> subprocess.Popen:
-    environment = {**os.environ, "DELAY": str(delay), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", KILLED, checkpoint, str(out)], env=environment)
+def run_killed_script(checkpoint: str, out: Path, delay: float = 0.0) -> subprocess.Popen[bytes]:
+    return start_script(KILLED, checkpoint, out, delay)
 
 
 @pytest.mark.slow  # a subprocess importing torch; the in-process resume tests run by default
 def test_a_meta_fit_killed_with_sigkill_resumes_bit_identically(tmp_path: Path) -> None:
     path = tmp_path / "killed.ckpt"
-    process = run_killed_script(str(path), tmp_path / "never.pt", delay=0.2)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        state = torch.load(path, weights_only=True) if path.exists() else None
-        if state is not None and state["loop"]["step"] >= 3:
-            break
-        time.sleep(0.05)
-    process.kill()
-    process.wait(timeout=30)
-    killed = torch.load(path, weights_only=True)["loop"]
+    killed = kill_after(run_killed_script(str(path), tmp_path / "never.pt", delay=0.2), path, 3)
     assert killed["step"] >= 3 and not killed["finished"]  # it really was interrupted mid-run
     assert run_killed_script(str(path), tmp_path / "resumed.pt").wait(timeout=300) == 0
     assert run_killed_script("-", tmp_path / "whole.pt").wait(timeout=300) == 0

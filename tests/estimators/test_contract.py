@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Distribution, Normal
 
+from tests.conftest import assert_unbiased, fails_unbiased_check
 from voidgrad import registry
 from voidgrad.estimators.distributional import DistributionEstimator
 from voidgrad.estimators.protocol import Estimate, Estimator
@@ -121,13 +122,6 @@ def blackbox_estimates(estimator: Estimator, draws: int) -> torch.Tensor:
     return torch.cat([blackbox_round(estimator, THETA)[0] for _ in range(draws)])
 
 
-def within_clt(estimates: torch.Tensor, truth: torch.Tensor) -> bool:
-    """|mean − truth| ≤ z · se for every component (TESTING.md §2)."""
-    mean = estimates.mean(0)
-    se = estimates.std(0) / estimates.shape[0] ** 0.5
-    return bool(((mean - truth).abs() <= Z * se + 1e-12).all())
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BLACKBOX)
 def test_blackbox_unbiased_where_claimed(name: str) -> None:
@@ -136,8 +130,8 @@ def test_blackbox_unbiased_where_claimed(name: str) -> None:
         pytest.skip(f"{name} does not claim to be unbiased")
     truth = 2 * WEIGHTS * (THETA[0] - CENTRE)  # the smoothed quadratic's gradient
     estimates = blackbox_estimates(estimator, 400)
-    assert within_clt(estimates, truth)
-    assert not within_clt(1.5 * estimates, truth)  # the check has the power to see a 50% bias
+    assert_unbiased(estimates, truth, Z)
+    assert fails_unbiased_check(1.5 * estimates, truth, Z)  # the check sees a 50% bias
 
 
 # --------------------------------------------------------------------------- distributions
@@ -238,8 +232,8 @@ def test_distribution_unbiased_where_claimed(name: str) -> None:
         pytest.skip(f"{name} does not claim to be unbiased")
     case = case_for(name)
     estimates = torch.stack([distribution_round(estimator, case)[0] for _ in range(400)])
-    assert within_clt(estimates, case.truth)
-    assert not within_clt(1.5 * estimates, case.truth)
+    assert_unbiased(estimates, case.truth, Z)
+    assert fails_unbiased_check(1.5 * estimates, case.truth, Z)
 
 
 def test_the_contract_covers_every_registered_estimator() -> None:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 import voidgrad as vg
+from tests.killing import kill_after, start_script
 
 TARGET = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
 
@@ -169,27 +167,17 @@ KILLED = textwrap.dedent(
 )
 
 
-def run_killed_script(checkpoint: str, out: Path, delay: float = 0.0) -> subprocess.Popen:
+def run_killed_script(checkpoint: str, out: Path, delay: float = 0.0) -> subprocess.Popen[bytes]:
     # The run to be killed saves every step (so that it is killed between saves), the others
     # by time (a save per step would be most of their cost).
-    every = "1" if delay else "0"
-    environment = {**os.environ, "DELAY": str(delay), "OMP_NUM_THREADS": "1", "EVERY": every}
-    return subprocess.Popen([sys.executable, "-c", KILLED, checkpoint, str(out)], env=environment)
+    return start_script(KILLED, checkpoint, out, delay, EVERY="1" if delay else "0")
 
 
 def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path) -> None:
     # The function is the script's own (a checkpoint resumes only the fn that wrote it).
     path = tmp_path / "killed.ckpt"
     process = run_killed_script(str(path), tmp_path / "never.pt", delay=0.002)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        state = torch.load(path, weights_only=True) if path.exists() else None
-        if state is not None and state["loop"]["step"] >= 30:
-            break
-        time.sleep(0.05)
-    process.kill()
-    process.wait(timeout=30)
-    killed_at = torch.load(path, weights_only=True)["loop"]["step"]
+    killed_at = kill_after(process, path, 30, timeout=60)["step"]
     assert 30 <= killed_at < 200  # it really was interrupted mid-run
     assert run_killed_script(str(path), tmp_path / "resumed.pt").wait(timeout=120) == 0
     resumed = torch.load(tmp_path / "resumed.pt", weights_only=True)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -15,6 +12,7 @@ import torch
 from torch import nn
 
 import voidgrad as vg
+from tests.killing import kill_after, start_script
 from voidgrad.rl.episodes import BatchedRollouts, EvaluatorRollouts, pack, unpack
 from voidgrad.run.checkpoint import CheckpointError, run_lock
 
@@ -259,24 +257,14 @@ KILLED = textwrap.dedent(
 )
 
 
-def run_killed_script(checkpoint: str, out, delay: float = 0.0) -> subprocess.Popen:
-    environment = {**os.environ, "DELAY": str(delay), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", KILLED, checkpoint, str(out)], env=environment)
+def run_killed_script(checkpoint: str, out, delay: float = 0.0) -> subprocess.Popen[bytes]:
+    return start_script(KILLED, checkpoint, out, delay)
 
 
 @pytest.mark.slow  # a subprocess importing torch; the in-process resume tests run by default
 def test_a_run_killed_with_sigkill_resumes_bit_identically(tmp_path):
     path = tmp_path / "killed.pt"
-    process = run_killed_script(str(path), tmp_path / "never.pt", delay=0.5)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        state = torch.load(path, weights_only=True) if path.exists() else None
-        if state is not None and state["loop"]["step"] >= 2:
-            break
-        time.sleep(0.05)
-    process.kill()
-    process.wait(timeout=30)
-    killed = torch.load(path, weights_only=True)["loop"]
+    killed = kill_after(run_killed_script(str(path), tmp_path / "never.pt", delay=0.5), path, 2)
     assert killed["step"] >= 2 and not killed["finished"]  # it really was interrupted mid-run
     assert run_killed_script(str(path), tmp_path / "resumed.pt").wait(timeout=300) == 0
     assert run_killed_script("-", tmp_path / "whole.pt").wait(timeout=300) == 0
