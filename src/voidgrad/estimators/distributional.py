@@ -218,7 +218,9 @@ def estimate(
     the auxiliary losses were built at those parameters.
 
     Args:
-        f, dist, samples: as for ``vg.expectation``.
+        f: as for ``vg.expectation``.
+        dist: as for ``vg.expectation``.
+        samples: as for ``vg.expectation``.
         estimator: the distribution estimator. One that overrides ``loss``
             (written before ask and tell) is called through it, and trains
             as its ``loss`` does.

@@ -19,7 +19,7 @@ Rules every estimator keeps:
   so the caller's Evaluator counts it.
 * **Nothing trains in ask or tell.** A learned part (a control variate c_φ,
   a learned baseline, a surrogate h_φ) reports its training loss in
-  :attr:`Estimate.auxiliary`; the caller decides whether and when to step it
+  ``Estimate.auxiliary``; the caller decides whether and when to step it
   with :meth:`Estimator.update`. Asking and telling twice trains nothing.
 * **Seeded replay.** The estimator draws from its own generator, seeded by
   ``seed``; a query carries one seed per evaluation (``query.seeds``) so a

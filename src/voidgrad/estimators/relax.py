@@ -205,7 +205,7 @@ def lax_gradients(
     ``log_prob`` log p(z̄|θ) of the samples held fixed, ``control_at_sample``
     c_φ(z̄) (no path to θ) and ``control_reparameterized`` anything whose
     θ-gradient is that of c_φ(z(θ)); all ``[N, *cost_batch]``.
-    ``create_graph`` keeps ĝ differentiable in φ for :func:`variance_step`;
+    ``create_graph`` keeps ĝ differentiable in φ, for φ's step on its variance;
     ``retain_graph`` keeps the graph for a later backward pass (by default
     only with ``create_graph``). Shared by :class:`LAX` and :mod:`voidgrad.rl`.
     """
@@ -229,7 +229,7 @@ def relax_gradient(
     reparameterized in ``logits`` and ``[N, *cost_batch]``, and b the discrete
     samples ``[N, *logits.shape]`` (one-hot for categoricals). The score is
     written out, so c_φ(z̃)'s path to θ enters only through its gradient term.
-    ``create_graph`` keeps ĝ differentiable in φ for :func:`variance_step`.
+    ``create_graph`` keeps ĝ differentiable in φ, for φ's step on its variance.
     Shared by :class:`RELAX` and :mod:`voidgrad.rl`.
     """
     kept = costs.ndim - 1
@@ -245,15 +245,10 @@ def relax_gradient(
 
 
 def square_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    """‖ĝ‖² = Σ_k ‖ĝ_k‖² over the gradient's tensors, in their graph (for :func:`variance_step`)."""
+    """‖ĝ‖² = Σ_k ‖ĝ_k‖² over the gradient's tensors, in their graph (φ's variance loss)."""
     total = sum((grad**2).sum() for grad in grads)
     assert isinstance(total, torch.Tensor)
     return total
-
-
-#: One optimizer step on φ along ∂‖ĝ‖²/∂φ, an unbiased gradient of Var(ĝ) (module doc):
-#: ``variance_step(optimizer, parameters, square_norm)``, the name :mod:`voidgrad.rl` uses.
-variance_step = step_auxiliary
 
 
 def apply_control(control: nn.Module, z: torch.Tensor, costs: torch.Tensor) -> torch.Tensor:
