@@ -101,7 +101,7 @@ def run_job(job: str, checkpoint: str | None) -> dict[str, Any]:
         return {
             "init": [learner.init[name].detach().clone() for name in sorted(learner.init)],
             "lr": [learner.lr[name].detach().clone() for name in sorted(learner.lr)],
-            "generator": learner._generator.get_state(),
+            "generator": learner.task_generator.get_state(),
             "history": torch.tensor([record["meta_loss"] for record in history]),
         }
     if job == "rl":

@@ -515,3 +515,17 @@ def test_a_meta_fit_killed_with_sigkill_resumes_bit_identically(tmp_path: Path) 
     for field in ("init", "lr"):
         for name, tensor in whole[field].items():
             assert torch.equal(resumed[field][name], tensor), (field, name)
+
+
+def test_the_task_generator_is_seeded_and_advanced_by_meta_training() -> None:
+    def learner() -> MetaLearner:
+        return MetaLearner(nn.Linear(1, 1), inner_steps=1, seed=3)
+
+    first, second = learner(), learner()
+    assert torch.equal(first.task_generator.get_state(), second.task_generator.get_state())
+    first.meta_fit(
+        lambda generator: lambda f: f(torch.rand(1, 1, generator=generator)).pow(2).mean(),
+        steps=1,
+        progress=False,
+    )
+    assert not torch.equal(first.task_generator.get_state(), second.task_generator.get_state())

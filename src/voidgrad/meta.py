@@ -240,6 +240,11 @@ class MetaLearner:
             self._generator.manual_seed(self.seed)
         self.history: list[dict[str, float]] = []
 
+    @property
+    def task_generator(self) -> torch.Generator:
+        """The generator meta-training's task samplers draw from (seeded by ``seed``)."""
+        return self._generator
+
     # -- the inner loop ------------------------------------------------------------------------
 
     def _function(self, params: Params) -> Callable[[torch.Tensor], torch.Tensor]:
