@@ -43,7 +43,7 @@ from voidgrad.registry import RUNNABLE
 from voidgrad.registry import method as registered_method
 from voidgrad.run import record_callback, run
 from voidgrad.run.checkpoint import check_checkpoint_path, fingerprint, identity_value
-from voidgrad.validation import check_int, check_positive, check_seed
+from voidgrad.validation import check_callable, check_int, check_positive, check_seed
 
 
 def minimize(
@@ -149,11 +149,7 @@ def minimize(
         check_int("checkpoint_every", checkpoint_every, 1)
     if checkpoint_seconds is not None:
         check_positive("checkpoint_seconds", checkpoint_seconds)
-    if lr_schedule is not None and not callable(lr_schedule):
-        raise TypeError(
-            "lr_schedule must be callable, lr_schedule(optimizer) returning a scheduler; got "
-            f"{type(lr_schedule).__name__}"
-        )
+    check_callable("lr_schedule", lr_schedule, "lr_schedule(optimizer) returning a scheduler")
     evaluator = _evaluator(fn, evaluator, seed)
     entry = registered_method(method, RUNNABLE, presets=False)
     identity = {
@@ -240,9 +236,7 @@ def _evaluator(
             raise ValueError("pass the Evaluator either as fn or as evaluator, not two of them")
         return fn
     if evaluator is None:
-        if not callable(fn):
-            raise TypeError(f"fn must be callable; got {type(fn).__name__}")
-        return Evaluator(fn, seed=seed)
+        return Evaluator(check_callable("fn", fn), seed=seed)
     if not isinstance(evaluator, Evaluator):
         raise TypeError(f"evaluator must be a vg.Evaluator; got {type(evaluator).__name__}")
     if evaluator.fn != fn:  # == so that two accesses of a bound method match

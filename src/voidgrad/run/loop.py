@@ -45,7 +45,7 @@ from voidgrad.run.checkpoint import (
     save_checkpoint,
 )
 from voidgrad.run.records import Records
-from voidgrad.validation import check_int, check_positive
+from voidgrad.validation import check_callable, check_int, check_positive
 
 #: What the loop's own part of a checkpoint holds.
 _LOOP_KEYS = ("step", "spent", "budget", "message", "finished", "seconds", "history")
@@ -193,8 +193,7 @@ def run(
     if checkpoint_seconds is not None:
         check_positive("checkpoint_seconds", checkpoint_seconds)
     for callback in callbacks:
-        if not callable(callback):
-            raise TypeError(f"callback must be callable; got {type(callback).__name__}")
+        check_callable("callback", callback)
     state = RunState(algorithm, budget, unit, evaluator, history=algorithm.history_type())
     lock = contextlib.nullcontext() if checkpoint is None else run_lock(checkpoint)
     try:
@@ -328,8 +327,7 @@ def record_callback(callback: Callable[..., bool | None]) -> Callback:
     callback with a second positional parameter also gets the :class:`RunState`,
     with the algorithm's parts and the evaluator's stats.
     """
-    if not callable(callback):
-        raise TypeError(f"callback must be callable; got {type(callback).__name__}")
+    check_callable("callback", callback)
     if _positional_parameters(callback) >= 2:
         return lambda state: callback(state.record, state)
     return lambda state: callback(state.record)
