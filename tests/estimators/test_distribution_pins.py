@@ -1,5 +1,7 @@
 """The learned distribution estimators give, bit for bit, the numbers they gave before ask/tell.
 
+(All but one, which gives them to rounding: see ``TO_ROUNDING``.)
+
 ``PINNED`` was computed with the code before the move to the ask/tell protocol (when each
 loss stepped φ or the baseline inside it), by these very scenarios: three seeded
 ``vg.expectation(...).backward()`` calls with the default ``train=True``. Each row is the
@@ -306,8 +308,26 @@ SCENARIOS: dict[str, Callable[[], tuple[list[list[float]], list[float]]]] = {
 }
 
 
+#: Reproduced to rounding, not bit for bit: RELAX's score term now goes through the shared
+#: score-function formula (``control.score_estimate``), which forms Σ (f_i/N) s_i where the
+#: code before formed (Σ f_i s_i)/N; with N = 3 samples the two round differently.
+TO_ROUNDING = {"relax_categorical"}
+
+
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_seeded_training_reproduces_the_numbers_from_before_ask_tell(name: str) -> None:
     steps, learned_after = SCENARIOS[name]()
-    assert steps == PINNED[name]["steps"]
-    assert learned_after == PINNED[name]["learned"]
+    if name in TO_ROUNDING:
+        for actual, pinned in (
+            (steps, PINNED[name]["steps"]),
+            (learned_after, PINNED[name]["learned"]),
+        ):
+            torch.testing.assert_close(
+                torch.tensor(actual, dtype=torch.float64),
+                torch.tensor(pinned, dtype=torch.float64),
+                rtol=1e-12,
+                atol=0,
+            )
+    else:
+        assert steps == PINNED[name]["steps"]
+        assert learned_after == PINNED[name]["learned"]

@@ -30,20 +30,47 @@ def score_estimate(
     scores: torch.Tensor,
     control: torch.Tensor | None = None,
     control_gradient: torch.Tensor | None = None,
+    *,
+    antithetic: bool = False,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """ĝ = (1/N) Σ_i (f_i − c_i) s_i + ḡ_c from explicit scores.
+    r"""ĝ = (1/N) Σ_i (f_i − c_i) s_i + ḡ_c from explicit scores.
+
+    With ``antithetic``, the samples are pairs z_i^± = θ ± τ_i of a symmetric
+    p, so s(z_i^−) = −s(z_i^+), and the n pairs give
+
+        ĝ = (1/n) Σ_i ½[(f_i^+ − c_i^+) − (f_i^− − c_i^−)] s_i^+ + ḡ_c:
+
+    each pair is differenced before it is weighted, so that equal values at
+    θ ± τ cancel exactly (weighted first, f s with s ~ τ/σ² leaves a rounding
+    residue of order |f|/σ). The sum is formed as Σ_i (f_i/N) s_i, one
+    rounding order for every caller.
 
     Args:
-        costs: f_i, ``[..., N]``.
-        scores: s_i, ``[..., N, d]``.
+        costs: f_i, ``[..., N]``; with ``antithetic``, the N = 2n values at
+            θ + τ_i first, then those at θ − τ_i.
+        scores: s_i, ``[..., N, d]``; with ``antithetic``, the n scores of the
+            θ + τ_i points, ``[..., n, d]``.
         control: c_i, shaped like ``costs``; None for c = 0.
         control_gradient: (1/N) Σ_i ∇c(z_i(θ)), ``[..., d]``; None for 0.
+        antithetic: whether the samples are antithetic pairs (see above).
+        valid: ``[..., n]`` mask of the samples (pairs) to keep, the others
+            dropped (failed evaluations): the mean is over the kept ones.
+            None keeps all.
 
     Returns:
         ĝ, ``[..., d]``.
     """
     centred = costs if control is None else costs - control
-    estimate = torch.einsum("...n,...nd->...d", centred, scores) / costs.shape[-1]
+    if antithetic:
+        plus, minus = centred.chunk(2, dim=-1)
+        centred = 0.5 * (plus - minus)
+    if valid is None:
+        weights = centred / centred.shape[-1]
+    else:
+        weights = torch.where(valid, centred, 0.0) / valid.sum(-1, keepdim=True)
+    dtype = torch.promote_types(weights.dtype, scores.dtype)
+    estimate = torch.einsum("...n,...nd->...d", weights.to(dtype), scores.to(dtype))
     return estimate if control_gradient is None else estimate + control_gradient
 
 

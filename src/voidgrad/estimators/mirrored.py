@@ -15,6 +15,9 @@ w(τ) of order one, so that a weight such as τ/σ² is computed as (τ/σ)·(1/
 and does not overflow for a tiny σ; the read-out runs in at least float32, so
 that 1/σ does not overflow float16.
 
+ĝ is :func:`voidgrad.estimators.control.score_estimate` with scores W_i and
+c = 0, the shared score-function formula.
+
 Failed evaluations (NaN rows under ``on_error="nan"``) are dropped: a
 direction counts only if all of its points succeeded, and the means are over
 the surviving directions. The variance of ĝ is estimated from the spread of
@@ -29,6 +32,7 @@ import torch
 
 from voidgrad.errors import EvaluationError
 from voidgrad.estimators.base import project
+from voidgrad.estimators.control import score_estimate
 from voidgrad.estimators.protocol import Estimate, Estimator, Query
 
 
@@ -113,7 +117,9 @@ def mirrored_vjp(
     """
     signal, valid = _signal(context, projected)
     weights = _weights(context, signal.dtype)
-    estimate = _mean_estimate(signal, valid, weights)
+    estimate = score_estimate(
+        projected.to(weights.dtype), weights, antithetic=context.antithetic, valid=valid
+    ).to(signal.dtype)
     n = valid.sum(1)
     if bool((n < 2).any()):
         return estimate, None
@@ -158,11 +164,3 @@ def _weights(context: Mirrored, dtype: torch.dtype) -> torch.Tensor:
     basis = offsets.sign() if context.sign_weights else offsets / context.unit  # a new tensor
     scale = context.weight_scale
     return basis.mul_(scale.unsqueeze(1) if isinstance(scale, torch.Tensor) else scale)
-
-
-def _mean_estimate(
-    signal: torch.Tensor, valid: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
-    """ĝ = mean_i W_i s_i over the valid directions, in the signal's dtype."""
-    mean = signal.to(weights.dtype) / valid.sum(1, keepdim=True)
-    return torch.einsum("bn,bnd->bd", mean, weights).to(signal.dtype)

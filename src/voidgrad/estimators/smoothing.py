@@ -27,11 +27,8 @@ even parts of F cancel exactly. For vector outputs, F is replaced by ⟨v, F⟩ 
 the incoming gradient v, giving the vector-Jacobian product of Q.
 
 The plain estimator is :func:`voidgrad.estimators.control.score_estimate`
-with scores s_i = ε_i/σ² and c = 0 (equal to float64 rounding). It is
-computed as Σ_i (f_i/n) W_i in the shared mirrored read-out
-(:mod:`voidgrad.estimators.mirrored`, which also drops failed directions),
-not as score_estimate's (Σ_i f_i s_i)/n: the two round differently unless n
-is a power of two, and seeded runs must replay the numbers they gave before.
+with scores s_i = ε_i/σ² and c = 0, read out by the shared mirrored read-out
+(:mod:`voidgrad.estimators.mirrored`, which also drops failed directions).
 
 Bias: the plain estimator is unbiased for ∇(κ⋆F). The importance estimator
 is unbiased for the gradient of F smoothed with the per-dimension kernel

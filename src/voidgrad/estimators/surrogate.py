@@ -80,7 +80,7 @@ from voidgrad.estimators.base import (
     check_theta,
     check_values,
 )
-from voidgrad.estimators.control import ControlCoefficient
+from voidgrad.estimators.control import ControlCoefficient, score_estimate
 from voidgrad.estimators.protocol import Estimate, Query, step_auxiliary
 from voidgrad.estimators.samplers import gaussian
 from voidgrad.estimators.schedules import (
@@ -507,6 +507,32 @@ class ZeroGrads(BlackBoxEstimator):
 
     # -- the protocol ---------------------------------------------------------------------------
 
+    def _score_terms(
+        self, y: torch.Tensor, points: torch.Tensor, finite: torch.Tensor, step: _Step
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The plain score function a and the zero-mean control part b of ĝ = a + β b.
+
+        With c = h the score-function formula gives a + b (a: c = 0), so
+        b = (1/n) Σ_i ½[−h(z_i^+) + h(z_i^−)] s_i + (1/n) Σ_i ½[∇h(z_i^+) + ∇h(z_i^−)]
+        over the pairs whose two evaluations succeeded; E[b] = 0 for any h.
+        """
+        n = y.shape[0] // 2
+        valid = finite[:n] & finite[n:]
+        if not valid.any():
+            raise ValueError(
+                "every antithetic pair of this ZeroGrads step has a failed evaluation: "
+                "the unbiased estimate needs both points of a pair"
+            )
+        h, grad_h = self._gradient(points, step)
+        score = step.eps[:n] / step.sigma / step.sigma  # σ² underflows for σ < 1e-154
+        plain = score_estimate(y, score, antithetic=True, valid=valid)
+        pair_gradients = 0.5 * (grad_h[:n] + grad_h[n:])
+        mean_gradient = torch.where(valid.unsqueeze(1), pair_gradients, 0.0).sum(0) / valid.sum()
+        control = score_estimate(
+            torch.zeros_like(h), score, h, mean_gradient, antithetic=True, valid=valid
+        )
+        return plain, control.to(plain.dtype)  # the outputs may be wider than the network
+
     def ask(self, params: torch.Tensor, *args: object) -> Query:
         """The points θ ± ε_i (less the inner offsets) for θ = ``params`` (``[1, d]``)."""
         theta = check_theta(params)
@@ -562,11 +588,7 @@ class ZeroGrads(BlackBoxEstimator):
         fit = self._fit_data(points[finite], y[finite], step)
         moments = None
         if self.unbiased:
-            h, grad_h = self._gradient(points, step)
-            score = step.eps / step.sigma / step.sigma  # σ² underflows for σ < 1e-154
-            plain = _pair_mean(y.unsqueeze(1) * score, finite)
-            control = _pair_mean(grad_h - h.unsqueeze(1) * score, finite)  # zero mean, any h
-            control = control.to(plain.dtype)  # the outputs may be wider than the network
+            plain, control = self._score_terms(y, points, finite, step)
             gradient = (plain + self.control_coefficient * control).unsqueeze(0)
             moments = (plain, control)
 
@@ -654,16 +676,3 @@ class ZeroGrads(BlackBoxEstimator):
             f"surrogate_lr={self.surrogate_lr}, unbiased={self.unbiased}, replay={self.replay}, "
             f"frame={self.frame!r})"
         )
-
-
-def _pair_mean(terms: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
-    """The mean of the rows of ``terms`` (``[2n, d]``) at finite outputs.
-
-    Each point's term is added to its antithetic partner's first, so that
-    equal losses at θ ± ε cancel exactly: summed in another order (as
-    :func:`voidgrad.estimators.control.score_estimate`'s einsum does), y·ε/σ²
-    leaves a rounding residue of order |y|/σ that swamps the estimate when σ
-    is tiny or |y| is large.
-    """
-    kept = torch.where(finite.unsqueeze(1), terms, 0.0)
-    return kept.reshape(2, -1, kept.shape[-1]).sum(0).sum(0) / finite.sum().to(terms.dtype)
