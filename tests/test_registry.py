@@ -13,6 +13,8 @@ import voidgrad as vg
 from voidgrad import registry
 from voidgrad.estimators import LinearAnneal
 from voidgrad.registry import BenchScale, method, names
+from voidgrad.rl.algorithm import PolicyGradientSettings
+from voidgrad.rl.gradients import PolicyGradientMethod
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,8 +33,9 @@ def test_the_docs_have_a_registry_page_in_the_api_reference() -> None:
     assert "voidgrad.registry: api/registry.md" in nav
 
 
-def test_every_entry_has_a_unique_name_a_kind_and_a_summary() -> None:
-    assert len(set(names())) == len(names()) == len(registry.METHODS)
+def test_every_entry_has_a_name_unique_in_its_kind_a_kind_and_a_summary() -> None:
+    keys = {(entry.name, entry.kind) for entry in registry.METHODS}
+    assert len(keys) == len(names()) == len(registry.METHODS)
     assert {entry.kind for entry in registry.METHODS} == set(registry.KINDS)
     assert all(entry.summary for entry in registry.METHODS)
     assert names("blackbox", presets=False) == ["smoothing", "spsa", "fd", "zerograds"]
@@ -155,6 +158,30 @@ def test_the_kinds_a_caller_runs_limit_the_names() -> None:
     assert "cma" not in str(error.value)
     with pytest.raises(ValueError, match="kind must be one of"):
         names("gradient")
+
+
+def test_a_name_two_kinds_share_is_looked_up_in_the_callers_kinds() -> None:
+    assert method("lax").kind == "distribution"  # the first in the table's order
+    assert method("lax", ["distribution"]).build is vg.LAX
+    policy_gradient = method("lax", ["policy-gradient"]).make()
+    assert isinstance(policy_gradient, PolicyGradientMethod)
+    assert policy_gradient.actions == "continuous" and policy_gradient.learned_control
+    assert names("policy-gradient") == ["actor_critic", "lax", "relax"]
+    with pytest.raises(ValueError, match="known estimators: actor_critic, lax, relax$"):
+        method("reinforce", ["policy-gradient"], argument="estimator")
+
+
+def test_rl_reads_its_estimators_from_the_registry() -> None:
+    for name in names("policy-gradient"):
+        settings = PolicyGradientSettings(name, seed=0, episodes_per_update=2)
+        assert settings.method == method(name, ["policy-gradient"]).make()
+    methods = {name: method(name, ["policy-gradient"]).make() for name in names("policy-gradient")}
+    handles = {name: (m.handles(True), m.handles(False)) for name, m in methods.items()}
+    assert handles == {
+        "actor_critic": (True, True),
+        "lax": (False, True),
+        "relax": (True, False),
+    }
 
 
 def test_a_preset_is_refused_where_presets_are_not_run() -> None:

@@ -1,15 +1,17 @@
 """One table of the methods voidgrad runs: what builds each, its kind, its defaults.
 
-``vg.minimize``, ``voidgrad bench`` and the command line read this table; a
-method is added here once and each of them knows it. A :class:`Method` holds
+``vg.minimize``, ``voidgrad bench``, ``vg.rl.train`` and the command line
+read this table; a method is added here once and each of them knows it. A :class:`Method` holds
 
 - ``kind``: ``"blackbox"`` (a gradient estimator for ``vg.blackbox`` and
   ``vg.minimize``), ``"derivative-free"`` (a library optimizer behind
-  ``vg.minimize``; ``pip install 'voidgrad[bench]'``) or ``"distribution"`` (an
-  estimator for ``vg.expectation``);
-- ``build(seed=..., **options)``: the estimator, or for a derivative-free
+  ``vg.minimize``; ``pip install 'voidgrad[bench]'``), ``"distribution"`` (an
+  estimator for ``vg.expectation``) or ``"policy-gradient"`` (an estimator
+  for ``vg.rl.train``);
+- ``build(seed=..., **options)``: the estimator, for a derivative-free
   method the function ``start(x0, *, budget, workers=1)`` that makes its
-  ask/tell adapter; :meth:`Method.make` merges ``defaults`` under the caller's
+  ask/tell adapter, for a policy gradient the
+  :class:`~voidgrad.rl.gradients.PolicyGradientMethod` ``vg.rl.train`` reads; :meth:`Method.make` merges ``defaults`` under the caller's
   options first and checks the ``required`` ones;
 - ``defaults``: what ``vg.minimize`` uses when the caller sets nothing;
 - ``scaled``: the bench's options on a problem of scale s (the root-mean-square
@@ -39,6 +41,9 @@ method is added here once and each of them knows it. A :class:`Method` holds
 | `relax` | distribution | – | control | – | – | RELAX: score function with a learned control variate, reparameterized. |
 | `lax` | distribution | – | control | – | – | LAX: score function with a learned control variate, continuous z. |
 | `disarm` | distribution | – | – | – | – | DisARM: antithetic pairs for Bernoulli variables. |
+| `actor_critic` | policy-gradient | – | – | – | rl | Actor-critic: REINFORCE with a value baseline, any action space. |
+| `lax` | policy-gradient | – | – | – | rl | LAX: a learned action-dependent control variate, continuous actions. |
+| `relax` | policy-gradient | – | – | – | rl | RELAX: a learned control variate at the relaxed action, discrete actions. |
 
 ("–": nothing beyond the class's own defaults; the bench's ``lr`` is the
 step size of ``vg.minimize``'s Adam.) :func:`table` renders this table from
@@ -84,8 +89,8 @@ from voidgrad.estimators import (
 from voidgrad.estimators.schedules import LinearAnneal
 from voidgrad.validation import check_int, check_positive
 
-Kind = Literal["blackbox", "distribution", "derivative-free"]
-KINDS: tuple[Kind, ...] = ("blackbox", "derivative-free", "distribution")
+Kind = Literal["blackbox", "distribution", "derivative-free", "policy-gradient"]
+KINDS: tuple[Kind, ...] = ("blackbox", "derivative-free", "distribution", "policy-gradient")
 
 #: The methods ``vg.minimize`` and ``voidgrad bench`` run.
 RUNNABLE: tuple[Kind, ...] = ("blackbox", "derivative-free")
@@ -222,6 +227,18 @@ def _make_dfo(
 def _dfo(name: str, *, seed: int, **options: Any) -> Callable[..., Any]:
     """A derivative-free method's build: ``start(x0, *, budget, workers=1)`` -> its adapter."""
     return partial(_make_dfo, name, seed=seed, **options)
+
+
+def _policy_gradient(
+    name: str, actions: str, learned_control: bool, *, seed: int | None = None
+) -> Any:
+    """A policy-gradient method's build (imported on first use: ``vg.rl`` reads the registry).
+
+    ``seed`` is accepted for the common signature; ``vg.rl.train`` seeds the run.
+    """
+    from voidgrad.rl.gradients import PolicyGradientMethod
+
+    return PolicyGradientMethod(name, actions, learned_control)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -393,6 +410,27 @@ METHODS: tuple[Method, ...] = (
         DisARM,
         "DisARM: antithetic pairs for Bernoulli variables.",
     ),
+    Method(
+        "actor_critic",
+        "policy-gradient",
+        partial(_policy_gradient, "actor_critic", "any", False),
+        "Actor-critic: REINFORCE with a value baseline, any action space.",
+        extra="rl",
+    ),
+    Method(
+        "lax",
+        "policy-gradient",
+        partial(_policy_gradient, "lax", "continuous", True),
+        "LAX: a learned action-dependent control variate, continuous actions.",
+        extra="rl",
+    ),
+    Method(
+        "relax",
+        "policy-gradient",
+        partial(_policy_gradient, "relax", "discrete", True),
+        "RELAX: a learned control variate at the relaxed action, discrete actions.",
+        extra="rl",
+    ),
 )
 """The table, in the order the docs list it."""
 
@@ -418,8 +456,18 @@ def names(*kinds: str, presets: bool = True) -> list[str]:
     ]
 
 
-def method(name: object, kinds: Iterable[str] | None = None, *, presets: bool = True) -> Method:
+def method(
+    name: object,
+    kinds: Iterable[str] | None = None,
+    *,
+    presets: bool = True,
+    argument: str = "method",
+) -> Method:
     """The entry named ``name``; ``nevergrad:<name>`` gives the family's entry for that name.
+
+    A name is unique within a kind; where two kinds share one (``lax``,
+    ``relax``: a distribution estimator and a policy gradient), the entry of
+    the first accepted kind in the table's order is returned.
 
     Args:
         name: a method's name.
@@ -427,6 +475,7 @@ def method(name: object, kinds: Iterable[str] | None = None, *, presets: bool = 
             refused, saying what it is.
         presets: whether a bench preset is accepted (``vg.minimize`` refuses
             them, naming the method they run).
+        argument: the caller's name for the argument, used in the messages.
 
     Raises:
         TypeError: ``name`` is not a string.
@@ -435,15 +484,15 @@ def method(name: object, kinds: Iterable[str] | None = None, *, presets: bool = 
             one of another kind, or a refused preset.
     """
     if not isinstance(name, str):
-        raise TypeError(f"method must be a string; got {type(name).__name__}")
+        raise TypeError(f"{argument} must be a string; got {type(name).__name__}")
     accepted = tuple(KINDS if kinds is None else kinds)
-    entry = _lookup(name)
+    entry = _lookup(name, accepted)
     if entry is None:
-        raise ValueError(_unknown(name, accepted, presets))
+        raise ValueError(_unknown(name, accepted, presets, argument))
     if entry.kind not in accepted:
         raise ValueError(
-            f"method {name!r} is of kind {entry.kind!r} ({entry.summary.rstrip('.')}); the "
-            f"methods here: {', '.join(names(*accepted, presets=presets))}"
+            f"{argument} {name!r} is of kind {entry.kind!r} ({entry.summary.rstrip('.')}); the "
+            f"{argument}s here: {', '.join(names(*accepted, presets=presets))}"
         )
     if entry.preset_of is not None and not presets:
         raise ValueError(
@@ -454,31 +503,34 @@ def method(name: object, kinds: Iterable[str] | None = None, *, presets: bool = 
     return entry
 
 
-def _lookup(name: str) -> Method | None:
-    """The entry of ``name``, the nevergrad family's made for that name, or None."""
-    for entry in METHODS:
-        if entry.name == name:
+def _lookup(name: str, kinds: tuple[str, ...]) -> Method | None:
+    """The entry of ``name`` (of one of ``kinds`` first), the nevergrad family's, or None."""
+    matches = [entry for entry in METHODS if entry.name == name]
+    for entry in matches:
+        if entry.kind in kinds:
             return entry
+    if matches:
+        return matches[0]
     if name.startswith(NEVERGRAD) and name != NEVERGRAD:
         family = next(entry for entry in METHODS if entry.name.startswith(NEVERGRAD))
         return replace(family, name=name, build=partial(_dfo, name))
     return None
 
 
-def _unknown(name: str, kinds: tuple[str, ...], presets: bool) -> str:
+def _unknown(name: str, kinds: tuple[str, ...], presets: bool, argument: str) -> str:
     """The message for an unknown ``name``: did you mean, optimizer=, the known names."""
-    known = names(*kinds, presets=presets)
+    known = list(dict.fromkeys(names(*kinds, presets=presets)))
     # the family is written as the name would read in it: "nevergrd:NGOpt" ~ "nevergrad:NGOpt"
     candidates = [
         f"{NEVERGRAD}{name.partition(':')[2]}" if n.startswith(NEVERGRAD) and ":" in name else n
         for n in known
     ]
-    if name.lower() in OPTIMIZERS:
+    if name.lower() in OPTIMIZERS and "blackbox" in kinds:
         hint = f" ({name!r} is an optimizer: pass optimizer={name.lower()!r} and a method)"
     else:
         close = difflib.get_close_matches(name, candidates, n=3)
         hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    return f"unknown method {name!r}{hint}; known methods: {', '.join(known)}"
+    return f"unknown {argument} {name!r}{hint}; known {argument}s: {', '.join(known)}"
 
 
 def table() -> str:

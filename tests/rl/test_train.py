@@ -286,9 +286,26 @@ def test_a_path_in_use_is_refused(tmp_path):
 @pytest.mark.parametrize(
     ("env", "options", "message"),
     [
-        ("CartPole-v1", {"estimator": "lax"}, "LAX needs continuous actions"),
-        ("Pendulum-v1", {"estimator": "relax"}, "RELAX needs discrete actions"),
-        ("CartPole-v1", {"estimator": "reinforce"}, "estimator must be one of"),
+        (
+            "CartPole-v1",
+            {"estimator": "lax"},
+            "estimator 'lax' needs continuous actions; this env's actions are discrete "
+            r"\(estimators for them: 'actor_critic', 'relax'\)",
+        ),
+        (
+            "Pendulum-v1",
+            {"estimator": "relax"},
+            "estimator 'relax' needs discrete actions; this env's actions are continuous "
+            r"\(estimators for them: 'actor_critic', 'lax'\)",
+        ),
+        (
+            "CartPole-v1",
+            {"estimator": "relx"},
+            r"unknown estimator 'relx' \(did you mean 'relax'\?\); "
+            "known estimators: actor_critic, lax, relax",
+        ),
+        ("CartPole-v1", {"estimator": "score"}, "estimator 'score' is of kind 'distribution'"),
+        ("CartPole-v1", {"estimator": 3}, "estimator must be a string; got int"),
         ("CartPole-v1", {"backend": "threads"}, "backend must be one of"),
         ("CartPole-v1", {"env_steps": 0}, "env_steps must be an int >= 1"),
         ("CartPole-v1", {"max_episode_steps": 0}, "max_episode_steps must be an int >= 1"),

@@ -25,12 +25,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from voidgrad import registry
 from voidgrad.estimators.protocol import step_auxiliary
 from voidgrad.evaluation.evaluator import derived_seed
 from voidgrad.rl.episodes import BatchedRollouts, EvaluatorRollouts
 from voidgrad.rl.gradients import (
-    ESTIMATORS,
     Estimator,
+    PolicyGradientMethod,
     episode_surrogates,
     flatten,
     gradient_variance,
@@ -55,7 +56,8 @@ class PolicyGradientSettings:
     and the source of the checkpoint's identity (:meth:`identity`).
 
     Attributes:
-        estimator: ``"actor_critic"``, ``"lax"`` or ``"relax"``.
+        estimator: a ``"policy-gradient"`` method of :mod:`voidgrad.registry`:
+            ``"actor_critic"``, ``"lax"`` or ``"relax"``.
         seed: seeds the networks, the episodes and the estimator's sampling.
         episodes_per_update: E, episodes per update.
         gamma: discount γ.
@@ -93,8 +95,7 @@ class PolicyGradientSettings:
     track_variance: bool = True
 
     def __post_init__(self) -> None:
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}; got {self.estimator!r}")
+        registry.method(self.estimator, ["policy-gradient"], argument="estimator")
         check_int("seed", self.seed, 0)
         check_int("episodes_per_update", self.episodes_per_update, 1)
         check_int("value_steps", self.value_steps, 0)
@@ -102,6 +103,14 @@ class PolicyGradientSettings:
         check_unit_interval("gae_lambda", self.gae_lambda)
         for name in ("lr", "value_lr", "control_lr"):
             check_positive(name, getattr(self, name))
+
+    @property
+    def method(self) -> PolicyGradientMethod:
+        """The estimator's entry of :mod:`voidgrad.registry`: its action spaces, its q_φ."""
+        entry = registry.method(self.estimator, ["policy-gradient"], argument="estimator")
+        method = entry.make()
+        assert isinstance(method, PolicyGradientMethod)
+        return method
 
     def identity(self) -> dict[str, Any]:
         """The settings a checkpoint must match: all but ``track_variance``, which only records."""

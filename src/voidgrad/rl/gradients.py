@@ -40,7 +40,26 @@ from voidgrad.rl.networks import Policy
 from voidgrad.validation import check_int, check_unit_interval
 
 Estimator = Literal["actor_critic", "lax", "relax"]
-ESTIMATORS: tuple[Estimator, ...] = ("actor_critic", "lax", "relax")
+
+
+@dataclass(frozen=True)
+class PolicyGradientMethod:
+    """What a policy-gradient estimator needs; the registry's ``"policy-gradient"`` entries.
+
+    Attributes:
+        name: the estimator, as :func:`episode_surrogates` takes it.
+        actions: the action spaces it handles: ``"any"``, ``"continuous"``
+            (a 1-D Box) or ``"discrete"``.
+        learned_control: whether it learns an action-dependent correction q_φ.
+    """
+
+    name: Estimator
+    actions: Literal["any", "continuous", "discrete"]
+    learned_control: bool
+
+    def handles(self, discrete: bool) -> bool:
+        """Whether it runs on discrete (True) or continuous (False) actions."""
+        return self.actions == "any" or (self.actions == "discrete") == discrete
 
 
 def lambda_returns(

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from voidgrad import registry
 from voidgrad.evaluation.evaluator import derived_seed
 from voidgrad.rl.algorithm import PolicyGradient, PolicyGradientSettings
 from voidgrad.rl.episodes import BatchedRollouts, EnvSpec, EvaluatorRollouts, make_env
-from voidgrad.rl.gradients import Estimator
+from voidgrad.rl.gradients import Estimator, PolicyGradientMethod
 from voidgrad.rl.networks import (
     ActionCorrection,
     CategoricalPolicy,
@@ -71,8 +72,9 @@ def train(
 
     Args:
         env: a gymnasium id (``"CartPole-v1"``) or a zero-argument factory.
-        estimator: ``"actor_critic"`` (REINFORCE with a value baseline),
-            ``"lax"`` (continuous actions) or ``"relax"`` (discrete actions).
+        estimator: a ``"policy-gradient"`` method of :mod:`voidgrad.registry`:
+            ``"actor_critic"`` (REINFORCE with a value baseline), ``"lax"``
+            (continuous actions) or ``"relax"`` (discrete actions).
         env_steps: stop after this many environment steps (the update that
             crosses it completes).
         episodes_per_update: E, complete episodes per update (≥ 2 to track
@@ -163,7 +165,7 @@ def train(
     identity = {"env": identity_value(env), "policy": identity_value(policy), **settings.identity()}
     probe = make_env(env)
     try:
-        obs_dim, policy, correction = _networks(probe, estimator, policy, width, seed)
+        obs_dim, policy, correction = _networks(probe, settings.method, policy, width, seed)
     finally:
         probe.close()
     with torch.random.fork_rng(devices=[]):
@@ -194,7 +196,7 @@ def train(
 
 
 def _networks(
-    env: Any, estimator: str, policy: Policy | None, width: int, seed: int
+    env: Any, method: PolicyGradientMethod, policy: Policy | None, width: int, seed: int
 ) -> tuple[int, Policy, nn.Module | None]:
     """The observation size, the policy and (LAX, RELAX) the correction q_φ, checked against env."""
     import gymnasium
@@ -209,10 +211,17 @@ def _networks(
         discrete, action_dim = False, int(actions.shape[0])
     else:
         raise ValueError(f"vg.rl needs Discrete or 1-D Box actions; this env has {actions}")
-    if estimator == "lax" and discrete:
-        raise ValueError("LAX needs continuous actions; use estimator='relax' for Discrete ones")
-    if estimator == "relax" and not discrete:
-        raise ValueError("RELAX needs discrete actions; use estimator='lax' for Box ones")
+    if not method.handles(discrete):
+        kind = "discrete" if discrete else "continuous"
+        others = [
+            name
+            for name in registry.names("policy-gradient")
+            if registry.method(name, ["policy-gradient"]).make().handles(discrete)
+        ]
+        raise ValueError(
+            f"estimator {method.name!r} needs {method.actions} actions; this env's actions are "
+            f"{kind} (estimators for them: {', '.join(repr(name) for name in others)})"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(seed, 2**32))
         if policy is None:
@@ -222,7 +231,7 @@ def _networks(
                 else GaussianPolicy(obs_dim, action_dim, width)
             )
         correction = (
-            None if estimator == "actor_critic" else ActionCorrection(obs_dim, action_dim, width)
+            ActionCorrection(obs_dim, action_dim, width) if method.learned_control else None
         )
     if not isinstance(policy, Policy):
         raise TypeError(
