@@ -10,7 +10,12 @@ from torch.nn import functional
 
 import voidgrad as vg
 from tests.test_adversarial import SIZE, Brightness, fit, flat_images, flat_targets
-from voidgrad.adversarial_game import AdversarialGame, AdversarialRecord, GameSettings
+from voidgrad.adversarial_game import (
+    AdversarialGame,
+    AdversarialRecord,
+    GameSettings,
+    cosine_step_size,
+)
 from voidgrad.run import RunState
 
 
@@ -101,3 +106,15 @@ def test_a_callback_gets_each_record_and_can_stop_the_run() -> None:
     sizes: list[Any] = []
     fit(steps=2, callback=lambda record, state: sizes.append(state.algorithm.renders.shape[0]))
     assert sizes == [32, 32]
+
+
+def test_the_step_size_follows_torch_s_scheduler_along_the_cosine() -> None:
+    game = traced_game([])
+    assert isinstance(game.scheduler, torch.optim.lr_scheduler.LambdaLR)
+    state = RunState(game, budget=10, unit="steps")
+    for step in range(4):
+        assert game.optimizer.param_groups[0]["lr"] == cosine_step_size(0.02, 0.1, step, 10)
+        game.step(state)
+        state.step += 1
+    assert game.scheduler.state_dict()["last_epoch"] == 4
+    assert game.state_dict()["scheduler"]["last_epoch"] == 4

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -218,6 +220,12 @@ class AdversarialGame(Algorithm):
         self.gap = math.inf if settings.max_gap is None else settings.max_gap
         self.started = settings.max_gap is None
         self.optimizer = torch.optim.Adam(learned.values(), lr=settings.lr, betas=(0.7, 0.999))
+        # Ω's step size at game step t: the cosine over the run's steps (the budget, read at
+        # each step); the scheduler advances every game step, whether or not Ω moved.
+        self._steps = 1
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda t: cosine_step_size(1.0, settings.lr_decay, t, self._steps)
+        )
         self.discriminator_optimizer = torch.optim.Adam(
             discriminator.parameters(), lr=settings.discriminator_lr, betas=(0.5, 0.999)
         )
@@ -241,6 +249,7 @@ class AdversarialGame(Algorithm):
     def step(self, state: RunState) -> AdversarialRecord | Stop:
         if state.spent >= state.budget:
             return Stop(f"{state.budget} steps done")
+        self._steps = state.budget
         seed = int(torch.randint(0, 2**62, (1,), generator=self.sampling))
         with _seeded(seed, self._devices):
             query = self.estimator.ask(self.build(), self.batches.size)
@@ -259,7 +268,8 @@ class AdversarialGame(Algorithm):
             self.estimator.update(estimate)
             self.started = self.started or d_real - d_fake >= self.gap
             if self.started:
-                self._step_distribution(surrogate_of(estimate), state.step, state.budget)
+                self._step_distribution(surrogate_of(estimate))
+        self._advance_schedule()
         self.samples, self.renders = query.inputs.detach(), renders
         state.spent += 1
         return AdversarialRecord(
@@ -272,12 +282,17 @@ class AdversarialGame(Algorithm):
             parameters=self.parameters(),
         )
 
-    def _step_distribution(self, loss: torch.Tensor, step: int, steps: int) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = cosine_step_size(self.settings.lr, self.settings.lr_decay, step, steps)
+    def _step_distribution(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
+
+    def _advance_schedule(self) -> None:
+        with warnings.catch_warnings():
+            # Ω may wait for the discriminator's lead (max_gap) while its schedule runs on:
+            # stepping the scheduler before the optimizer is intended here.
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
+            self.scheduler.step()
 
     def parameters(self) -> dict[str, torch.Tensor]:
         """Ω's current values by name (copies)."""
@@ -287,6 +302,7 @@ class AdversarialGame(Algorithm):
         return {
             "parameters": self.parameters(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "discriminator": self.discriminator.state_dict(),
             "discriminator_optimizer": self.discriminator_optimizer.state_dict(),
             "estimator": self.estimator.state_dict(),
@@ -305,6 +321,7 @@ class AdversarialGame(Algorithm):
             for name, value in self.learned.items():
                 value.copy_(saved_tensor(saved, name, value))
         self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
         self.estimator.load_state_dict(state["estimator"])
