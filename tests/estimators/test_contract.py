@@ -34,7 +34,7 @@ Z = 5.0
 
 def build(name: str, seed: int) -> Estimator:
     """The registry's estimator, with the options it requires and no others."""
-    entry = registry.method(name)
+    entry = registry.method(name, ["blackbox", "distribution"])
     options: dict[str, Any] = {}
     if "control" in entry.required:
         torch.manual_seed(0)
@@ -110,7 +110,7 @@ def test_blackbox_state_dict_continues_the_run_exactly(name: str) -> None:
 
 @pytest.mark.parametrize("name", BLACKBOX + DISTRIBUTION)
 def test_bad_arguments_are_refused_naming_them(name: str) -> None:
-    entry = registry.method(name)
+    entry = registry.method(name, ["blackbox", "distribution"])
     with pytest.raises(ValueError, match="seed"):
         build(name, -1)
     with pytest.raises(TypeError, match="not_an_option"):
