@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -58,6 +59,14 @@ def test_history_records_every_step() -> None:
             result.history.column("seconds"), result.history.column("seconds")[1:], strict=False
         )
     )
+
+
+def test_a_dataframe_without_pandas_names_the_extra(monkeypatch) -> None:
+    result = vg.minimize(Counted(), torch.zeros(3), budget=16, progress=False)
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas now fails
+    with pytest.raises(ImportError, match=r"pip install 'voidgrad\[pandas\]'"):
+        result.history.to_dataframe()
+    assert result.history.column("evals")  # what needs nothing still works
 
 
 def test_history_converts_to_a_dataframe() -> None:

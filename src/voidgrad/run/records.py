@@ -25,9 +25,12 @@ class Records(list[Record], Generic[Record]):
         return [asdict(record) for record in self]  # type: ignore[call-overload]
 
     def to_dataframe(self) -> Any:
-        """A pandas DataFrame with one row per record (needs pandas)."""
+        """A pandas DataFrame with one row per record (``pip install 'voidgrad[pandas]'``)."""
         try:
             import pandas
         except ImportError as error:
-            raise ImportError("to_dataframe needs pandas: pip install pandas") from error
+            raise ImportError(
+                "to_dataframe needs pandas, the 'pandas' extra: pip install 'voidgrad[pandas]' "
+                "(or pip install pandas); column(name) and to_dicts() need nothing"
+            ) from error
         return pandas.DataFrame(self.to_dicts())
