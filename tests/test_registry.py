@@ -38,9 +38,10 @@ def test_every_entry_has_a_name_unique_in_its_kind_a_kind_and_a_summary() -> Non
     assert len(keys) == len(names()) == len(registry.METHODS)
     assert {entry.kind for entry in registry.METHODS} == set(registry.KINDS)
     assert all(entry.summary for entry in registry.METHODS)
-    assert names("blackbox", presets=False) == ["smoothing", "spsa", "fd", "zerograds"]
-    assert names("derivative-free") == ["cma", "annealing", "ga", "nevergrad:<name>"]
-    assert names("distribution") == [
+    # at least these (a new estimator is one file plus an entry: nothing here lists it again)
+    assert set(names("blackbox", presets=False)) >= {"smoothing", "spsa", "fd", "zerograds"}
+    assert set(names("derivative-free")) >= {"cma", "annealing", "ga", "nevergrad:<name>"}
+    assert set(names("distribution")) >= {
         "score",
         "pathwise",
         "gumbel_softmax",
@@ -49,7 +50,7 @@ def test_every_entry_has_a_name_unique_in_its_kind_a_kind_and_a_summary() -> Non
         "relax",
         "lax",
         "disarm",
-    ]
+    }
     assert "zerograds-reference" in names("blackbox")
 
 
