@@ -18,8 +18,8 @@ def image(row: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_single_and_batched_inputs_have_the_right_shapes_and_dtypes(dtype) -> None:
     bb = vg.blackbox(image, vg.GaussianSmoothing(0.1, 4, seed=0))
-    assert bb(torch.zeros(2, dtype=dtype)).shape == (2, 3)
-    out = bb(torch.zeros(5, 2, dtype=dtype))
+    assert bb(torch.zeros(2, dtype=dtype, requires_grad=True)).shape == (2, 3)
+    out = bb(torch.zeros(5, 2, dtype=dtype, requires_grad=True))
     assert out.shape == (5, 2, 3) and out.dtype == dtype
     assert bb.evaluator.stats.evals == 4 + 5 * 4
 
@@ -34,9 +34,10 @@ def test_batched_rows_are_independent_calls() -> None:
     torch.testing.assert_close(theta.grad[1], torch.tensor([6.0, 6.0], dtype=torch.float64))
 
 
-def test_no_gradient_without_requires_grad() -> None:
-    theta = torch.zeros(2)
-    out = vg.blackbox(image, vg.GaussianSmoothing(0.1, 2, seed=0))(theta)
+def test_no_gradient_under_no_grad() -> None:
+    theta = torch.zeros(2, requires_grad=True)
+    with torch.no_grad():
+        out = vg.blackbox(image, vg.GaussianSmoothing(0.1, 2, seed=0))(theta)
     assert not out.requires_grad and theta.grad is None
 
 
@@ -104,13 +105,15 @@ def test_every_sample_failing_is_an_error_even_under_the_nan_policy() -> None:
     ev = vg.Evaluator(fn, on_error="nan")
     ev(torch.full((1, 1), -10.0, dtype=torch.float64))  # the shape is known from now on
     with pytest.raises(vg.EvaluationError, match="every evaluation of the estimate"):
-        vg.blackbox(ev, vg.GaussianSmoothing(0.1, 4, seed=0))(torch.zeros(1, dtype=torch.float64))
+        vg.blackbox(ev, vg.GaussianSmoothing(0.1, 4, seed=0))(
+            torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        )
 
 
 def test_raise_policy_propagates_with_the_row() -> None:
     bb = vg.blackbox(lambda r: 1 / 0, vg.SPSA(0.1, seed=0))
     with pytest.raises(vg.EvaluationError, match="ZeroDivisionError"):
-        bb(torch.zeros(3))
+        bb(torch.zeros(3, requires_grad=True))
 
 
 def test_budget_stops_an_optimisation() -> None:

@@ -7,6 +7,12 @@ returns the estimate's value; in the backward pass it returns the estimate's
 vector-Jacobian product for the incoming gradient. So it composes with
 anything differentiable on either side: network → black box → loss.
 
+A call is for a gradient: with grad mode on, ``theta`` must require grad
+(a leaf made with ``requires_grad=True``, or a tensor computed from
+parameters that require it), or the call is refused before any evaluation
+is spent. To evaluate the estimate's value alone, call it under
+``torch.no_grad()`` or ``torch.inference_mode()``.
+
 Training. An estimator never trains itself: a learned part (ZeroGrads'
 surrogate) reports its training loss in ``estimate.auxiliary`` and is stepped
 by whoever calls :meth:`~voidgrad.estimators.protocol.Estimator.update`. With
@@ -39,7 +45,10 @@ class BlackBox:
     Calling it with ``theta`` of shape ``[d]`` returns the estimated value of
     the (smoothed) F at ``theta``, shaped like one output of F; with
     ``[batch, d]`` each row is an independent call and the result is stacked
-    ``[batch, ...]``. Gradients flow back to ``theta`` only if it requires them.
+    ``[batch, ...]``. The result is in ``theta``'s dtype, so that it continues
+    ``theta``'s graph; the estimate at the outputs' own precision (float64 for
+    a Python float or a float64 NumPy array) is ``last_estimate.value``.
+    ``theta`` must require grad unless grad mode is off (module docstring).
 
     Attributes:
         last_estimate: the estimate of the last call (its value, VJP,
@@ -88,6 +97,15 @@ class BlackBox:
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         theta2d = _as_parameter_batch(theta)
+        if torch.is_grad_enabled() and not theta2d.requires_grad:
+            # Checked before ask: a refused call spends no evaluation and no random draw.
+            raise ValueError(
+                "theta does not require grad, so the black box's estimate would spend its "
+                "evaluations and no gradient could reach theta; make theta a leaf that requires "
+                "grad (theta.requires_grad_(), or torch.tensor(..., requires_grad=True)) or "
+                "compute it from parameters that do, or call the black box under "
+                "torch.no_grad() to evaluate it without a gradient"
+            )
         with torch.no_grad():
             query = self.estimator.ask(theta2d.detach())
             B, M, d = query.inputs.shape

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch.distributions import Distribution
 
 from voidgrad.estimators.distributional import DistributionEstimator, estimate, surrogate_of
 from voidgrad.estimators.score import ScoreFunction
+from voidgrad.evaluation.backends import VectorizedBackend
 from voidgrad.evaluation.evaluator import Evaluator
+from voidgrad.evaluation.outputs import describe_output
 from voidgrad.validation import check_flag
 
 
@@ -69,7 +72,25 @@ def expectation(
     """
     estimator = ScoreFunction() if estimator is None else estimator
     check_flag("train", train)
-    result = estimate(f, dist, samples, estimator)
+    evaluator = f if isinstance(f, Evaluator) else Evaluator(f, backend=_CostsBackend())
+    result = estimate(evaluator, dist, samples, estimator)
     if train:
         estimator.update(result)
     return surrogate_of(result)
+
+
+class _CostsBackend(VectorizedBackend):
+    """The vectorized backend of a plain ``f``, whose wrong output is named in f's terms.
+
+    f is called once on all N samples; the commonest slip is to write it for
+    one sample (``lambda z: float(z.sum())``), which returns a single number.
+    """
+
+    def shape_error(self, output: object, shape: tuple[int, ...], X: torch.Tensor) -> ValueError:
+        n = X.shape[0]
+        got = f"shape {shape}" if isinstance(output, torch.Tensor | np.ndarray) else None
+        return ValueError(
+            "f must return costs of shape [N] or [N, *dist.batch_shape[:k]]: one per sample, "
+            f"leading dimension {n} (N = {n} samples, passed to f at once as {list(X.shape)}); "
+            f"got {got or describe_output(output)}"
+        )

@@ -84,7 +84,7 @@ def test_plateau_gives_exactly_zero() -> None:
 
 def test_common_random_numbers_give_all_points_one_seed() -> None:
     seen: list[int] = []
-    theta = torch.zeros(3, dtype=torch.float64)
+    theta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     vg.blackbox(
         lambda r, seed: seen.append(seed) or 0.0,
         vg.FiniteDifferences(0.1, common_random_numbers=True, seed=0),

@@ -98,7 +98,7 @@ def test_directions_are_balanced_independent_signs() -> None:
 
 def test_common_random_numbers_pair_the_seeds() -> None:
     seen: list[int] = []
-    theta = torch.zeros(3, dtype=torch.float64)
+    theta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     vg.blackbox(
         lambda r, seed: seen.append(seed) or 0.0,
         vg.SPSA(0.1, samples=4, common_random_numbers=True, seed=0),

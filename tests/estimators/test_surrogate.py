@@ -146,12 +146,14 @@ def test_positional_encoding_widens_the_input() -> None:
 def test_a_vector_output_is_refused_with_a_suggestion() -> None:
     estimator = vg.ZeroGrads(sigma=0.1, samples=2)
     with pytest.raises(ValueError, match="ZeroGrads needs a scalar loss.*use vg.GaussianSmoothing"):
-        vg.blackbox(lambda x: x * 2, estimator)(torch.zeros(3))
+        vg.blackbox(lambda x: x * 2, estimator)(torch.zeros(3, requires_grad=True))
 
 
 def test_one_trajectory_at_a_time() -> None:
     with pytest.raises(ValueError, match="one surrogate per optimization"):
-        vg.blackbox(quadratic, vg.ZeroGrads(sigma=0.1, samples=2))(torch.zeros(2, 4))
+        vg.blackbox(quadratic, vg.ZeroGrads(sigma=0.1, samples=2))(
+            torch.zeros(2, 4, requires_grad=True)
+        )
 
 
 @pytest.mark.parametrize(

@@ -323,7 +323,8 @@ class ZeroGrads(BlackBoxEstimator):
 
         A vector-valued black box is refused:
 
-        >>> vg.blackbox(lambda x: x * 2, vg.ZeroGrads(sigma=0.1))(torch.zeros(2))
+        >>> theta = torch.zeros(2, requires_grad=True)
+        >>> vg.blackbox(lambda x: x * 2, vg.ZeroGrads(sigma=0.1))(theta)
         Traceback (most recent call last):
         ...
         ValueError: ZeroGrads needs a scalar loss; ... use vg.GaussianSmoothing for vector ...

@@ -159,7 +159,9 @@ class VectorizedBackend:
     """Calls ``fn`` once on a copy of the whole batch; ``fn`` returns ``[n, ...]``.
 
     Seeds, when used, arrive as a fresh int64 tensor ``seed`` of shape ``[n]``.
-    An exception fails every row of the batch.
+    An exception fails every row of the batch. An output that is not
+    ``[n, ...]`` raises the error :meth:`shape_error` words, whatever the
+    failure policy.
 
     Examples:
         >>> import torch, voidgrad as vg
@@ -189,11 +191,20 @@ class VectorizedBackend:
             return [Outcome(error=error, seconds=seconds / n) for _ in range(n)]
         batch = as_output_tensor(output, detach=False, where=f" for a batch of {n} rows")
         if batch.ndim == 0 or batch.shape[0] != n:
-            raise ValueError(
-                f"a vectorized black box must return an output with leading dimension {n} "
-                f"(one per row of X); got shape {tuple(batch.shape)}"
-            )
+            raise self.shape_error(output, tuple(batch.shape), X)
         return [Outcome(value=row, seconds=seconds / n) for row in batch]
+
+    def shape_error(self, output: object, shape: tuple[int, ...], X: torch.Tensor) -> ValueError:
+        """The error for an ``output`` of ``shape``, returned for the batch ``X``, not ``[n, ...]``.
+
+        A caller that has its own names for ``fn`` and its rows overrides it
+        (``vg.expectation`` speaks of ``f``, samples and costs ``[N]``).
+        """
+        n = X.shape[0]
+        return ValueError(
+            f"a vectorized black box must return an output with leading dimension {n} "
+            f"(one per row of X); got shape {shape}"
+        )
 
     def close(self) -> None:
         pass

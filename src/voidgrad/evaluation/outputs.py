@@ -8,6 +8,15 @@ as a loss of 1), ``None`` (often a forgotten ``return``), a string, a list, a
 complex number, a NumPy array of objects or strings, an empty array. A
 black box that fails for some parameters should raise or return NaN; the
 Evaluator's ``on_error`` policy then applies.
+
+An output keeps the shape it was returned with, whatever its type: a NumPy
+array or tensor of shape ``(1,)`` is a vector of one element, as one of
+shape ``(3,)`` is a vector of three, and never a scalar (NumPy deprecated
+reading such arrays as scalars in 1.25 and now refuses to). A scalar loss
+is a float, an int, a NumPy scalar or a 0-d array or tensor; where one is
+required (``vg.minimize``, ``vg.ZeroGrads``) an output of shape ``(1,)`` is
+refused with its shape named. Floating NumPy outputs keep their precision:
+float64 stays float64, like a Python float.
 """
 
 from __future__ import annotations
@@ -53,17 +62,23 @@ def as_output_tensor(value: object, detach: bool = True, where: str = "") -> tor
     """
     tensor = _as_tensor(value, detach)
     if tensor is None:
-        raise TypeError(f"fn returned {_describe(value)}{where}; {_EXPECTED}")
+        raise TypeError(f"fn returned {describe_output(value)}{where}; {_EXPECTED}")
     if tensor.numel() == 0:
         raise ValueError(
-            f"fn returned an empty output, {_describe(value)}{where}; a black box must return "
-            "at least one number"
+            f"fn returned an empty output, {describe_output(value)}{where}; a black box must "
+            "return at least one number"
         )
     return tensor
 
 
-def _describe(value: object) -> str:
-    """A short description of a returned value for error messages: its type, dtype, shape."""
+def describe_output(value: object) -> str:
+    """A short description of a returned value for error messages: its type, dtype, shape.
+
+    Examples:
+        >>> import numpy as np
+        >>> describe_output(0.5), describe_output(np.zeros((2, 1)))
+        ('a Python float 0.5', 'a NumPy array of dtype float64 and shape (2, 1)')
+    """
     if isinstance(value, torch.Tensor):
         return f"a torch tensor of dtype {value.dtype} and shape {tuple(value.shape)}"
     if isinstance(value, np.ndarray):
@@ -72,6 +87,8 @@ def _describe(value: object) -> str:
         return f"a NumPy scalar of dtype {value.dtype}: {reprlib.repr(value.item())}"
     if value is None:
         return "None (does fn end with a return statement?)"
+    if type(value) in (int, float):
+        return f"a Python {type(value).__name__} {reprlib.repr(value)}"
     return f"{type(value).__name__} {reprlib.repr(value)}"
 
 
