@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import math
+import re
 import sys
 
 import pytest
@@ -593,3 +595,61 @@ def test_a_cell_file_whose_labels_disagree_with_its_cell_is_not_trusted(
     (rerun,) = run_bench(one_cell(tmp_path), log=logged.append)["cells"]
     assert rerun[field] != value
     assert any(f"damaged (field {field!r} is {value!r}" in line for line in logged), logged
+
+
+def test_each_run_shows_a_progress_bar_of_its_budget_and_best_loss(tmp_path, capsys) -> None:
+    two = settings(tmp_path, problems=["sphere:2"], methods=["spsa"], budget=24, seeds=2)
+    run_bench(two, log=lambda line: None, progress=True)
+    err = capsys.readouterr().err
+    assert len(re.findall(r"spsa: 100%.*24/24 .*best=[0-9.e+-]+", err)) == 2, err
+    run_bench(two, log=lambda line: None, progress=True)
+    assert capsys.readouterr().err == ""  # kept cells do not run: no bar
+
+
+def test_a_bench_is_quiet_by_default(tmp_path, capsys) -> None:
+    run_bench(one_cell(tmp_path), log=lambda line: None)
+    assert capsys.readouterr().err == ""
+
+
+def curve(method: str, best: list[float], optimum: float = 0.0) -> dict:
+    evals = [10**i for i in range(len(best))]
+    return {"method": method, "error": None, "optimum": optimum, "evals": evals, "best": best}
+
+
+def test_a_run_that_reaches_the_optimum_is_drawn_at_zero_on_a_symlog_axis() -> None:
+    pytest.importorskip("matplotlib")
+    reached, stalled = curve("cma", [5.0, 0.1, 3e-4, 0.0]), curve("spsa", [6.0, 2.0, 0.5])
+    axes = bench.curve_figure("p", {"cma": [reached], "spsa": [stalled]}).axes[0]
+    assert [list(line.get_ydata()) for line in axes.lines] == [reached["best"], stalled["best"]]
+    assert axes.get_yscale() == "symlog"
+    assert axes.yaxis.get_transform().linthresh == 1e-4  # the smallest gap, 3e-4, floored
+    assert "linear within ±1e-04" in axes.get_ylabel()
+    bottom, top = axes.get_ylim()
+    assert -1e-4 < bottom < 0 and top >= 6.0  # 0 is inside the axes, off its frame
+
+
+def test_a_gap_below_the_stated_optimum_is_drawn_as_it_is() -> None:
+    pytest.importorskip("matplotlib")
+    below = curve("cma", [1.0, 0.02, -0.003], optimum=1.0)
+    axes = bench.curve_figure("p", {"cma": [below]}).axes[0]
+    assert list(axes.lines[0].get_ydata()) == pytest.approx([0.0, -0.98, -1.003])
+    assert axes.get_yscale() == "symlog" and axes.get_ylim()[0] <= -1.003
+
+
+def test_curves_above_the_optimum_keep_a_log_axis_and_their_values() -> None:
+    pytest.importorskip("matplotlib")
+    above = curve("cma", [5.0, 0.1, 1e-30], optimum=0.0)
+    failed = {**curve("cma", [1.0]), "error": "RuntimeError: boom"}
+    axes = bench.curve_figure("p", {"cma": [above, failed]}).axes[0]
+    assert [list(line.get_ydata()) for line in axes.lines] == [above["best"]]
+    assert axes.get_yscale() == "log" and axes.get_ylabel() == "best loss − optimum"
+
+
+@pytest.mark.filterwarnings("error")  # matplotlib overflows on a linear region ~1e-308
+def test_a_subnormal_gap_draws_on_a_linear_region_of_at_least_1e_300() -> None:
+    pytest.importorskip("matplotlib")
+    figure = bench.curve_figure("p", {"cma": [curve("cma", [5.0, 5e-324, 0.0])]})
+    figure.savefig(io.BytesIO(), format="png")
+    axes = figure.axes[0]
+    assert axes.yaxis.get_transform().linthresh == 1e-300
+    assert list(axes.lines[0].get_ydata()) == [5.0, 5e-324, 0.0]

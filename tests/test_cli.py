@@ -123,3 +123,28 @@ def test_version_answers(capsys) -> None:
     assert capsys.readouterr().out.strip() == f"voidgrad {vg.__version__}"
     # the package's own number is the one it was installed with
     assert vg.__version__ == importlib.metadata.version("voidgrad")
+
+
+def _tiny_bench(tmp_path: Path, *flags: str) -> list[str]:
+    return [
+        *("bench", "--problems", "sphere:2", "--methods", "spsa", "--budget", "24"),
+        *("--seeds", "1", "--out", str(tmp_path), *flags),
+    ]
+
+
+def test_bench_shows_a_progress_bar_per_run_on_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(_tiny_bench(tmp_path)) == 0
+    err = capsys.readouterr().err
+    assert "spsa: 100%" in err and "24/24" in err and "best=" in err, err
+
+
+def test_bench_no_progress_turns_the_bars_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(_tiny_bench(tmp_path, "--no-progress")) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and "report:" in captured.out

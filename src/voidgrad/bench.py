@@ -16,7 +16,10 @@ run again next time. At the end the cells are gathered into
 ``DIR/results.json`` (raw best-so-far curves), ``DIR/report.md`` (per problem:
 median and range of the answer's loss, the best evaluated loss, evaluations
 to reach the problem's threshold, wall time) and one PNG per problem (best
-evaluated loss against evaluations, log scale).
+evaluated loss − optimum against evaluations, log scale; symmetric-log when a
+run reaches the optimum, :func:`curve_figure`). While a cell runs, its
+progress bar (``vg.minimize``'s own) shows evaluations spent of the budget and
+the best loss so far.
 
 A method's *answer* is the better of its final iterate or recommendation
 ``x_last``, scored by one evaluation that the budget does not count (the
@@ -49,7 +52,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -59,6 +62,9 @@ from voidgrad.registry import ZEROGRADS_SAMPLES as ZEROGRADS_SAMPLES
 from voidgrad.registry import BenchScale
 from voidgrad.registry import reference_zerograds_options as reference_zerograds_options
 from voidgrad.validation import check_int, check_interval, is_int, is_number
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class SettingsError(ValueError):
@@ -619,13 +625,15 @@ def run_cell(
     problem: Any,
     options: dict[str, Any],
     identity: dict[str, Any],
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Run one cell on its ``problem`` with its resolved ``options``; failures are recorded.
 
     Failures go into ``error``, not raised. The record holds the cell's
     ``identity`` (:func:`cell_identity`). The start loss is evaluated inside
     the guard too: a black box that fails at ``x0`` is a failed cell, not a
-    crashed benchmark.
+    crashed benchmark. ``progress`` shows ``vg.minimize``'s progress bar
+    (evaluations of the budget, best loss so far) on stderr.
     """
     backend = "process" if settings.workers > 1 else "serial"
     workers = settings.workers if settings.workers > 1 else None
@@ -654,7 +662,7 @@ def run_cell(
                 budget=settings.budget,
                 seed=cell.seed,
                 evaluator=evaluator,
-                progress=False,
+                progress=progress,
                 **options,
             )
         last = problem.loss(result.x_last)  # scoring, outside the budget
@@ -684,14 +692,15 @@ def run_cell(
     return record
 
 
-def run_bench(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
+def run_bench(settings: BenchSettings, log: Any = print, progress: bool = False) -> dict[str, Any]:
     """Run (or resume) every cell, then write results.json, report.md and the plots.
 
     Every setting is checked first (:func:`plan`). A cell whose stored record
     was run as this run asks (:func:`load_cell`) is kept; any other stored file
     is run again, and the log says why. Finished cells are written as they
     finish; failed ones are recorded in the results and the report, not
-    written, so they run again next time.
+    written, so they run again next time. ``progress`` shows a progress bar
+    per cell that runs (:func:`run_cell`); ``log`` gets one line per cell.
 
     Raises:
         SettingsError: a setting that cannot run, before any cell has run.
@@ -712,7 +721,7 @@ def run_bench(settings: BenchSettings, log: Any = print) -> dict[str, Any]:
             continue
         if why:
             log(f"{prefix}: {why}; running it again")
-        record = run_cell(cell, settings, problem, options, identity)
+        record = run_cell(cell, settings, problem, options, identity, progress)
         if record["error"] is None:  # a failed cell is tried again next time
             temporary = path.with_suffix(".tmp")
             temporary.write_text(json.dumps(record))
@@ -912,39 +921,69 @@ def _relative(cell: dict[str, Any]) -> float:
 
 
 def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
-    """One PNG per problem: best loss − optimum against evaluations, log scale."""
+    """One PNG per problem (:func:`curve_figure`); none without matplotlib."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.figure  # noqa: F401 (only whether it is installed)
     except ImportError:
         return []
     paths = []
     for problem, methods in _by_problem(results["cells"]).items():
-        figure, axes = plt.subplots(figsize=(7, 4.5))
-        for index, (method, cells) in enumerate(methods.items()):
-            colour = f"C{index % 10}"
-            for number, cell in enumerate(c for c in cells if c["error"] is None):
-                gap = [max(b - cell["optimum"], 1e-12) for b in cell["best"]]
-                axes.plot(
-                    cell["evals"],
-                    gap,
-                    color=colour,
-                    alpha=0.8,
-                    label=method if number == 0 else None,
-                    linewidth=1.2,
-                )
-        axes.set_xscale("log")
-        axes.set_yscale("log")
-        axes.set_xlabel("evaluations")
-        axes.set_ylabel("best loss − optimum")
-        axes.set_title(f"{problem}: best loss so far (each seed)")
-        if axes.get_legend_handles_labels()[0]:
-            axes.legend(fontsize=8)
-        figure.tight_layout()
         path = out / f"{problem}.png"
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
+        curve_figure(problem, methods).savefig(path, dpi=110)
         paths.append(path)
     return paths
+
+
+def curve_figure(problem: str, methods: dict[str, list[dict[str, Any]]]) -> Figure:
+    """Best loss − optimum against evaluations, one line per finished cell, log-log.
+
+    The gaps are drawn as they are. A gap of exactly 0 (the optimum reached),
+    or below it, has no place on a log axis; then the y axis is symmetric-log:
+    linear within ±t about 0 and logarithmic beyond, with t the smallest
+    positive gap drawn rounded down to a power of 10 (1 when there is none; at
+    least 1e-300), and its label says so; when no gap is below 0, the axis
+    ends just below 0.
+
+    Uses matplotlib's object-oriented API, whose PNG output goes through Agg:
+    no display and no pyplot state.
+
+    Args:
+        problem: the problem's label, for the title.
+        methods: the problem's cells by method, as in ``results["cells"]``.
+    """
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.5), layout="tight")
+    axes = figure.add_subplot()
+    drawn: list[float] = []
+    for index, (method, cells) in enumerate(methods.items()):
+        colour = f"C{index % 10}"
+        for number, cell in enumerate(c for c in cells if c["error"] is None):
+            gaps = [b - cell["optimum"] for b in cell["best"]]
+            drawn += gaps
+            axes.plot(
+                cell["evals"],
+                gaps,
+                color=colour,
+                alpha=0.8,
+                label=method if number == 0 else None,
+                linewidth=1.2,
+            )
+    axes.set_xscale("log")
+    label = "best loss − optimum"
+    if drawn and min(drawn) <= 0:
+        smallest = min((gap for gap in drawn if gap > 0), default=1.0)
+        # matplotlib's symlog transform overflows for a linear region near float64's floor
+        threshold = max(10.0 ** math.floor(math.log10(smallest)), 1e-300)
+        axes.set_yscale("symlog", linthresh=threshold)
+        if min(drawn) == 0:  # nothing below 0: a sliver of it keeps 0's lines off the frame
+            axes.set_ylim(bottom=-threshold / 4)
+        label += f" (linear within ±{threshold:.0e}, log beyond)"
+    else:
+        axes.set_yscale("log")
+    axes.set_xlabel("evaluations")
+    axes.set_ylabel(label)
+    axes.set_title(f"{problem}: best loss so far (each seed)")
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8)
+    return figure

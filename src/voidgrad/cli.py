@@ -177,6 +177,12 @@ def _parser() -> argparse.ArgumentParser:
         "0.02 times each problem's scale, or smoothing.lr_decay=0.01 to decay the learning "
         "rate linearly to 1%% of its start over the run (repeatable)",
     )
+    bench.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (by default each run shows one on a terminal: evaluations "
+        "spent of the budget and the best loss so far)",
+    )
     return parser
 
 
@@ -185,7 +191,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     A setting that cannot run (bad problem arguments or options, options for a
     method not in the run, a missing optional dependency, an unwritable
-    ``--out``) is a usage error, exit status 2, before any cell runs.
+    ``--out``) is a usage error, exit status 2, before any cell runs. Each run
+    shows a progress bar when stderr is a terminal, unless ``--no-progress``.
     """
     from voidgrad.bench import BenchSettings, SettingsError, parse_options, run_bench
 
@@ -204,7 +211,7 @@ def _bench(args: argparse.Namespace) -> int:
         options=options,
     )
     try:
-        results = run_bench(settings)
+        results = run_bench(settings, progress=_show_progress() and not args.no_progress)
     except SettingsError as error:
         usage_error(str(error))
     print(f"report: {Path(args.out) / 'report.md'}")
