@@ -1,5 +1,8 @@
 """MkDocs hooks: the benchmark reports and the gallery, published from where they live.
 
+The estimators' API page gains a section for any estimator module it does not list
+(``docs/api_pages.py``).
+
 The gallery page ``gallery/index.md`` is generated from ``examples/gallery.py``'s
 ``GALLERY`` and the pictures its run left in ``build/gallery/`` (``make docs`` runs it
 first); an entry without a picture says why.
@@ -33,6 +36,7 @@ DATA = {".json", ".csv", ".txt"}
 MARKER = "<!-- reports -->"
 GALLERY_SCRIPT = ROOT / "examples" / "gallery.py"
 GALLERY_BUILD = ROOT / "build" / "gallery"
+API_PAGES_SCRIPT = ROOT / "docs" / "api_pages.py"
 
 
 def _gallery_entries() -> tuple[Any, ...]:
@@ -167,7 +171,18 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     return files
 
 
+def _api_pages() -> Any:
+    spec = importlib.util.spec_from_file_location("voidgrad_api_pages", API_PAGES_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    api_pages = _api_pages()
+    if page.file.src_uri == api_pages.PAGE:
+        return api_pages.with_unlisted_estimators(markdown)
     if MARKER not in markdown:
         return markdown
     items = "".join(f"- [{_title(f)}]({f.name}/index.md)\n" for f in _reports())
