@@ -100,7 +100,10 @@ def test_an_estimator_module_the_page_does_not_list_gets_a_section() -> None:
     page = (DOCS / pages.PAGE).read_text()
     assert "voidgrad.estimators.spsa" not in pages.unlisted_estimator_modules(page)
     without_spsa = page.replace("::: voidgrad.estimators.spsa\n", "")
-    assert pages.unlisted_estimator_modules(without_spsa) == ["voidgrad.estimators.spsa"]
+    unlisted = pages.unlisted_estimator_modules(without_spsa)
+    assert set(unlisted) - set(pages.unlisted_estimator_modules(page)) == {
+        "voidgrad.estimators.spsa"
+    }
     rebuilt = pages.with_unlisted_estimators(without_spsa)
     assert "::: voidgrad.estimators.spsa\n    options:\n      heading_level: 3" in rebuilt
     assert pages.MARKER not in rebuilt
