@@ -73,13 +73,18 @@ def test_the_wrapping_example_finds_the_disc() -> None:
 NOT_ON_API_PAGES = {"voidgrad.cli", "voidgrad.errors"}
 
 
-def api_pages() -> ModuleType:
-    """``docs/api_pages.py``: the estimators page's sections for modules it does not list."""
-    spec = importlib.util.spec_from_file_location("docs_api_pages", DOCS / "api_pages.py")
+def docs_module(name: str) -> ModuleType:
+    """``docs/<name>.py``, a module of the build that needs no MkDocs to import."""
+    spec = importlib.util.spec_from_file_location(f"docs_{name}", DOCS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def api_pages() -> ModuleType:
+    """``docs/api_pages.py``: the estimators page's sections for modules it does not list."""
+    return docs_module("api_pages")
 
 
 def test_every_module_has_an_api_page() -> None:
@@ -110,12 +115,8 @@ def test_an_estimator_module_the_page_does_not_list_gets_a_section() -> None:
 
 
 def mathml_hook() -> ModuleType:
-    """``docs/mathml.py``, the build's LaTeX-to-MathML hook (it needs no MkDocs to import)."""
-    spec = importlib.util.spec_from_file_location("docs_mathml", DOCS / "mathml.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``docs/mathml.py``, the build's LaTeX-to-MathML hook."""
+    return docs_module("mathml")
 
 
 def split_math(page: Path) -> tuple[list[str], list[str], str]:
