@@ -34,6 +34,7 @@ from voidgrad.errors import EvaluationError
 from voidgrad.estimators.base import project
 from voidgrad.estimators.control import score_estimate
 from voidgrad.estimators.protocol import Estimate, Estimator, Query
+from voidgrad.estimators.sparsity import JacobianSparsity
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class Mirrored:
         weight_scale: s, a number or ``[B, d]``.
         sign_weights: w(τ) = sign(τ) instead of τ / ``unit``.
         unit: the unit of w(τ) = τ / unit.
+        sparsity: the outputs' dependency pattern, crediting each parameter
+            with the outputs that depend on it only (:mod:`~voidgrad.estimators.sparsity`).
     """
 
     theta: torch.Tensor
@@ -55,6 +58,7 @@ class Mirrored:
     weight_scale: float | torch.Tensor
     sign_weights: bool = False
     unit: float = 1.0
+    sparsity: JacobianSparsity | None = None
 
 
 def mirrored_context(query: Query) -> Mirrored:
@@ -90,8 +94,13 @@ def mirrored_seeds(
 
 def mirrored_estimate(context: Mirrored, values: torch.Tensor) -> Estimate:
     """The value and (lazily) the VJP with its variance, from values ``[B, M, *out]``."""
+    sparsity = context.sparsity
+    if sparsity is not None:
+        sparsity.check(tuple(values.shape[2:]), context.theta.shape[1])
 
     def vjp(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if sparsity is not None:
+            return sparse_mirrored_vjp(context, sparsity, values, v)
         return mirrored_vjp(context, project(values, v))
 
     return Estimate(value=mirrored_value(context, values), vjp=vjp)
@@ -126,6 +135,37 @@ def mirrored_vjp(
     squares = (signal.to(weights.dtype).pow(2) * weights.pow(2).sum(-1)).sum(1)
     mean = estimate.to(weights.dtype).pow(2).sum(1)
     return estimate, ((squares - n * mean) / (n * (n - 1))).clamp_min(0.0)
+
+
+def sparse_mirrored_vjp(
+    context: Mirrored, sparsity: JacobianSparsity, values: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    r"""ĝ_j = (1/n) Σ_i W_ij (Sᵀ (v ⊙ δF(i)))_j ``[B, d]`` and its variance ``[B]`` (as above).
+
+    δF(i) = ½[F(θ + τ_i) − F(θ − τ_i)] (antithetic) or F(θ + τ_i), per output;
+    a direction with a non-finite output is dropped. The per-direction terms
+    g_i = W_i ⊙ Sᵀ(v ⊙ δF(i)) are ``[B, n, d]``, as the weights already are.
+    """
+    B, M = values.shape[:2]
+    wide = torch.promote_types(values.dtype, torch.float32)
+    flat = values.reshape(B, M, -1).to(wide)
+    valid = _valid(context, torch.isfinite(flat).all(-1))
+    if context.antithetic:
+        plus, minus = flat.chunk(2, dim=1)
+        flat = 0.5 * (plus - minus)
+    signal = torch.where(valid.unsqueeze(-1), flat * v.to(wide).reshape(B, 1, -1), 0.0)
+    n, d = signal.shape[1], context.theta.shape[1]
+    terms = sparsity.credit(signal.reshape(B * n, -1)).reshape(B, n, d)
+    terms.mul_(_weights(context, wide))
+    count = valid.sum(1, keepdim=True)
+    estimate = terms.sum(1) / count
+    dtype = values.dtype
+    if bool((count < 2).any()):
+        return estimate.to(dtype), None
+    squares = terms.pow(2).sum((1, 2))
+    count = count.squeeze(1)
+    variance = (squares - count * estimate.pow(2).sum(1)) / (count * (count - 1))
+    return estimate.to(dtype), variance.clamp_min(0.0).to(dtype)
 
 
 def _valid(context: Mirrored, finite: torch.Tensor) -> torch.Tensor:

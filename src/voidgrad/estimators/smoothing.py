@@ -79,6 +79,7 @@ from voidgrad.estimators.schedules import (
     scheduled_sigma,
     sigma_name,
 )
+from voidgrad.estimators.sparsity import as_sparsity, sparsity_repr
 from voidgrad.validation import check_flag, check_int, check_positive, check_samples
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -98,6 +99,13 @@ class GaussianSmoothing(BlackBoxEstimator):
         common_random_numbers: give both points of an antithetic pair the same
             seed (when F accepts a ``seed``), so a noisy F's noise cancels in
             their difference.
+        jac_sparsity: which outputs of F depend on which parameters, an
+            ``[outputs, d]`` pattern (torch sparse, dense bool or
+            ``scipy.sparse``; :mod:`~voidgrad.estimators.sparsity`): each
+            parameter is credited only with the outputs that depend on it, so
+            the variance grows with the parameters per output, not with d. An
+            output with an empty row gets no credit. None: every output
+            depends on every parameter.
         seed: seed of the estimator's generator, for bit-exact replay.
 
     Examples:
@@ -125,10 +133,12 @@ class GaussianSmoothing(BlackBoxEstimator):
         schedule: SigmaSchedule | None = None,
         *,
         common_random_numbers: bool = False,
+        jac_sparsity: object = None,
         seed: int | None = None,
     ) -> None:
         super().__init__(seed)
         self.sigma0 = check_positive("sigma", sigma)
+        self.jac_sparsity = as_sparsity(jac_sparsity)
         self.antithetic = check_flag("antithetic", antithetic)
         self.samples = check_samples(samples, paired=self.antithetic)
         self.importance = check_flag("importance", importance)
@@ -167,10 +177,17 @@ class GaussianSmoothing(BlackBoxEstimator):
         check_random_offsets(sigma_name(self.schedule, self.steps), sigma, theta, offsets)
         if self.importance:  # W = sign(τ) sqrt(2/π)/σ
             context = Mirrored(
-                theta, offsets, self.antithetic, _SQRT_2_OVER_PI / sigma, sign_weights=True
+                theta,
+                offsets,
+                self.antithetic,
+                _SQRT_2_OVER_PI / sigma,
+                sign_weights=True,
+                sparsity=self.jac_sparsity,
             )
         else:  # W = τ/σ² = (τ/σ)(1/σ): σ² would underflow for σ < 1e-154
-            context = Mirrored(theta, offsets, self.antithetic, 1 / sigma, unit=sigma)
+            context = Mirrored(
+                theta, offsets, self.antithetic, 1 / sigma, unit=sigma, sparsity=self.jac_sparsity
+            )
         return Query(inputs=mirrored_points(context), seeds=seeds, context=context)
 
     def tell(self, query: Query, values: torch.Tensor) -> Estimate:
@@ -181,5 +198,5 @@ class GaussianSmoothing(BlackBoxEstimator):
         return (
             f"GaussianSmoothing(sigma={self.sigma0}, samples={self.samples}, "
             f"antithetic={self.antithetic}, importance={self.importance}, "
-            f"schedule={self.schedule!r})"
+            f"schedule={self.schedule!r}{sparsity_repr(self.jac_sparsity)})"
         )

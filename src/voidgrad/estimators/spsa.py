@@ -40,6 +40,7 @@ from voidgrad.estimators.mirrored import (
 )
 from voidgrad.estimators.protocol import Estimate, Query
 from voidgrad.estimators.samplers import rademacher
+from voidgrad.estimators.sparsity import as_sparsity, sparsity_repr
 from voidgrad.validation import check_flag, check_positive, check_samples
 
 
@@ -50,6 +51,9 @@ class SPSA(BlackBoxEstimator):
         c: perturbation size.
         samples: evaluations per estimate (even; two per direction).
         common_random_numbers: give both points of a pair the same seed.
+        jac_sparsity: which outputs of F depend on which parameters, an
+            ``[outputs, d]`` pattern, as for
+            :class:`~voidgrad.estimators.smoothing.GaussianSmoothing`.
         seed: seed of the estimator's generator, for bit-exact replay.
 
     Examples:
@@ -68,10 +72,12 @@ class SPSA(BlackBoxEstimator):
         samples: int = 2,
         *,
         common_random_numbers: bool = False,
+        jac_sparsity: object = None,
         seed: int | None = None,
     ) -> None:
         super().__init__(seed)
         self.c = check_positive("c", c)
+        self.jac_sparsity = as_sparsity(jac_sparsity)
         self.samples = check_samples(samples, paired=True)
         self.common_random_numbers = check_flag("common_random_numbers", common_random_numbers)
 
@@ -94,7 +100,9 @@ class SPSA(BlackBoxEstimator):
         # average; a lost coordinate gets weight 0 rather than 1/0.
         wide = taken.to(torch.promote_types(taken.dtype, torch.float32))
         scale = torch.where(lost, 0.0, 2 / torch.where(lost, 1.0, wide))
-        context = Mirrored(theta, offsets, True, scale, sign_weights=True)
+        context = Mirrored(
+            theta, offsets, True, scale, sign_weights=True, sparsity=self.jac_sparsity
+        )
         return Query(inputs=mirrored_points(context), seeds=seeds, context=context)
 
     def tell(self, query: Query, values: torch.Tensor) -> Estimate:
@@ -105,4 +113,4 @@ class SPSA(BlackBoxEstimator):
         return self.samples
 
     def __repr__(self) -> str:
-        return f"SPSA(c={self.c}, samples={self.samples})"
+        return f"SPSA(c={self.c}, samples={self.samples}{sparsity_repr(self.jac_sparsity)})"
