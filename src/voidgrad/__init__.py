@@ -22,11 +22,13 @@ from voidgrad.estimators import (
     FiniteDifferences,
     GaussianSmoothing,
     GumbelSoftmax,
+    JacobianSparsity,
     LinearAnneal,
     Pathwise,
     ScoreFunction,
     StraightThrough,
     ZeroGrads,
+    detect_sparsity,
 )
 from voidgrad.evaluation import EvaluationStats, Evaluator
 from voidgrad.expectation import expectation
@@ -51,6 +53,7 @@ __all__ = [
     "FiniteDifferences",
     "GaussianSmoothing",
     "GumbelSoftmax",
+    "JacobianSparsity",
     "LinearAnneal",
     "NumericalWarning",
     "OptimizeResult",
@@ -63,6 +66,7 @@ __all__ = [
     "adversarial",
     "baselines",
     "blackbox",
+    "detect_sparsity",
     "expectation",
     "meta",
     "minimize",

@@ -2,6 +2,7 @@
 
 from voidgrad.estimators.arm import DisARM
 from voidgrad.estimators.base import BlackBoxEstimator, Probe
+from voidgrad.estimators.detect_sparsity import DetectedSparsity, detect_sparsity
 from voidgrad.estimators.distributional import DistributionEstimator
 from voidgrad.estimators.finite_diff import FiniteDifferences
 from voidgrad.estimators.pathwise import Pathwise
@@ -10,6 +11,7 @@ from voidgrad.estimators.relaxed import GumbelSoftmax, StraightThrough
 from voidgrad.estimators.schedules import LinearAnneal, SigmaSchedule
 from voidgrad.estimators.score import ScoreFunction
 from voidgrad.estimators.smoothing import GaussianSmoothing
+from voidgrad.estimators.sparsity import JacobianSparsity
 from voidgrad.estimators.spsa import SPSA
 from voidgrad.estimators.surrogate import MLPSurrogate, ZeroGrads
 
@@ -20,11 +22,13 @@ __all__ = [
     "SPSA",
     "BlackBoxEstimator",
     "ControlVariateEstimator",
+    "DetectedSparsity",
     "DisARM",
     "DistributionEstimator",
     "FiniteDifferences",
     "GaussianSmoothing",
     "GumbelSoftmax",
+    "JacobianSparsity",
     "LinearAnneal",
     "MLPSurrogate",
     "Pathwise",
@@ -33,4 +37,5 @@ __all__ = [
     "SigmaSchedule",
     "StraightThrough",
     "ZeroGrads",
+    "detect_sparsity",
 ]

@@ -116,6 +116,9 @@ def as_sparsity(pattern: object) -> JacobianSparsity | None:
     """``jac_sparsity`` as an estimator takes it: None, a :class:`JacobianSparsity` or a pattern."""
     if pattern is None or isinstance(pattern, JacobianSparsity):
         return pattern
+    detected = getattr(pattern, "pattern", None)  # a DetectedSparsity from detect_sparsity
+    if isinstance(detected, JacobianSparsity):
+        return detected
     return JacobianSparsity(pattern)
 
 
