@@ -20,7 +20,7 @@ dependencies, at most k_o^D candidates, all true dependencies among them.
 *Filter rounds.* Then ``filter_rounds`` rounds of random groups drop a
 candidate j of o unless o changed at j's group (the COMP decoding of
 non-adaptive group testing): a non-dependency survives a round with
-probability about k_o/G. :attr:`DetectedSparsity.candidates` gives the count
+probability about k_o/G. ``DetectedSparsity.candidates`` gives the count
 after each round: a flat tail means the pattern has settled.
 
 Cost: 1 + (D + filter_rounds) · G · repeats evaluations (d = 10⁶, G = 64: D = 4,
@@ -40,7 +40,7 @@ estimate for that output (a 2-parameter blur rounded to steps of h: 40, 10
 and 4 of 200 dependencies missed with 1, 2 and 3 repeats); or a noisy output
 (it changes everywhere: give a ``tolerance`` or fix the noise's seed).
 Outputs that never changed are counted in
-:attr:`DetectedSparsity.silent_outputs` and warned about: their rows are
+``DetectedSparsity.silent_outputs`` and warned about: their rows are
 empty, so the estimators give them no credit, which is right for a constant
 output and wrong for one whose dependency hides below h.
 """
