@@ -1,7 +1,7 @@
 """The random draws the estimators share, each from a generator the caller passes.
 
-Black-box estimators draw offsets τ around θ (Gaussian, PRDPT's importance
-kernel, Rademacher signs); relaxed and discrete estimators draw uniforms and
+Black-box estimators draw offsets τ around θ (Gaussian, orthogonal Gaussian,
+PRDPT's importance kernel, Rademacher signs); relaxed and discrete estimators draw uniforms and
 Gumbel noise. Antithetic pairs are formed by the estimator that uses them
 (θ ± τ), so the draws here are plain. Every function takes a
 ``torch.Generator`` so that a seeded estimator replays bit for bit.
@@ -19,6 +19,50 @@ def gaussian(
 ) -> torch.Tensor:
     """τ = σε with ε ~ N(0, I): ``shape`` draws of Gaussian noise of scale ``sigma``."""
     return torch.randn(shape, generator=generator, dtype=dtype).mul_(sigma)
+
+
+def orthogonal_gaussian(
+    generator: torch.Generator, shape: tuple[int, int, int], sigma: float, dtype: torch.dtype
+) -> torch.Tensor:
+    r"""τ_i = σ r_i q_i: Gaussian offsets ``[B, n, d]`` whose directions are orthogonal in blocks.
+
+    Orthogonal evolution strategies (Choromanski et al. 2018). Each row's n
+    directions fall into ⌈n/m⌉ independent blocks of m = min(n, d) (the last
+    one cut to n); per block, m i.i.d. Gaussian vectors g_1 … g_m ~ N(0, I_d)
+    are orthonormalised by a QR decomposition, G = [g_1 … g_m] = QR, with the
+    columns of Q signed so that diag(R) > 0 (that is Gram–Schmidt on
+    g_1, g_2, …), and each q_i is given back the length of the vector it came
+    from:
+
+        τ_i = σ ‖g_i‖ q_i,    ‖g_i‖ ~ χ(d),    q_i ⊥ q_j within a block.
+
+    Gram–Schmidt is blind to the lengths of the g_i, so Q depends on their
+    directions only, which are independent of the lengths; with diag(R) > 0
+    the frame Q is uniform (Haar) on the orthonormal m-frames. Hence each τ_i
+    is marginally N(0, σ²I) as with :func:`gaussian` (an estimator that is
+    unbiased with i.i.d. offsets stays unbiased), the lengths are i.i.d. χ(d)
+    independent of the frame, and τ_i · τ_j = 0 for two directions of one
+    block. Blocks, and rows, are independent.
+
+    For d = 1 a block holds one direction, q_1 = sign(g_1), and τ = σ g: the
+    same numbers as :func:`gaussian` (float32 and float64), nothing to
+    orthogonalise. The QR runs in at least float32 (LAPACK has no half
+    precision) on the generator's device; its cost is O(n m d) per row and its
+    memory about three times that of the offsets.
+    """
+    B, n, d = shape
+    m = min(n, d)
+    if m == 0:  # d = 0 (or n = 0): nothing to draw
+        return torch.empty(shape, dtype=dtype)
+    blocks = -(-n // m)
+    wide = torch.promote_types(dtype, torch.float32)
+    g = torch.randn((B, blocks, m, d), generator=generator, dtype=wide)
+    q, r = torch.linalg.qr(g.mT)  # g.mT [.., d, m] is already column-major: no copy for LAPACK
+    # sign(diag R) as ±1 (never 0), so that every q_i keeps its length.
+    signs = torch.ones((), dtype=wide).copysign(r.diagonal(dim1=-2, dim2=-1))
+    scale = g.norm(dim=-1).mul_(signs).mul_(sigma)
+    offsets = q.mT.mul_(scale.unsqueeze(-1)).reshape(B, blocks * m, d)
+    return offsets[:, :n].to(dtype).contiguous()
 
 
 def importance_gaussian(
