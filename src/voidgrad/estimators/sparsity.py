@@ -66,7 +66,10 @@ class JacobianSparsity:
         self.shape = (outputs, d)
         # Sᵀ's coordinates, sorted by parameter then output, without repeats.
         key = torch.unique(cols * outputs + rows)
-        self._cols, self._rows = key // outputs, key % outputs
+        # int32 indices where they fit: half the memory, and torch's CSR product is ~2x faster.
+        self._index = torch.int32 if max(outputs, d, key.numel()) < 2**31 else torch.int64
+        self._cols = (key // outputs).to(self._index)
+        self._rows = (key % outputs).to(self._index)
         self._matrices: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
     @property
@@ -89,18 +92,19 @@ class JacobianSparsity:
         key = (dtype, device)
         if key not in self._matrices:
             outputs, d = self.shape
-            coo = torch.sparse_coo_tensor(
-                torch.stack([self._cols, self._rows]).to(device),
-                torch.ones(self.nnz, dtype=dtype, device=device),
-                size=(d, outputs),
-                is_coalesced=True,  # sorted and unique by construction
-                check_invariants=False,
-            )
+            crow = torch.zeros(d + 1, dtype=torch.int64)
+            crow[1:] = torch.bincount(self._cols, minlength=d).cumsum(0)
             with warnings.catch_warnings():
                 # CSR, because its product with a dense matrix is 5-8x faster than COO's on
                 # CPU (d = 10⁶, 4 outputs per parameter); torch calls its CSR support beta.
                 warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-                self._matrices[key] = coo.to_sparse_csr()
+                self._matrices[key] = torch.sparse_csr_tensor(
+                    crow.to(self._index).to(device),
+                    self._rows.to(device),  # sorted by parameter, then output, no repeats
+                    torch.ones(self.nnz, dtype=dtype, device=device),
+                    size=(d, outputs),
+                    check_invariants=False,
+                )
         return self._matrices[key]
 
     def credit(self, differences: torch.Tensor) -> torch.Tensor:
