@@ -53,18 +53,42 @@ GALLERY: tuple[Entry, ...] = (
         "caustic",
         "Caustic design",
         "fit_problem.py",
-        ("--problem", "caustic", "--method", "zerograds", "--budget", "1500"),
-        "A 32 × 32 B-spline glass heightfield (1 024 parameters) refracts light onto a "
-        "plane; photons are splatted into pixels, so the image has no gradient. ZeroGrads "
-        "follows a neural surrogate of the loss.",
+        (
+            "--problem",
+            "caustic:photons=128:resolution=32",
+            "--method",
+            "smoothing",
+            "--budget",
+            "30000",
+            "--option",
+            "importance=false",
+            "--option",
+            "lr_decay=0.01",
+        ),
+        "A 32 × 32 B-spline glass heightfield (1 024 parameters) refracts 128² photons onto "
+        "a 32 × 32 image (a quarter of the default's photons, for about a quarter of the "
+        "cost); each photon is splatted into one pixel, so the image has no gradient. Plain "
+        "Gaussian smoothing, its learning rate decaying to 1 %, takes the loss from 0.093 to "
+        "0.003 in 30 000 evaluations: the bright cusps and the dark discs take shape, their "
+        "thin rims are still faint.",
     ),
     Entry(
         "digits_mlp",
         "An MLP's weights drawing a digit",
         "fit_problem.py",
-        ("--problem", "digits_mlp", "--method", "zerograds", "--budget", "1000"),
+        (
+            "--problem",
+            "digits_mlp",
+            "--method",
+            "spsa",
+            "--budget",
+            "16000",
+            "--option",
+            "lr_decay=0.1",
+        ),
         "The 35 152 weights of an MLP whose 8-bit quantized output must reproduce a digit: "
-        "a piecewise-constant loss in tens of thousands of dimensions.",
+        "a piecewise-constant loss in tens of thousands of dimensions. SPSA, its learning "
+        "rate decaying to 10 %, takes the loss from 0.140 to 0.003 in 16 000 evaluations.",
     ),
     Entry(
         "splines",
