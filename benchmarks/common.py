@@ -47,13 +47,22 @@ def git_dirty() -> bool | None:
     return None if status is None else bool(status)
 
 
+def _within_checkout(path: str) -> str:
+    """``path`` relative to the repository when inside it: results name no machine's folders."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return Path(os.path.normpath(os.path.abspath(path))).relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
 def run_metadata(benchmark: str, measures: str, **settings: Any) -> dict[str, Any]:
     """The metadata block of a benchmark's JSON: what ran, where, when, with which settings."""
     return {
         "benchmark": benchmark,
         "measures": measures,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": [sys.executable, *sys.argv],
+        "command": [_within_checkout(sys.executable), *sys.argv],
         "voidgrad_version": vg.__version__,
         "git_commit": git_commit(),
         "git_dirty": git_dirty(),
