@@ -29,6 +29,7 @@ read this table; a method is added here once and each of them knows it. A :class
 | `fd` | blackbox | h=0.001, scheme='central' | – | h = 0.001 s, lr = 0.05 s. | – | Finite differences along every axis: 2d evaluations a step (central). |
 | `zerograds` | blackbox | sigma=0.1, samples=4 | – | σ = 0.5 s annealed linearly to 0.05 s over the run, 4 samples a step, lr = 0.05 s. | – | ZeroGrads: a neural surrogate fitted to Gaussian samples, differentiated. |
 | `zerograds-reference` | blackbox | sigma=0.1, samples=4 | – | The reference code's ZeroGrads (see reference_zerograds_options), at s and d. | – | Bench preset of zerograds: the reference implementation's settings. |
+| `guided` | blackbox | sigma=0.1, samples=8 | guide | – | – | Guided smoothing (guided ES): perturbations stretched along a user's guide gradients. |
 | `cma` | derivative-free | – | – | σ0 = 0.3 s. | bench | CMA-ES (pycma): full below 2 000 dimensions, separable above. |
 | `annealing` | derivative-free | – | – | – | – | Dual annealing (scipy's dual_annealing algorithm in ask/tell form). |
 | `ga` | derivative-free | – | – | – | bench | A real-coded genetic algorithm (nevergrad's EvolutionStrategy, μ+λ). |
@@ -80,6 +81,7 @@ from voidgrad.estimators import (
     DisARM,
     FiniteDifferences,
     GaussianSmoothing,
+    GuidedSmoothing,
     GumbelSoftmax,
     Pathwise,
     ScoreFunction,
@@ -333,6 +335,14 @@ METHODS: tuple[Method, ...] = (
         preset_of="zerograds",
     ),
     Method(
+        "guided",
+        "blackbox",
+        GuidedSmoothing,
+        "Guided smoothing (guided ES): perturbations stretched along a user's guide gradients.",
+        _SMOOTHING_DEFAULTS,
+        required=("guide",),
+    ),
+    Method(
         "cma",
         "derivative-free",
         partial(_dfo, "cma"),
@@ -444,7 +454,7 @@ def names(*kinds: str, presets: bool = True) -> list[str]:
     Examples:
         >>> from voidgrad import registry
         >>> registry.names("blackbox", presets=False)
-        ['smoothing', 'spsa', 'fd', 'zerograds']
+        ['smoothing', 'spsa', 'fd', 'zerograds', 'guided']
     """
     for kind in kinds:
         if kind not in KINDS:

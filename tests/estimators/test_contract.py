@@ -39,6 +39,8 @@ def build(name: str, seed: int) -> Estimator:
     if "control" in entry.required:
         torch.manual_seed(0)
         options["control"] = nn.Sequential(nn.Linear(D, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    if "guide" in entry.required:  # any deterministic direction field
+        options["guide"] = torch.cos
     estimator = entry.make(seed=seed, **options)
     assert isinstance(estimator, Estimator)
     return estimator

@@ -5,6 +5,7 @@ from voidgrad.estimators.base import BlackBoxEstimator, Probe
 from voidgrad.estimators.detect_sparsity import DetectedSparsity, detect_sparsity
 from voidgrad.estimators.distributional import DistributionEstimator
 from voidgrad.estimators.finite_diff import FiniteDifferences
+from voidgrad.estimators.guided import GuidedSmoothing
 from voidgrad.estimators.pathwise import Pathwise
 from voidgrad.estimators.relax import LAX, REBAR, RELAX, ControlVariateEstimator
 from voidgrad.estimators.relaxed import GumbelSoftmax, StraightThrough
@@ -27,6 +28,7 @@ __all__ = [
     "DistributionEstimator",
     "FiniteDifferences",
     "GaussianSmoothing",
+    "GuidedSmoothing",
     "GumbelSoftmax",
     "JacobianSparsity",
     "LinearAnneal",

@@ -10,10 +10,12 @@ antithetic) and read the values back with weights W_i = s ⊙ w(τ_i):
 v the incoming gradient. The weight is a scale s times w(τ) = τ / ``unit``,
 or sign(τ) with ``sign_weights``, so the weights are rebuilt from τ when
 needed rather than kept. s is a number, or a ``[B, d]`` tensor with one scale
-per coordinate (SPSA's 1/c̃_k for the step actually taken). ``unit`` keeps
-w(τ) of order one, so that a weight such as τ/σ² is computed as (τ/σ)·(1/σ)
-and does not overflow for a tiny σ; the read-out runs in at least float32, so
-that 1/σ does not overflow float16.
+per coordinate (SPSA's 1/c̃_k for the step actually taken). A weight that is
+no such function of τ alone (guided smoothing's Σ⁻¹τ/σ²) is given explicitly,
+as ``weights`` ``[B, n, d]``. ``unit`` keeps w(τ) of order one, so that a
+weight such as τ/σ² is computed as (τ/σ)·(1/σ) and does not overflow for a
+tiny σ; the read-out runs in at least float32, so that 1/σ does not overflow
+float16.
 
 ĝ is :func:`voidgrad.estimators.control.score_estimate` with scores W_i and
 c = 0, the shared score-function formula.
@@ -50,6 +52,9 @@ class Mirrored:
         unit: the unit of w(τ) = τ / unit.
         sparsity: the outputs' dependency pattern, crediting each parameter
             with the outputs that depend on it only (:mod:`~voidgrad.estimators.sparsity`).
+        weights: W_i themselves, ``[B, n, d]``, used instead of s ⊙ w(τ_i)
+            (which ``weight_scale``, ``sign_weights`` and ``unit`` then do not
+            enter); None builds them from τ.
     """
 
     theta: torch.Tensor
@@ -59,6 +64,7 @@ class Mirrored:
     sign_weights: bool = False
     unit: float = 1.0
     sparsity: JacobianSparsity | None = None
+    weights: torch.Tensor | None = None
 
 
 def mirrored_context(query: Query) -> Mirrored:
@@ -198,8 +204,10 @@ def _signal(context: Mirrored, projected: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def _weights(context: Mirrored, dtype: torch.dtype) -> torch.Tensor:
-    """W_i = s ⊙ w(τ_i), ``[B, n, d]``, computed in at least float32."""
+    """W_i = s ⊙ w(τ_i), or the explicit weights, ``[B, n, d]``, in at least float32."""
     wide = torch.promote_types(dtype, torch.float32)
+    if context.weights is not None:
+        return context.weights.to(wide)
     offsets = context.offsets.to(wide)
     basis = offsets.sign() if context.sign_weights else offsets / context.unit  # a new tensor
     scale = context.weight_scale
