@@ -134,6 +134,18 @@ GALLERY: tuple[Entry, ...] = (
         "of textures, against a random initialisation with the same 5 steps.",
     ),
     Entry(
+        "sparse_texture",
+        "A 3.1 M-parameter texture through an 8-bit renderer",
+        "sparse_texture.py",
+        ("--size", "1024", "--evaluations", "100"),
+        "A 1 024 × 1 024 RGB texture (3 145 728 parameters) recovered through a renderer that "
+        "quantizes every texel to 8 bits, so autograd sees a zero gradient. vg.blackbox with "
+        "Gaussian smoothing and the renderer's sparsity pattern (pixel k depends on texel k "
+        "alone) gives every texel its own finite difference from one antithetic pair of "
+        "renders; Adam takes the loss from 0.0461 to 1.0e-4 (0.22 % of the start, past 1 % "
+        "after 68) in 100 evaluations.",
+    ),
+    Entry(
         "rl_cartpole",
         "Policy gradients on CartPole",
         "rl_cartpole.py",
