@@ -132,3 +132,11 @@ def test_bad_arguments_are_refused_naming_them(kwargs, message) -> None:
     theta = arguments.pop("theta")
     with pytest.raises(ValueError, match=message):
         vg.detect_sparsity(blur, theta, **arguments)
+
+
+def test_the_empty_groups_of_the_last_digit_are_not_evaluated() -> None:
+    """d = 100, G = 64: the second digit takes 2 values, so 62 of its groups are empty."""
+    evaluator = vg.Evaluator(blur, backend="vectorized")
+    found = vg.detect_sparsity(evaluator, torch.zeros(100), step=0.1, groups=64)
+    assert found.evaluations == evaluator.stats.evals == 1 + 64 + 2 + 4 * 64
+    assert torch.equal(dense(found.pattern), true_blur_pattern(100))
