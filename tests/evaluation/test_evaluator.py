@@ -97,7 +97,7 @@ def test_raise_policy_names_the_row_and_chains_the_cause() -> None:
     assert info.value.row == 1
     torch.testing.assert_close(info.value.params, X[1])
     assert isinstance(info.value.__cause__, ValueError)
-    assert "0.2500" in str(info.value)
+    assert "parameters: [7.0, 0.25]" in str(info.value)
 
 
 def test_nan_policy_returns_nan_rows_for_exceptions_and_non_finite_outputs() -> None:
@@ -476,3 +476,13 @@ def test_integer_seeds_of_any_kind_reach_fn(seeds) -> None:
 def test_x_that_is_not_real_numbers_is_named(X, message) -> None:
     with pytest.raises(TypeError, match=message):
         vg.Evaluator(lambda row: 1.0)(X)
+
+
+def test_a_long_parameter_row_is_summarised_in_the_message_and_kept_whole() -> None:
+    evaluator = vg.Evaluator(lambda x: 1 / 0)
+    row = torch.arange(1000, dtype=torch.float64)
+    with pytest.raises(vg.EvaluationError) as caught:
+        evaluator(row[None])
+    message = str(caught.value)
+    assert "parameters: [0, 1, 2, ..., 997, 998, 999] (shape [1000]; all of them in" in message
+    assert len(message) < 300 and torch.equal(caught.value.params, row)

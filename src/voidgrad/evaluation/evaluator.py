@@ -291,7 +291,8 @@ class Evaluator:
                     f"so no NaN rows can be returned; the first: {message}"
                 )
             raise EvaluationError(
-                f"{message} at row {row} of a batch of {X.shape[0]}; parameters: {X[row]}",
+                f"{message} at row {row} of a batch of {X.shape[0]}; parameters: "
+                f"{_summary(X[row])}",
                 row=row,
                 params=X[row],
             ) from outcomes[row].error
@@ -472,3 +473,13 @@ def _as_seed_list(seeds: Sequence[int] | torch.Tensor | None, n: int) -> list[in
     if len(seed_list) != n:
         raise ValueError(f"seeds must have one entry per row of X ({n}); got {len(seed_list)}")
     return seed_list
+
+
+def _summary(row: torch.Tensor, shown: int = 6) -> str:
+    """A parameter row for a message: all of it when short, its ends and shape when long."""
+    values = row.reshape(-1).tolist()
+    if len(values) <= shown:
+        return str([round(v, 6) if isinstance(v, float) else v for v in values])
+    half = shown // 2
+    ends = [f"{v:.6g}" for v in values[:half]] + ["..."] + [f"{v:.6g}" for v in values[-half:]]
+    return f"[{', '.join(ends)}] (shape {list(row.shape)}; all of them in error.params)"
