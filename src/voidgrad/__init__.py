@@ -1,6 +1,6 @@
 """voidgrad: gradient-based optimization through programs that have no useful gradient."""
 
-from voidgrad import baselines, meta, problems, rl
+from voidgrad import baselines, guides, meta, problems, rl
 from voidgrad.adversarial import adversarial
 from voidgrad.blackbox import BlackBox, blackbox
 from voidgrad.errors import (
@@ -70,6 +70,7 @@ __all__ = [
     "blackbox",
     "detect_sparsity",
     "expectation",
+    "guides",
     "meta",
     "minimize",
     "problems",
