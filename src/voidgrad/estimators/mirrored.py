@@ -103,21 +103,21 @@ def mirrored_estimate(context: Mirrored, values: torch.Tensor) -> Estimate:
     sparsity = context.sparsity
     if sparsity is not None:
         sparsity.check(tuple(values.shape[2:]), context.theta.shape[1])
+    B, M = values.shape[:2]
+    valid = _valid(context, torch.isfinite(values.reshape(B, M, -1)).all(-1))
 
     def vjp(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if sparsity is not None:
-            return sparse_mirrored_vjp(context, sparsity, values, v)
+            return sparse_mirrored_vjp(context, sparsity, values, valid, v)
         return mirrored_vjp(context, project(values, v))
 
-    return Estimate(value=mirrored_value(context, values), vjp=vjp)
+    return Estimate(value=mirrored_value(context, values, valid), vjp=vjp)
 
 
-def mirrored_value(context: Mirrored, values: torch.Tensor) -> torch.Tensor:
-    """``[B, *out]``: the mean of F over the points of the surviving directions."""
-    B, M = values.shape[:2]
-    valid = _valid(context, torch.isfinite(values.reshape(B, M, -1)).all(-1))
+def mirrored_value(context: Mirrored, values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``[B, *out]``: the mean of F over the points of the ``valid`` directions ``[B, n]``."""
     mask = torch.cat([valid, valid], 1) if context.antithetic else valid
-    mask = mask.reshape(B, M, *([1] * (values.ndim - 2)))
+    mask = mask.reshape(*values.shape[:2], *([1] * (values.ndim - 2)))
     return torch.where(mask, values, 0.0).sum(1) / mask.sum(1).to(values.dtype)
 
 
@@ -139,23 +139,26 @@ def mirrored_vjp(
     if bool((n < 2).any()):
         return estimate, None
     squares = (signal.to(weights.dtype).pow(2) * weights.pow(2).sum(-1)).sum(1)
-    mean = estimate.to(weights.dtype).pow(2).sum(1)
-    return estimate, ((squares - n * mean) / (n * (n - 1))).clamp_min(0.0)
+    return estimate, _trace_covariance(squares, estimate.to(weights.dtype), n)
 
 
 def sparse_mirrored_vjp(
-    context: Mirrored, sparsity: JacobianSparsity, values: torch.Tensor, v: torch.Tensor
+    context: Mirrored,
+    sparsity: JacobianSparsity,
+    values: torch.Tensor,
+    valid: torch.Tensor,
+    v: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""ĝ_j = (1/n) Σ_i W_ij (Sᵀ (v ⊙ δF(i)))_j ``[B, d]`` and its variance ``[B]`` (as above).
 
-    δF(i) = ½[F(θ + τ_i) − F(θ − τ_i)] (antithetic) or F(θ + τ_i), per output;
-    a direction with a non-finite output is dropped. The per-direction terms
-    g_i = W_i ⊙ Sᵀ(v ⊙ δF(i)) are ``[B, n, d]``, as the weights already are.
+    δF(i) = ½[F(θ + τ_i) − F(θ − τ_i)] (antithetic) or F(θ + τ_i), per output,
+    over the ``valid`` directions ``[B, n]`` (those without a non-finite
+    output). The per-direction terms g_i = W_i ⊙ Sᵀ(v ⊙ δF(i)) are
+    ``[B, n, d]``, as the weights already are.
     """
     B, M = values.shape[:2]
     wide = torch.promote_types(values.dtype, torch.float32)
     flat = values.reshape(B, M, -1).to(wide)
-    valid = _valid(context, torch.isfinite(flat).all(-1))
     if context.antithetic:
         plus, minus = flat.chunk(2, dim=1)
         flat = 0.5 * (plus - minus)
@@ -168,10 +171,15 @@ def sparse_mirrored_vjp(
     dtype = values.dtype
     if bool((count < 2).any()):
         return estimate.to(dtype), None
-    squares = terms.pow(2).sum((1, 2))
-    count = count.squeeze(1)
-    variance = (squares - count * estimate.pow(2).sum(1)) / (count * (count - 1))
-    return estimate.to(dtype), variance.clamp_min(0.0).to(dtype)
+    variance = _trace_covariance(terms.pow(2).sum((1, 2)), estimate, count.squeeze(1))
+    return estimate.to(dtype), variance.to(dtype)
+
+
+def _trace_covariance(
+    squares: torch.Tensor, estimate: torch.Tensor, n: torch.Tensor
+) -> torch.Tensor:
+    """tr Cov(ĝ) ≈ (Σ_i ‖g_i‖² − n ‖ĝ‖²) / (n(n − 1)) ``[B]``, from ``squares`` = Σ_i ‖g_i‖²."""
+    return ((squares - n * estimate.pow(2).sum(1)) / (n * (n - 1))).clamp_min(0.0)
 
 
 def _valid(context: Mirrored, finite: torch.Tensor) -> torch.Tensor:
