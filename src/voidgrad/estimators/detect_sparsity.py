@@ -147,13 +147,13 @@ def detect_sparsity(
 
     # Digit rounds: the candidates' numbers p(j), built digit by digit per output.
     numbering = torch.randperm(d, generator=generator)  # p(j)
-    digits, base = _digits(d, groups), groups
+    digits = _digits(d, groups)
     rows = torch.arange(outputs)
     codes = torch.zeros(outputs, dtype=torch.int64)
     candidates: list[int] = []
     for r in range(digits):
-        place = base**r
-        changed = probe.changes(numbering // place % base, base)
+        place = groups**r
+        changed = probe.changes(numbering // place % groups, groups)
         rows, codes = _extend(rows, codes, changed, place, max_candidates)
         if r == digits - 1:
             kept = codes < d
