@@ -530,7 +530,7 @@ class ZeroGrads(BlackBoxEstimator):
         pair_gradients = 0.5 * (grad_h[:n] + grad_h[n:])
         mean_gradient = torch.where(valid.unsqueeze(1), pair_gradients, 0.0).sum(0) / valid.sum()
         control = score_estimate(
-            torch.zeros_like(h), score, h, mean_gradient, antithetic=True, valid=valid
+            -h, score, control_gradient=mean_gradient, antithetic=True, valid=valid
         )
         return plain, control.to(plain.dtype)  # the outputs may be wider than the network
 
