@@ -48,9 +48,7 @@ def autograd(
         tensor([4., 4., 4.])
         >>> estimator = vg.GuidedSmoothing(0.1, 8, guide, alpha=0.1, seed=0)
     """
-    if twin is None:
-        raise TypeError("twin must be callable; got NoneType")
-    check_callable("twin", twin)
+    check_callable("twin", twin, optional=False)
 
     def guide(theta: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():

@@ -119,9 +119,10 @@ def check_samples(samples: object, paired: bool) -> int:
     return samples
 
 
-def check_callable(name: str, value: object, what: str = "") -> Any:
-    """Return ``value``, or a TypeError naming ``name`` unless it is callable (or None)."""
-    if value is not None and not callable(value):
+def check_callable(name: str, value: object, what: str = "", *, optional: bool = True) -> Any:
+    """Return ``value``, or a TypeError naming ``name`` unless it is callable (or, when
+    ``optional``, None)."""
+    if (value is not None or not optional) and not callable(value):
         hint = f", {what}" if what else ""
         raise TypeError(f"{name} must be callable{hint}; got {type(value).__name__}")
     return value

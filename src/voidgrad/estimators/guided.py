@@ -139,9 +139,9 @@ class GuidedSmoothing(BlackBoxEstimator):
         super().__init__(seed)
         self.sigma = check_positive("sigma", sigma)
         self.samples = check_samples(samples, paired=True)
-        if guide is None:
-            raise TypeError("guide must be callable, guide(theta) -> tensor [d]; got None")
-        self.guide: Guide = check_callable("guide", guide, "guide(theta) -> tensor [d]")
+        self.guide: Guide = check_callable(
+            "guide", guide, "guide(theta) -> tensor [d]", optional=False
+        )
         self.subspace = check_int("subspace", subspace, 1)
         self.alpha = check_interval("alpha", alpha, 0, 1, closed_high=True)
         self.correction = check_flag("correction", correction)
