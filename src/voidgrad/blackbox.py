@@ -33,8 +33,9 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
+from voidgrad.errors import BudgetExhausted
 from voidgrad.estimators.base import BlackBoxEstimator
-from voidgrad.estimators.protocol import Estimate
+from voidgrad.estimators.protocol import Estimate, Query
 from voidgrad.evaluation.evaluator import Evaluator
 from voidgrad.validation import check_flag
 
@@ -108,9 +109,8 @@ class BlackBox:
             )
         with torch.no_grad():
             query = self.estimator.ask(theta2d.detach())
-            B, M, d = query.inputs.shape
-            values = self.evaluator(query.inputs.reshape(B * M, d), query.seeds.reshape(B * M))
-            estimate = self.estimator.tell(query, values.reshape(B, M, *values.shape[1:]))
+            values = _evaluate(self.evaluator, query)
+            estimate = self.estimator.tell(query, values)
         self.last_estimate = estimate
         self.estimator._last_stats = estimate.stats  # for the deprecated last_variance
         if self.train:
@@ -186,6 +186,36 @@ class _BlackBoxFunction(torch.autograd.Function):
         if variance is not None:
             estimate.stats["variance"] = float(variance.sum())
         return grad, None
+
+
+def _evaluate(evaluator: Evaluator, query: Query) -> torch.Tensor:
+    """The values ``[B, M, *out]`` of the query's points, evaluated by ``evaluator``.
+
+    Points made on demand (:class:`~voidgrad.estimators.regenerated.RegeneratedPoints`)
+    are evaluated in chunks of one row per worker of the backend, so that only
+    a chunk of them is ever held; the whole query must fit in the budget
+    before the first chunk runs, as it must for one call. A query of no
+    points evaluates nothing.
+    """
+    inputs, seeds = query.inputs, query.seeds.reshape(-1)
+    B, M, d = inputs.shape
+    if B * M == 0:  # a step that reuses earlier evaluations (ZeroGrads' theta_steps)
+        return torch.zeros((B, M), dtype=inputs.dtype, device=inputs.device)
+    if isinstance(inputs, torch.Tensor):
+        values = evaluator(inputs.reshape(B * M, d), seeds)
+    else:
+        if evaluator.budget is not None and evaluator.stats.evals + B * M > evaluator.budget:
+            raise BudgetExhausted(evaluator.budget, evaluator.stats.evals, B * M)
+        chunk = max(1, getattr(evaluator.backend, "workers", None) or 1)
+        values = torch.cat(
+            [
+                evaluator(
+                    inputs.rows(start, min(start + chunk, B * M)), seeds[start : start + chunk]
+                )
+                for start in range(0, B * M, chunk)
+            ]
+        )
+    return values.reshape(B, M, *values.shape[1:])
 
 
 def _as_parameter_batch(theta: object) -> torch.Tensor:

@@ -312,12 +312,23 @@ def check_random_offsets(
     there is exactly 0. Rounding is monotone, so the largest |τ_k| decides both
     the overflow and the dead coordinates.
     """
-    reach = offsets.abs().amax(1)
+    check_offset_reach(name, sigma, theta, offsets.abs().amax(1), _extra_frames=1)
+
+
+def check_offset_reach(
+    name: str, sigma: float, theta: torch.Tensor, reach: torch.Tensor, _extra_frames: int = 0
+) -> None:
+    """:func:`check_random_offsets` from ``reach`` ``[B, d]``, the largest |τ_k| (or a bound on it).
+
+    A bound larger than the offsets refuses no representable point it should
+    accept unless θ ± bound overflows, and calls fewer coordinates dead (the
+    warning then says lost).
+    """
     check_representable(name, sigma, theta, theta + reach, theta - reach)
     lost = sigma < float_spacing(theta) / 2
     if bool(lost.any()):
         dead = lost & (theta + reach == theta) & (theta - reach == theta)
-        warn_unresolved(name, sigma, theta, lost, dead, _extra_frames=1)
+        warn_unresolved(name, sigma, theta, lost, dead, _extra_frames=1 + _extra_frames)
 
 
 def warn_unresolved(

@@ -18,7 +18,9 @@ tiny σ; the read-out runs in at least float32, so that 1/σ does not overflow
 float16.
 
 ĝ is :func:`voidgrad.estimators.control.score_estimate` with scores W_i and
-c = 0, the shared score-function formula.
+c = 0, the shared score-function formula. Offsets held as seeds
+(:class:`~voidgrad.estimators.regenerated.SeededOffsets`) are read out one
+direction at a time instead, accumulating the same sums in O(d) memory.
 
 Failed evaluations (NaN rows under ``on_error="nan"``) are dropped: a
 direction counts only if all of its points succeeded, and the means are over
@@ -36,6 +38,7 @@ from voidgrad.errors import EvaluationError
 from voidgrad.estimators.base import project
 from voidgrad.estimators.control import score_estimate
 from voidgrad.estimators.protocol import Estimate, Estimator, Query
+from voidgrad.estimators.regenerated import RegeneratedPoints, SeededOffsets
 from voidgrad.estimators.sparsity import JacobianSparsity
 
 
@@ -45,7 +48,8 @@ class Mirrored:
 
     Attributes:
         theta: the parameters the points are mirrored about.
-        offsets: τ_i, as drawn (the weights use them, not the rounded steps).
+        offsets: τ_i ``[B, n, d]``, as drawn (the weights use them, not the
+            rounded steps), or their seeds, to regenerate them when needed.
         antithetic: whether θ − τ_i was asked for too (the last n points).
         weight_scale: s, a number or ``[B, d]``.
         sign_weights: w(τ) = sign(τ) instead of τ / ``unit``.
@@ -58,7 +62,7 @@ class Mirrored:
     """
 
     theta: torch.Tensor
-    offsets: torch.Tensor
+    offsets: torch.Tensor | SeededOffsets
     antithetic: bool
     weight_scale: float | torch.Tensor
     sign_weights: bool = False
@@ -77,15 +81,22 @@ def mirrored_context(query: Query) -> Mirrored:
     return query.context
 
 
-def mirrored_points(context: Mirrored) -> torch.Tensor:
-    """``[B, M, d]``: θ + τ_i, then θ − τ_i when antithetic (M = n or 2n)."""
-    B, n, d = context.offsets.shape
+def mirrored_points(context: Mirrored) -> torch.Tensor | RegeneratedPoints:
+    """``[B, M, d]``: θ + τ_i, then θ − τ_i when antithetic (M = n or 2n).
+
+    Made on demand (:class:`~voidgrad.estimators.regenerated.RegeneratedPoints`)
+    when the offsets are held as seeds.
+    """
+    offsets = context.offsets
+    if isinstance(offsets, SeededOffsets):
+        return RegeneratedPoints(context.theta, offsets, context.antithetic)
+    B, n, d = offsets.shape
     centre = context.theta.unsqueeze(1)
     if not context.antithetic:
-        return centre + context.offsets
-    points = torch.empty((B, 2 * n, d), dtype=context.offsets.dtype, device=context.offsets.device)
-    torch.add(centre, context.offsets, out=points[:, :n])
-    torch.sub(centre, context.offsets, out=points[:, n:])
+        return centre + offsets
+    points = torch.empty((B, 2 * n, d), dtype=offsets.dtype, device=offsets.device)
+    torch.add(centre, offsets, out=points[:, :n])
+    torch.sub(centre, offsets, out=points[:, n:])
     return points
 
 
@@ -107,6 +118,8 @@ def mirrored_estimate(context: Mirrored, values: torch.Tensor) -> Estimate:
     valid = _valid(context, torch.isfinite(values.reshape(B, M, -1)).all(-1))
 
     def vjp(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if isinstance(context.offsets, SeededOffsets):
+            return regenerated_vjp(context, context.offsets, values, valid, v)
         if sparsity is not None:
             return sparse_mirrored_vjp(context, sparsity, values, valid, v)
         return mirrored_vjp(context, project(values, v))
@@ -175,6 +188,54 @@ def sparse_mirrored_vjp(
     return estimate.to(dtype), variance.to(dtype)
 
 
+def regenerated_vjp(
+    context: Mirrored,
+    offsets: SeededOffsets,
+    values: torch.Tensor,
+    valid: torch.Tensor,
+    v: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    r"""ĝ = (1/n) Σ_i g_i and its variance, as above, one regenerated direction at a time.
+
+    g_i = W_i s_i with s_i = ⟨v, δF(i)⟩, or W_i ⊙ Sᵀ(v ⊙ δF(i)) with a
+    sparsity pattern; δF(i) is ½[F(θ + τ_i) − F(θ − τ_i)] (antithetic) or
+    F(θ + τ_i), over the ``valid`` directions ``[B, n]``. Σ_i g_i and
+    Σ_i ‖g_i‖² are accumulated as each τ_i is drawn again, so the memory is
+    the estimate ``[B, d]`` and one offset's worth of ``[d]`` tensors.
+    """
+    B, M = values.shape[:2]
+    wide = torch.promote_types(values.dtype, torch.float32)
+    flat = values.reshape(B, M, -1).to(wide)
+    if context.antithetic:
+        plus, minus = flat.chunk(2, dim=1)
+        flat = 0.5 * (plus - minus)
+    signal = torch.where(valid.unsqueeze(-1), flat * v.to(wide).reshape(B, 1, -1), 0.0)
+    if context.sparsity is None:
+        signal = signal.sum(-1)  # s_i = ⟨v, δF(i)⟩
+    n = offsets.shape[1]
+    estimate = torch.zeros((B, offsets.dim), dtype=wide, device=context.theta.device)
+    squares = torch.zeros(B, dtype=wide, device=context.theta.device)
+    scale = context.weight_scale
+    for row in range(B):
+        row_scale = scale[row] if isinstance(scale, torch.Tensor) else scale
+        for direction in range(n):
+            if not bool(valid[row, direction]):
+                continue
+            term = _offset_weights(context, offsets.draw(row, direction), wide, row_scale)
+            if context.sparsity is None:
+                term.mul_(signal[row, direction])
+            else:
+                term.mul_(context.sparsity.credit(signal[row, direction].unsqueeze(0))[0])
+            estimate[row].add_(term)
+            squares[row] += torch.dot(term, term)
+    count = valid.sum(1)
+    estimate.div_(count.unsqueeze(1).to(wide))
+    dtype = values.dtype
+    if bool((count < 2).any()):
+        return estimate.to(dtype), None
+    return estimate.to(dtype), _trace_covariance(squares, estimate, count).to(dtype)
+
+
 def _trace_covariance(
     squares: torch.Tensor, estimate: torch.Tensor, n: torch.Tensor
 ) -> torch.Tensor:
@@ -216,7 +277,20 @@ def _weights(context: Mirrored, dtype: torch.dtype) -> torch.Tensor:
     wide = torch.promote_types(dtype, torch.float32)
     if context.weights is not None:
         return context.weights.to(wide)
-    offsets = context.offsets.to(wide)
-    basis = offsets.sign() if context.sign_weights else offsets / context.unit  # a new tensor
+    assert isinstance(context.offsets, torch.Tensor)  # seeds are read out by regenerated_vjp
     scale = context.weight_scale
-    return basis.mul_(scale.unsqueeze(1) if isinstance(scale, torch.Tensor) else scale)
+    return _offset_weights(
+        context,
+        context.offsets,
+        wide,
+        scale.unsqueeze(1) if isinstance(scale, torch.Tensor) else scale,
+    )
+
+
+def _offset_weights(
+    context: Mirrored, offsets: torch.Tensor, wide: torch.dtype, scale: float | torch.Tensor
+) -> torch.Tensor:
+    """s ⊙ w(τ) for offsets τ of any shape, in the dtype ``wide``: a new tensor."""
+    offsets = offsets.to(wide)
+    basis = offsets.sign() if context.sign_weights else offsets / context.unit  # a new tensor
+    return basis.mul_(scale)

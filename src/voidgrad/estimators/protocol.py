@@ -32,23 +32,33 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import torch
 
 from voidgrad.validation import check_seed
 
+if TYPE_CHECKING:
+    from voidgrad.estimators.regenerated import RegeneratedPoints
+
 #: Seeds handed to F lie in [0, 2**31 − 1), so that any F can pass them on to NumPy.
 SEED_HIGH = 2**31 - 1
 
 
+#: What a query's inputs are: a tensor, or points made on demand.
+Inputs = TypeVar("Inputs", torch.Tensor, "RegeneratedPoints")
+
+
 @dataclass(frozen=True)
-class Query:
+class Query(Generic[Inputs]):
     """What an estimator asks to have evaluated.
 
     Attributes:
         inputs: the points ``[B, M, d]`` (black boxes) or the samples
-            ``[N, *sample_shape]`` (distributions) to evaluate.
+            ``[N, *sample_shape]`` (distributions) to evaluate; for a
+            smoothing estimator that regenerates its offsets, points made on
+            demand (:class:`~voidgrad.estimators.regenerated.RegeneratedPoints`,
+            read with ``rows(start, stop)``).
         seeds: ``int64``, one per evaluation (``[B, M]`` or ``[N]``): passed to
             F if it takes a ``seed``, so that a noisy F replays.
         differentiable: whether the values must stay differentiable in the
@@ -57,7 +67,7 @@ class Query:
             (offsets, relaxed samples); private to the estimator that asked.
     """
 
-    inputs: torch.Tensor
+    inputs: Inputs
     seeds: torch.Tensor
     differentiable: bool = False
     context: Any = None

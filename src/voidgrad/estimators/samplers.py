@@ -17,8 +17,11 @@ import torch
 def gaussian(
     generator: torch.Generator, shape: tuple[int, ...], sigma: float, dtype: torch.dtype
 ) -> torch.Tensor:
-    """τ = σε with ε ~ N(0, I): ``shape`` draws of Gaussian noise of scale ``sigma``."""
-    return torch.randn(shape, generator=generator, dtype=dtype).mul_(sigma)
+    """τ = σε with ε ~ N(0, I): ``shape`` draws of Gaussian noise of scale ``sigma``.
+
+    Drawn on the generator's device.
+    """
+    return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).mul_(sigma)
 
 
 def orthogonal_gaussian(
@@ -66,13 +69,16 @@ def orthogonal_gaussian(
 
 
 def importance_gaussian(
-    generator: torch.Generator, shape: tuple[int, int, int], sigma: float, dtype: torch.dtype
+    generator: torch.Generator, shape: tuple[int, ...], sigma: float, dtype: torch.dtype
 ) -> torch.Tensor:
     """PRDPT's importance-sampled offsets: τ ∝ |∂κ/∂τ| per dimension.
 
-    From one uniform c ~ U(−1, 1) per entry: τ = sign(c) σ sqrt(−2 ln(1 − |c|)).
+    From one uniform c ~ U(−1, 1) per entry: τ = sign(c) σ sqrt(−2 ln(1 − |c|)),
+    so |τ| ≤ σ sqrt(−2 ln t), t the dtype's smallest normal number. Drawn on
+    the generator's device.
     """
-    c = torch.rand(shape, generator=generator, dtype=dtype).mul_(2).sub_(1)
+    c = torch.rand(shape, generator=generator, dtype=dtype, device=generator.device)
+    c.mul_(2).sub_(1)
     # 1 − |c| = 2 min(u, 1 − u) is uniform on (0, 1]; clamp the measure-zero u = 0.
     magnitude = c.abs().neg_().log1p_().clamp_min_(math.log(torch.finfo(dtype).tiny))
     magnitude.mul_(-2).sqrt_().mul_(sigma)
