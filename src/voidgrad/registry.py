@@ -30,6 +30,7 @@ read this table; a method is added here once and each of them knows it. A :class
 | `zerograds` | blackbox | sigma=0.1, samples=4 | – | σ = 0.5 s annealed linearly to 0.05 s over the run, 4 samples a step, lr = 0.05 s. | – | ZeroGrads: a neural surrogate fitted to Gaussian samples, differentiated. |
 | `zerograds-reference` | blackbox | sigma=0.1, samples=4 | – | The reference code's ZeroGrads (see reference_zerograds_options), at s and d. | – | Bench preset of zerograds: the reference implementation's settings. |
 | `guided` | blackbox | sigma=0.1, samples=8 | guide | – | – | Guided smoothing (guided ES): perturbations stretched along a user's guide gradients. |
+| `mixed` | blackbox | sigma=0.1, samples=8 | guide | – | – | A guide gradient and smoothing mixed by inverse variance, with a bias check (Suh et al.). |
 | `cma` | derivative-free | – | – | σ0 = 0.3 s. | bench | CMA-ES (pycma): full below 2 000 dimensions, separable above. |
 | `annealing` | derivative-free | – | – | – | – | Dual annealing (scipy's dual_annealing algorithm in ask/tell form). |
 | `ga` | derivative-free | – | – | – | bench | A real-coded genetic algorithm (nevergrad's EvolutionStrategy, μ+λ). |
@@ -83,6 +84,7 @@ from voidgrad.estimators import (
     GaussianSmoothing,
     GuidedSmoothing,
     GumbelSoftmax,
+    MixedGradient,
     Pathwise,
     ScoreFunction,
     StraightThrough,
@@ -185,20 +187,42 @@ def _bench_zerograds_reference(at: BenchScale) -> dict[str, Any]:
 
 
 def reference_zerograds_options(scale: float, dim: int) -> dict[str, Any]:
-    """ZeroGrads as the reference code sets it up, at the bench's budgets.
+    """ZeroGrads as the reference code's ``optimize_with_proxy`` runs it, at the bench's budgets.
 
-    Kept from the reference: its estimate ∇h(θ) (``unbiased=False``), σ ≈ 0.2 s,
-    20 evaluations per step, inner smoothing ρ = 0.1, k_φ = 3 fits at
-    lr_φ = 1e-4, inputs relative to θ₀ (``frame="fixed"``), PyTorch's default
-    initialization, and its two networks: 3×64 without encoding below 1 000
-    parameters, 8×128 with six positional-encoding frequencies above.
-    Changed: lr_θ = 0.01 s, because the reference's 1e-5–1e-4 moves θ by
-    almost nothing in a few hundred steps, and a rank-32 first layer above
-    200 000 encoded inputs, because the reference's full first layer there (up
-    to 327M weights) does not fit a 2-core time budget.
+    From the reference (``mfischer-ucl/zerograds`` at 7490db8; the research
+    notes, ``zerograds_prdpt.md`` §2.1-2.3):
+
+    * its estimate ∇h(θ) (``unbiased=False``), read before the step's samples
+      are fitted (``order="step-first"``: the loop steps θ with the old
+      surrogate, then fits; §2.1 step 3);
+    * θ itself into the network (``inputs="raw"``: its ``normalize_fn`` is the
+      identity on the caustic, MNIST-MLP and texture tasks) and the losses
+      themselves as targets (``targets="raw"``: ``criterion_proxy`` is the MSE
+      on them; §2.1 step 4), so the ``frame`` (``"fixed"``: the landscape,
+      not offsets from θ) changes nothing;
+    * 20 evaluations a step (B = 10 antithetic pairs), inner smoothing ρ = 0.1,
+      k_θ = 1 θ step per batch (the caustic, texture, Rosenbrock and LED tasks;
+      §2.3), 4 on MNIST-MLP, k_φ = 3 fits (10 on MNIST-MLP) at lr_φ = 1e-4 above 1 000
+      parameters, 1e-3 below (the toy, Rosenbrock and LED tasks);
+    * its networks (§2.2): 3×64 without encoding below 1 000 parameters,
+      8×128 with positional encoding above, L = 6 frequencies (caustic,
+      texture) or 3 on the MLP task, recognised here by its dimension
+      (35 152, the MNIST MLP's weights, which the bench's ``digits_mlp``
+      shares); PyTorch's default initialization, and leaky ReLU on the
+      output too (``activate_output``).
+
+    Changed, for the bench's budgets and scales: lr_θ = 0.01 s where the
+    reference's is 1e-4 on the caustic (≈ 0.0011 s at its s ≈ 0.09),
+    1.25e-5 on MNIST-MLP and 1e-5 on the texture (they move θ by almost
+    nothing in a few hundred steps); σ = 0.2 s where the reference's is
+    0.0125 on the caustic (≈ 0.14 s) and 0.025 on MNIST-MLP and the texture;
+    and a rank-32 first layer above 200 000
+    encoded inputs, because the reference's full first layer there (up to
+    327M weights) does not fit a 2-core time budget.
     """
+    mlp = dim == 35_152
     network = (
-        {"width": 128, "depth": 8, "encoding_levels": 6}
+        {"width": 128, "depth": 8, "encoding_levels": 3 if mlp else 6}
         if dim >= 1000
         else {"width": 64, "depth": 3, "encoding_levels": 0}
     )
@@ -207,11 +231,16 @@ def reference_zerograds_options(scale: float, dim: int) -> dict[str, Any]:
         "samples": 20,
         "lr": 0.01 * scale,
         "inner_sigma": 0.1,
-        "fit_steps": 3,
-        "surrogate_lr": 1e-4,
+        "fit_steps": 10 if mlp else 3,
+        "surrogate_lr": 1e-4 if dim >= 1000 else 1e-3,
         "unbiased": False,
         "frame": "fixed",
+        "inputs": "raw",
+        "targets": "raw",
+        "order": "step-first",
+        "theta_steps": 4 if mlp else 1,
         "zero_output": False,
+        "activate_output": True,
         "low_rank_above": 200_000,
         **network,
     }
@@ -343,6 +372,14 @@ METHODS: tuple[Method, ...] = (
         required=("guide",),
     ),
     Method(
+        "mixed",
+        "blackbox",
+        MixedGradient,
+        "A guide gradient and smoothing mixed by inverse variance, with a bias check (Suh et al.).",
+        _SMOOTHING_DEFAULTS,
+        required=("guide",),
+    ),
+    Method(
         "cma",
         "derivative-free",
         partial(_dfo, "cma"),
@@ -454,7 +491,7 @@ def names(*kinds: str, presets: bool = True) -> list[str]:
     Examples:
         >>> from voidgrad import registry
         >>> registry.names("blackbox", presets=False)
-        ['smoothing', 'spsa', 'fd', 'zerograds', 'guided']
+        ['smoothing', 'spsa', 'fd', 'zerograds', 'guided', 'mixed']
     """
     for kind in kinds:
         if kind not in KINDS:

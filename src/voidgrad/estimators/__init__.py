@@ -6,6 +6,7 @@ from voidgrad.estimators.detect_sparsity import DetectedSparsity, detect_sparsit
 from voidgrad.estimators.distributional import DistributionEstimator
 from voidgrad.estimators.finite_diff import FiniteDifferences
 from voidgrad.estimators.guided import GuidedSmoothing
+from voidgrad.estimators.mixing import MixedGradient
 from voidgrad.estimators.pathwise import Pathwise
 from voidgrad.estimators.relax import LAX, REBAR, RELAX, ControlVariateEstimator
 from voidgrad.estimators.relaxed import GumbelSoftmax, StraightThrough
@@ -33,6 +34,7 @@ __all__ = [
     "JacobianSparsity",
     "LinearAnneal",
     "MLPSurrogate",
+    "MixedGradient",
     "Pathwise",
     "Probe",
     "ScoreFunction",

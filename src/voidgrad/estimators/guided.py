@@ -48,6 +48,53 @@ value is the mean of F over the 2n points. Read out by the shared mirrored
 read-out (:mod:`voidgrad.estimators.mirrored`), which drops failed pairs and
 estimates the variance from the spread of the pairs.
 
+Adaptive trust (``adapt=True``, ``correction=False``). How much of the
+gradient the guide subspace holds is measured from the pairs themselves and α
+is moved to suit it. With u_i = ε_i/σ, the coordinates x_i = Uᵀu_i ~ N(0, bI_r),
+b = α + (1 − α)d/r, and the rest (I − P)u_i ~ N(0, α(I − P)) are independent,
+so for F linear over ±ε_i (exactly so for a quadratic: the even part cancels)
+
+    y_i = δF_i/(2σ) = x_iᵀh + e_i,    h = Uᵀ∇F,  e_i ~ N(0, α‖(I − P)∇F‖²),
+
+a linear regression on n ≥ r + 1 pairs. Least squares gives ĥ and the
+residual sum of squares RSS, and from them the unbiased estimates
+
+    ‖(I − P)∇F‖² ≈ RSS/((n − r)α),   ‖P∇F‖² ≈ ‖ĥ‖² − tr((XᵀX)⁻¹) RSS/(n − r).
+
+(For vector outputs ∇F is the Jacobian, the regression has one column per
+output and the norms are Frobenius norms.) Regressing first matters: the
+residual is free of the part along the subspace, which dominates y_i when α
+is small (products of pairs, unbiased without the linear model, measured
+10³ times the variance at α = 0.1, d = 50). Curvature or noise beyond the
+model enters the residual, so it reads as gradient off the subspace and
+pushes α up: the safe side. Each estimate reports the two in
+``Estimate.stats`` (``"guide_parallel"``, ``"guide_orthogonal"``);
+:meth:`GuidedSmoothing.update`, never ask or tell, folds them into
+exponential moving averages A, B (weight ``memory`` on the past), and the
+share of the gradient in the subspace is ρ = A/(A + B), clipped to [0, 1].
+The moving averages assume that the guide's quality persists from one step
+to the next while its subspace turns.
+
+α is then the value that minimises the error of the estimate's direction,
+min_c E‖cĝ − ∇F‖² = ‖∇F‖²(1 − R), i.e. maximises R = (∇FᵀE[ĝ])²/E‖ĝ‖², as
+Maheswaranathan et al. (ICML 2019, §3.3) tune α from the fraction ρ of
+‖∇F‖² in the subspace. For this estimator, with ‖∇F‖ = 1, s_i = ε_i/σ ~ N(0, Σ)
+and Isserlis' theorem (E[‖s‖²(sᵀg)²] = tr Σ · gᵀΣg + 2gᵀΣ²g, tr Σ = d):
+
+    E[ĝ] = Σ∇F,   m = ∇FᵀΣ∇F = α(1 − ρ) + bρ,   q = ‖Σ∇F‖² = α²(1 − ρ) + b²ρ,
+    R(α) = n m² / ((n + 1) q + d m),
+
+n the number of pairs. R rises with α at ρ = 0 (α = 1: plain smoothing),
+falls with it at ρ = 1, and at ρ = r/d (a random subspace) α = 1 is best.
+The next estimate uses the maximiser of R over 1 001 evenly spaced values of
+α in [``alpha_min``, 1] (the largest, on a tie); ``alpha_min`` > 0 keeps the
+full-rank part, so that every direction is still explored and a guide that
+turns bad is seen. Until the first update α is ``alpha``. The α each estimate
+used is ``Estimate.stats["alpha"]``, and the moving averages are part of
+:meth:`GuidedSmoothing.state_dict`, so that a resumed run continues bit for
+bit. The corrected estimator does not adapt: its variance (tr Σ⁻¹ · m + 1)/n
+is least at α = 1 for a good guide, so trust in the guide never pays there.
+
 The guide is ``guide(theta) -> tensor [d]``, any callable, called once per
 :meth:`GuidedSmoothing.ask` on a detached copy of θ (``[d]``) before the draws;
 no evaluation is charged for it unless it calls the black box itself. The
@@ -62,6 +109,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -88,9 +136,34 @@ from voidgrad.validation import (
     check_interval,
     check_positive,
     check_samples,
+    is_number,
 )
 
 Guide = Callable[[torch.Tensor], torch.Tensor]
+
+#: How many evenly spaced values of α in [alpha_min, 1] the adaptive α is chosen among.
+_ALPHA_GRID = 1000
+
+#: The adaptive state's keys in the state dict: the moving averages A, B and their update count.
+_TRUST_KEYS = ("guide_parallel", "guide_orthogonal")
+
+
+@dataclass(frozen=True)
+class GuidedContext(Mirrored):
+    """A guided query's :class:`Mirrored` context, with what the adaptive α reads.
+
+    Attributes:
+        basis: Uᵀ ``[r, d]``, the subspace the offsets were drawn with.
+        alpha: the α they were drawn with.
+        share: ρ, the share of the gradient in the subspace that chose α; None
+            before the first update or with a fixed α.
+        fit: whether tell fits the regression of the module doc (``adapt``).
+    """
+
+    basis: torch.Tensor | None = None
+    alpha: float = 1.0
+    share: float | None = None
+    fit: bool = False
 
 
 class GuidedSmoothing(BlackBoxEstimator):
@@ -108,6 +181,15 @@ class GuidedSmoothing(BlackBoxEstimator):
         correction: weight each perturbation by Σ⁻¹ε/σ² (unbiased for
             ∇Q_Σ, large variance off the subspace) instead of ε/σ² (Σ∇Q_Σ,
             the paper's guided ES).
+        adapt: move α after each :meth:`update` to the value that suits the
+            measured share of the gradient in the guide subspace (module
+            doc); ``alpha`` is then the first estimate's α. Needs
+            ``correction=False`` and more pairs than ``subspace`` (samples
+            ≥ 2·subspace + 2).
+        alpha_min: with ``adapt``, the least α it may choose, in (0, 1]: the
+            share of the variance always kept isotropic.
+        memory: with ``adapt``, the weight in [0, 1) of the past in the
+            moving averages of the fit (0: the last estimate alone).
         seed: seed of the estimator's generator, for bit-exact replay.
 
     Examples:
@@ -123,6 +205,21 @@ class GuidedSmoothing(BlackBoxEstimator):
         >>> cosine = torch.nn.functional.cosine_similarity(theta.grad, -target, dim=0)
         >>> bool(cosine > 0.9)  # 8 evaluations in 50 dimensions (plain smoothing: 0.26)
         True
+
+        With ``adapt=True`` α follows the measured quality of the guide; one
+        that explains nothing keeps it near 1, plain smoothing:
+
+        >>> noise = torch.Generator().manual_seed(0)
+        >>> def useless(x):  # a random direction each call
+        ...     return torch.randn(50, generator=noise)
+        >>> est = vg.GuidedSmoothing(0.1, 8, useless, alpha=1.0, adapt=True, seed=0)
+        >>> bb = vg.blackbox(loss, est)
+        >>> alphas = []
+        >>> for _ in range(20):
+        ...     bb(theta).backward()
+        ...     alphas.append(bb.last_estimate.stats["alpha"])
+        >>> round(sum(alphas) / 20, 2)  # the mean α (a guide equal to the gradient: 0.05)
+        0.83
     """
 
     def __init__(
@@ -134,6 +231,9 @@ class GuidedSmoothing(BlackBoxEstimator):
         alpha: float = 0.5,
         correction: bool = False,
         *,
+        adapt: bool = False,
+        alpha_min: float = 0.05,
+        memory: float = 0.8,
         seed: int | None = None,
     ) -> None:
         super().__init__(seed)
@@ -145,15 +245,48 @@ class GuidedSmoothing(BlackBoxEstimator):
         self.subspace = check_int("subspace", subspace, 1)
         self.alpha = check_interval("alpha", alpha, 0, 1, closed_high=True)
         self.correction = check_flag("correction", correction)
+        self.adapt = check_flag("adapt", adapt)
+        self.alpha_min = check_interval("alpha_min", alpha_min, 0, 1, closed_high=True)
+        self.memory = check_interval("memory", memory, 0, 1, closed_low=True)
+        if self.adapt:
+            _check_adaptive(self)
         self.unbiased = self.correction
         # The last k guide vectors, [m ≤ k, d] in θ's dtype and device; [0, 0] before the first.
         self._guides = torch.zeros(0, 0)
+        # adapt: the moving averages A, B of the fit (module doc) and how many estimates they hold.
+        self._trust = (0.0, 0.0)
+        self._fits = 0
 
     def evaluations(self, dim: int) -> int:
         return self.samples
 
+    @property
+    def share(self) -> float | None:
+        """ρ = A/(A + B) in [0, 1], the measured share of ‖∇F‖² in the guide subspace; None
+        before the first update (or without ``adapt``)."""
+        if not self._fits:
+            return None
+        parallel, orthogonal = self._trust
+        total = parallel + orthogonal
+        return min(max(parallel / total, 0.0), 1.0) if total > 0 else 0.0
+
+    def update(self, estimate: Estimate) -> None:
+        """With ``adapt``, fold the estimate's fit into the moving averages that choose α."""
+        fit = [estimate.stats.get(key) for key in _TRUST_KEYS]
+        if not self.adapt or fit[0] is None or fit[1] is None:
+            return  # nothing to learn: a fixed α, or no fit (too few pairs, a flat F)
+        past = self.memory
+        self._trust = (
+            past * self._trust[0] + (1 - past) * fit[0],
+            past * self._trust[1] + (1 - past) * fit[1],
+        )
+        self._fits += 1
+
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "guides": self._guides.clone()}
+        state = {**super().state_dict(), "guides": self._guides.clone()}
+        if self.adapt:
+            state.update(zip(_TRUST_KEYS, self._trust, strict=True), fits=self._fits)
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         guides = state["guides"]
@@ -169,8 +302,27 @@ class GuidedSmoothing(BlackBoxEstimator):
                 "the estimator's state holds no guide history (a finite floating tensor "
                 f"[m, d] with m <= subspace = {self.subspace}); got {got!r}"
             )
+        trust = self._check_trust(state) if self.adapt else self._trust
         super().load_state_dict(state)
         self._guides = guides.clone()
+        if self.adapt:
+            self._trust, self._fits = trust, state["fits"]
+
+    def _check_trust(self, state: Mapping[str, Any]) -> tuple[float, float]:
+        """The moving averages A, B of ``state``, refused unless finite numbers with a count."""
+        parallel, orthogonal = (state.get(key) for key in _TRUST_KEYS)
+        fits = state.get("fits")
+        if (
+            not (is_number(parallel) and math.isfinite(parallel))  # type: ignore[arg-type]
+            or not (is_number(orthogonal) and math.isfinite(orthogonal))  # type: ignore[arg-type]
+            or not (isinstance(fits, int) and not isinstance(fits, bool) and fits >= 0)
+        ):
+            raise ValueError(
+                "the estimator's state holds no adaptive trust (finite numbers guide_parallel "
+                "and guide_orthogonal and a count fits >= 0), as adapt=True needs; got "
+                f"{(parallel, orthogonal, fits)!r}"
+            )
+        return float(parallel), float(orthogonal)  # type: ignore[arg-type]
 
     def ask(self, params: torch.Tensor, *args: object) -> Query:
         """Call the guide at θ = ``params`` (``[1, d]``), then the points θ ± ε_i:
@@ -189,7 +341,13 @@ class GuidedSmoothing(BlackBoxEstimator):
         wide = torch.promote_types(theta.dtype, torch.float32)
         # With no direction Σ = I; otherwise the isotropic and subspace scales of the module doc.
         # ζ is drawn k wide whatever r is, so the stream does not depend on the guide's rank.
-        alpha = self.alpha if r else 1.0
+        share = self.share
+        if not r:
+            alpha = 1.0
+        elif share is None:
+            alpha = self.alpha
+        else:
+            alpha = optimal_alpha(share, d, r, n, self.alpha_min)
         iso = gaussian(self._generator, (1, n, d), sigma * math.sqrt(alpha), theta.dtype)
         sub = math.sqrt((1 - alpha) * d / r) if r else 0.0
         zeta = gaussian(self._generator, (1, n, self.subspace), sigma * sub, theta.dtype)
@@ -207,12 +365,37 @@ class GuidedSmoothing(BlackBoxEstimator):
             shrink = 1 / (alpha + (1 - alpha) * d / r) - 1 / alpha
             inverse = scaled / alpha + shrink * ((scaled @ basis.mT) @ basis)
             weights = inverse.mul_(1 / sigma)
-        context = Mirrored(theta, offsets, True, 1 / sigma, unit=sigma, weights=weights)
+        context = GuidedContext(
+            theta,
+            offsets,
+            True,
+            1 / sigma,
+            unit=sigma,
+            weights=weights,
+            basis=basis,
+            alpha=alpha,
+            share=share,
+            fit=self.adapt,
+        )
         return Query(inputs=mirrored_points(context), seeds=seeds, context=context)
 
     def tell(self, query: Query, values: torch.Tensor) -> Estimate:
-        """The mean of F over the points, and the guided VJP (module doc); trains nothing."""
-        return mirrored_estimate(mirrored_context(query), check_values(query, values))
+        """The mean of F over the points, and the guided VJP (module doc); trains nothing.
+
+        ``stats``: ``"alpha"``, the α of the offsets; with ``adapt``, ``"guide_share"``
+        (ρ, once known) and the fit ``"guide_parallel"``, ``"guide_orthogonal"`` (when the
+        valid pairs outnumber r and F varied).
+        """
+        context = mirrored_context(query)
+        values = check_values(query, values)
+        estimate = mirrored_estimate(context, values)
+        if isinstance(context, GuidedContext):
+            estimate.stats["alpha"] = context.alpha
+            if context.share is not None:
+                estimate.stats["guide_share"] = context.share
+            if context.fit and context.basis is not None:
+                estimate.stats.update(fit_subspace(context, values))
+        return estimate
 
     def _record(self, theta: torch.Tensor) -> torch.Tensor:
         """Call the guide at ``theta`` (``[1, d]``), keep the last k vectors; U ᵀ ``[r, d]``."""
@@ -233,8 +416,81 @@ class GuidedSmoothing(BlackBoxEstimator):
         name = getattr(self.guide, "__qualname__", type(self.guide).__name__)
         return (
             f"GuidedSmoothing(sigma={self.sigma}, samples={self.samples}, guide={name}, "
-            f"subspace={self.subspace}, alpha={self.alpha}, correction={self.correction})"
+            f"subspace={self.subspace}, alpha={self.alpha}, correction={self.correction}"
+            + (
+                f", adapt=True, alpha_min={self.alpha_min}, memory={self.memory})"
+                if self.adapt
+                else ")"
+            )
         )
+
+
+def _check_adaptive(estimator: GuidedSmoothing) -> None:
+    """Refuse ``adapt=True`` where it cannot work (module doc), naming what to change."""
+    if estimator.correction:
+        raise ValueError(
+            "adapt=True needs correction=False: the corrected estimator's variance is least at "
+            "alpha = 1 for a good guide, so adapting alpha cannot pay; got correction=True"
+        )
+    if estimator.samples // 2 <= estimator.subspace:
+        raise ValueError(
+            "adapt=True regresses the pairs' differences on the subspace: samples must give "
+            f"more pairs than subspace = {estimator.subspace} (samples >= "
+            f"{2 * estimator.subspace + 2}); got samples={estimator.samples}"
+        )
+    if estimator.alpha < estimator.alpha_min:
+        raise ValueError(
+            f"alpha, the first estimate's alpha with adapt=True, must lie in [alpha_min, 1] = "
+            f"[{estimator.alpha_min:g}, 1]; got {estimator.alpha!r}"
+        )
+
+
+def fit_subspace(context: GuidedContext, values: torch.Tensor) -> dict[str, float]:
+    r"""The regression of the module doc: estimates of ‖P∇F‖² and ‖(I − P)∇F‖².
+
+    ``values`` ``[1, 2n, *out]``; pairs with a non-finite value are left out.
+    Empty (no fit) unless the valid pairs outnumber the subspace's rank
+    r ≥ 1 and some y_i ≠ 0 (F flat there: nothing to learn). Computed in
+    float64, as the numbers go to ``stats``.
+    """
+    assert context.basis is not None
+    r = context.basis.shape[0]
+    wide = torch.float64
+    flat = values.reshape(values.shape[1], -1).to(wide)
+    plus, minus = flat.chunk(2)
+    valid = torch.isfinite(plus).all(1) & torch.isfinite(minus).all(1)
+    n = int(valid.sum())
+    sigma = context.unit
+    y = (plus[valid] - minus[valid]) / (2 * sigma)  # [n, outputs]
+    if r == 0 or n <= r or not bool(y.any()):
+        return {}
+    offsets = context.offsets
+    assert isinstance(offsets, torch.Tensor)  # drawn by ask, never regenerated
+    x = (offsets[0, valid].to(wide) / sigma) @ context.basis.to(wide).mT  # [n, r]
+    gram = x.mT @ x
+    coefficients = torch.linalg.solve(gram, x.mT @ y)  # ĥ, [r, outputs]
+    noise = (y - x @ coefficients).pow(2).sum() / (n - r)  # estimates α‖(I − P)∇F‖²
+    parallel = coefficients.pow(2).sum() - torch.linalg.inv(gram).diagonal().sum() * noise
+    return {"guide_parallel": float(parallel), "guide_orthogonal": float(noise / context.alpha)}
+
+
+def optimal_alpha(share: float, d: int, r: int, n: int, alpha_min: float) -> float:
+    """The α in [alpha_min, 1] that maximises R(α) = n m²/((n + 1) q + d m) (module doc).
+
+    ``share`` is ρ, d the dimension, r ≥ 1 the subspace's rank, n the pairs;
+    among 1 001 evenly spaced values, the largest on a tie.
+    """
+    stretch = d / r
+    best, best_ratio = 1.0, -math.inf
+    for step in range(_ALPHA_GRID, -1, -1):
+        alpha = alpha_min + (1 - alpha_min) * step / _ALPHA_GRID
+        along = alpha + (1 - alpha) * stretch  # b, the variance along the subspace
+        m = alpha * (1 - share) + along * share
+        q = alpha * alpha * (1 - share) + along * along * share
+        ratio = n * m * m / ((n + 1) * q + d * m)
+        if ratio > best_ratio:
+            best, best_ratio = alpha, ratio
+    return best
 
 
 def check_guide(vector: object, theta: torch.Tensor) -> torch.Tensor:
