@@ -212,10 +212,15 @@ def _plain(options: dict) -> dict:
                 "lr": 0.005,
                 "inner_sigma": 0.1,
                 "fit_steps": 3,
-                "surrogate_lr": 1e-4,
+                "surrogate_lr": 1e-3,
                 "unbiased": False,
                 "frame": "fixed",
+                "inputs": "raw",
+                "targets": "raw",
+                "order": "step-first",
+                "theta_steps": 1,
                 "zero_output": False,
+                "activate_output": True,
                 "low_rank_above": 200_000,
                 "width": 64,
                 "depth": 3,
@@ -653,3 +658,32 @@ def test_a_subnormal_gap_draws_on_a_linear_region_of_at_least_1e_300() -> None:
     axes = figure.axes[0]
     assert axes.yaxis.get_transform().linthresh == 1e-300
     assert list(axes.lines[0].get_ydata()) == [5.0, 5e-324, 0.0]
+
+
+def test_the_zerograds_reference_preset_is_the_reference_loop_per_task() -> None:
+    from voidgrad import registry
+
+    options = {
+        dim: method_options("zerograds-reference", 0.1, 4000, {}, dim=dim)
+        for dim in (2, 1024, 35_152)
+    }
+    for preset in options.values():
+        assert (preset["inputs"], preset["targets"], preset["order"]) == (
+            "raw",
+            "raw",
+            "step-first",
+        )
+        assert preset["activate_output"] and not preset["zero_output"]
+        assert preset["samples"] == 20
+    caustic, mlp = options[1024], options[35_152]
+    assert (options[2]["theta_steps"], caustic["theta_steps"], mlp["theta_steps"]) == (1, 1, 4)
+    assert (caustic["encoding_levels"], caustic["fit_steps"], caustic["surrogate_lr"]) == (
+        6,
+        3,
+        1e-4,
+    )
+    assert (mlp["encoding_levels"], mlp["fit_steps"]) == (3, 10)
+    assert (options[2]["encoding_levels"], options[2]["surrogate_lr"]) == (0, 1e-3)
+    vg_options = {k: v for k, v in caustic.items() if k != "lr"}
+    estimator = registry.method("zerograds").make(seed=0, **vg_options)
+    assert estimator.inputs == "raw" and estimator.order == "step-first"

@@ -196,3 +196,22 @@ def test_the_black_box_trains_the_estimator_only_when_told_to() -> None:
         changed = any(not torch.equal(a, b) for a, b in zip(start, after, strict=True))
         assert changed is train
     assert "train=False" in repr(bb)
+
+
+def test_a_query_of_no_points_evaluates_nothing_and_still_gives_a_gradient() -> None:
+    # ZeroGrads with theta_steps=2 asks for points every other step only.
+    calls = []
+
+    def fn(x: torch.Tensor) -> float:
+        calls.append(1)
+        return float((x - 1).pow(2).sum())
+
+    zerograds = vg.ZeroGrads(sigma=0.1, samples=4, unbiased=False, theta_steps=2, seed=0)
+    bb = vg.blackbox(fn, zerograds)
+    grads = []
+    for _ in range(2):
+        theta = torch.zeros(3, requires_grad=True)
+        bb(theta).backward()
+        grads.append(theta.grad)
+    assert len(calls) == 4 and bb.evaluator.stats.evals == 4
+    assert grads[1].shape == (3,) and torch.isfinite(grads[1]).all()

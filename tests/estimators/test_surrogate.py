@@ -214,3 +214,217 @@ def test_a_given_surrogate_leaves_the_sampled_offsets_as_they_were() -> None:
     default = vg.ZeroGrads(sigma=0.1, seed=5).ask(theta).inputs
     given = vg.ZeroGrads(sigma=0.1, seed=5, surrogate=MLPSurrogate(3)).ask(theta).inputs
     assert torch.equal(default, given)
+
+
+# -- the reference code's options (inputs, targets, order, theta_steps, activate_output) --------
+
+
+def ask_tell(estimator: vg.ZeroGrads, theta: torch.Tensor):
+    """One hand-driven step at ``theta``: the query, the values, the estimate (not updated)."""
+    query = estimator.ask(theta[None])
+    values = torch.tensor([[quadratic(x) for x in query.inputs[0]]], dtype=theta.dtype)
+    return query, values, estimator.tell(query, values)
+
+
+def reference(**options) -> vg.ZeroGrads:
+    """The reference mode with the reference code's input and target options."""
+    return vg.ZeroGrads(
+        sigma=0.2, samples=4, unbiased=False, inputs="raw", targets="raw", seed=0, **options
+    )
+
+
+def surrogate_gradient(network: torch.nn.Module, theta: torch.Tensor) -> torch.Tensor:
+    """∇_θ h(θ) by autograd, h read on raw inputs and targets."""
+    x = theta.detach().clone().to(torch.float32).requires_grad_(True)
+    (grad,) = torch.autograd.grad(network(x[None]).sum(), x)
+    return grad.to(theta.dtype)
+
+
+def adam_fitted(network: torch.nn.Module, inputs, targets, steps: int, lr: float):
+    """A copy of ``network`` after ``steps`` Adam steps on MSE(h(inputs), targets)."""
+    network = copy.deepcopy(network)
+    optimizer = torch.optim.Adam(network.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(network(inputs), targets).backward()
+        optimizer.step()
+    return network
+
+
+def test_raw_inputs_feed_the_points_themselves_and_input_scale_divides_them() -> None:
+    for input_scale, divisor in ((None, 1.0), (4.0, 4.0)):
+        estimator = reference(frame="moving", input_scale=input_scale)
+        query, _, estimate = ask_tell(estimator, THETA)
+        expected = (query.inputs[0] / divisor).to(torch.float32)
+        torch.testing.assert_close(estimate.fit.inputs, expected, rtol=0, atol=0)
+
+
+def test_raw_targets_are_the_losses_themselves_with_replay() -> None:
+    estimator = reference(replay=1, frame="moving")
+    _, first, estimate = ask_tell(estimator, THETA)
+    estimator.update(estimate)
+    _, second, estimate = ask_tell(estimator, THETA + 0.5)
+    expected = torch.cat([first[0], second[0]]).to(torch.float32)
+    torch.testing.assert_close(estimate.fit.targets, expected, rtol=0, atol=0)
+    assert estimator._standardization.scale == 1.0 and estimator._standardization.shift == 0.0
+
+
+def test_fit_first_reads_the_surrogate_after_the_fit_and_step_first_before() -> None:
+    for order in ("fit-first", "step-first"):
+        estimator = reference(order=order)
+        estimator.update(ask_tell(estimator, THETA)[2])  # a first fit, so h is not trivial
+        _, _, estimate = ask_tell(estimator, THETA + 0.1)
+        before = surrogate_gradient(estimator.surrogate, THETA + 0.1)
+        estimator.update(estimate)
+        after = surrogate_gradient(estimator.surrogate, THETA + 0.1)
+        gradient = estimate.vjp(torch.ones(1, dtype=torch.float64))[0][0]
+        assert not torch.allclose(before, after)
+        torch.testing.assert_close(gradient, before if order == "step-first" else after)
+
+
+def test_theta_steps_reuse_one_batch_and_fit_it_once_in_the_reference_order() -> None:
+    for order in ("fit-first", "step-first"):
+        estimator = reference(order=order, theta_steps=3, fit_steps=2, surrogate_lr=1e-2)
+        _, _, first = ask_tell(estimator, THETA)
+        initial = copy.deepcopy(estimator.surrogate)
+        fitted = adam_fitted(initial, first.fit.inputs, first.fit.targets, 2, 1e-2)
+        estimator.update(first)
+        generator = estimator._generator.get_state()
+        for theta in (THETA + 0.1, THETA + 0.2):
+            reused, _, estimate = ask_tell(estimator, theta)
+            assert reused.inputs.shape == (1, 0, 4) and estimate.value == first.value
+            # step-first: all three steps follow the surrogate before the batch's fit
+            network = initial if order == "step-first" else fitted
+            gradient = estimate.vjp(torch.ones(1, dtype=torch.float64))[0][0]
+            torch.testing.assert_close(gradient, surrogate_gradient(network, theta))
+            estimator.update(estimate)
+        assert torch.equal(estimator._generator.get_state(), generator)  # nothing drawn
+        for mine, theirs in zip(estimator.surrogate.parameters(), fitted.parameters(), strict=True):
+            torch.testing.assert_close(mine, theirs)
+        assert ask_tell(estimator, THETA)[0].inputs.shape == (1, 4, 4)  # the next batch samples
+
+
+def test_theta_steps_state_round_trips_in_the_middle_of_a_batch() -> None:
+    first = reference(order="step-first", theta_steps=3)
+    first.update(ask_tell(first, THETA)[2])
+    second = reference(order="step-first", theta_steps=3)
+    second.load_state_dict(copy.deepcopy(first.state_dict()))
+    for theta in (THETA + 0.1, THETA + 0.2, THETA + 0.3, THETA + 0.4):
+        estimates = [ask_tell(estimator, theta)[2] for estimator in (first, second)]
+        gradients = [e.vjp(torch.ones(1, dtype=torch.float64))[0] for e in estimates]
+        assert torch.equal(*gradients) and torch.equal(estimates[0].value, estimates[1].value)
+        for estimator, estimate in zip((first, second), estimates, strict=True):
+            estimator.update(estimate)
+
+
+def test_a_batch_must_be_updated_in_order() -> None:
+    estimator = reference(theta_steps=2)
+    estimator.update(ask_tell(estimator, THETA)[2])
+    _, _, estimate = ask_tell(estimator, THETA)
+    estimator.update(estimate)
+    again = copy.copy(estimate)  # the batch's last estimate, as if it had not been used
+    again.used = False
+    with pytest.raises(ValueError, match="must be updated in the order"):
+        estimator.update(again)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"inputs": "centred"}, "inputs must be 'relative' or 'raw'; got 'centred'"),
+        ({"targets": "log"}, "targets must be 'standardized' or 'raw'; got 'log'"),
+        ({"order": "fit"}, "order must be 'fit-first' or 'step-first'; got 'fit'"),
+        ({"theta_steps": 0, "unbiased": False}, "theta_steps must be an int >= 1"),
+        ({"theta_steps": 2}, "theta_steps > 1 needs unbiased=False"),
+    ],
+)
+def test_bad_reference_options(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        vg.ZeroGrads(sigma=0.1, samples=4, **kwargs)
+    with pytest.raises(TypeError, match="activate_output must be True or False; got 1"):
+        vg.ZeroGrads(sigma=0.1, activate_output=1)
+
+
+def test_an_activated_output_is_the_activation_of_the_last_layer() -> None:
+    torch.manual_seed(0)
+    network = MLPSurrogate(3, width=8, depth=2, zero_output=False, activate_output=True)
+    u = torch.randn(5, 3)
+    hidden = torch.nn.functional.leaky_relu(network.first(u))
+    hidden = torch.nn.functional.leaky_relu(network.hidden[0](hidden))
+    expected = torch.nn.functional.leaky_relu(network.out(hidden)).squeeze(-1)
+    torch.testing.assert_close(network(u), expected, rtol=0, atol=0)
+    assert (network.out(hidden).squeeze(-1) < 0).any()  # the activation changes something
+
+
+# -- as_guide and observe -----------------------------------------------------------------------
+
+
+def test_the_guide_is_the_surrogate_gradient_at_theta() -> None:
+    estimator = vg.ZeroGrads(sigma=0.2, samples=4, seed=0, zero_output=False)
+    guide = estimator.as_guide()
+    assert torch.equal(guide(THETA), torch.zeros(4, dtype=torch.float64))  # not fitted yet
+    for theta in (THETA, THETA + 0.3):
+        estimates(estimator, 1)
+        x = theta.clone().requires_grad_(True)
+        (expected,) = torch.autograd.grad(estimator.predict(x[None]).sum(), x)
+        vector = guide(theta)
+        assert vector.shape == (4,) and vector.dtype == torch.float64 and not vector.requires_grad
+        torch.testing.assert_close(vector, expected)
+        assert guide(theta.float()).dtype == torch.float32
+
+
+def test_the_guide_evaluates_nothing_and_trains_nothing() -> None:
+    estimator = vg.ZeroGrads(sigma=0.2, samples=4, seed=0)
+    evaluator = vg.Evaluator(quadratic)
+    loss_fn = vg.blackbox(quadratic, estimator, evaluator=evaluator)
+    loss_fn(THETA.clone().requires_grad_(True)).backward()
+    spent, weights = evaluator.stats.evals, copy.deepcopy(estimator.surrogate.state_dict())
+    with torch.no_grad():  # as GuidedSmoothing may call it
+        estimator.as_guide()(THETA)
+    assert evaluator.stats.evals == spent
+    assert all(torch.equal(w, estimator.surrogate.state_dict()[k]) for k, w in weights.items())
+
+
+def test_observe_fits_others_samples_as_update_fits_its_own() -> None:
+    own = reference(replay=1)
+    other = reference(replay=1)
+    for theta in (THETA, THETA + 0.2):
+        query, values, estimate = ask_tell(own, theta)
+        own.update(estimate)
+        points = torch.cat([query.inputs[0], theta[None]])  # a failed evaluation is dropped
+        other.observe(points, torch.cat([values[0], torch.tensor([float("nan")]).double()]))
+    for mine, theirs in zip(own.surrogate.parameters(), other.surrogate.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+
+
+def test_observe_centres_the_moving_frame_on_the_points() -> None:
+    estimator = vg.ZeroGrads(sigma=0.2, samples=4, seed=0)
+    points = torch.stack([THETA + 0.1, THETA - 0.1])
+    estimator.observe(points, torch.tensor([1.0, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(estimator._center, THETA)
+
+
+def test_observe_refuses_what_is_not_a_batch_of_scalar_losses() -> None:
+    estimator = vg.ZeroGrads(sigma=0.2, samples=4)
+    with pytest.raises(ValueError, match=r"y must be a tensor of scalar losses \[n\] = \[2\]"):
+        estimator.observe(torch.zeros(2, 3), torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r"x must be a floating tensor of points \[n, d\]"):
+        estimator.observe(torch.zeros(3), torch.zeros(3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_the_reference_options_and_the_guide_run_on_the_device_of_theta() -> None:
+    theta = THETA.cuda()
+    on_device = reference(order="step-first", theta_steps=2)
+    for _ in range(3):
+        query = on_device.ask(theta[None])
+        values = query.inputs[0].sub(1).pow(2).sum(-1)[None]
+        estimate = on_device.tell(query, values)
+        assert estimate.vjp(torch.ones(1, device="cuda"))[0].device.type == "cuda"
+        on_device.update(estimate)
+    assert next(on_device.surrogate.parameters()).device.type == "cuda"
+    assert on_device.as_guide()(theta).device.type == "cuda"
+    guided = vg.GuidedSmoothing(0.1, 8, guide=on_device.as_guide(), seed=0)
+    x = theta.clone().requires_grad_(True)
+    vg.blackbox(lambda p: (p - 1).pow(2).sum(), guided)(x).backward()
+    assert x.grad is not None and x.grad.device.type == "cuda"

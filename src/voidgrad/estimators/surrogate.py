@@ -47,16 +47,42 @@ Where h lives (``frame``):
   parameters, on targets standardized once by the first step's mean and
   spread, so h models the loss landscape itself.
 
+Closer to the reference code (its ``optimize_with_proxy``), four options,
+each off by default:
+
+* ``inputs="raw"``: u = x/s with s = ``input_scale`` (default 1) and no
+  centre subtracted, whatever the frame: the reference feeds θ itself (its
+  ``normalize_fn`` is the identity on the caustic, MNIST-MLP and texture
+  tasks, x/4 on Rosenbrock). The positional encoding's frequencies 2^j then
+  act on θ's own units. ``"relative"`` (default): u = (x − centre)/s as above.
+* ``targets="raw"``: t = y, the losses themselves, fitted as
+  (1/|D|) Σ (h_φ(u) − y)² and read in loss units. ``"standardized"``
+  (default): as the frame says.
+* ``order="step-first"``: the reference estimate is ∇h_φ(θ) with φ as it
+  stands before this step's samples are fitted (the reference steps θ first,
+  then fits). ``"fit-first"`` (default): ∇h_φ(θ) after :meth:`ZeroGrads.update`
+  if the caller runs it before the backward pass. The unbiased estimate
+  always uses h before the fit.
+* ``theta_steps=k`` (k_θ, needs ``unbiased=False``): one batch of samples
+  serves k consecutive θ steps. At positions 1 … k−1 of a batch, ``ask``
+  returns a query of no points and ``tell`` the estimate ∇h_φ(θ) at the new θ
+  from the same surrogate, with the batch's mean loss as its value; the batch
+  is fitted once, at the ``update`` of position 0 (fit-first) or k−1
+  (step-first, so that all k steps follow the surrogate fitted on the
+  earlier batches, as in the reference). A run of n steps then spends
+  ⌈n/k⌉·``samples`` evaluations.
+
 Ask, tell, update. ``tell`` computes the estimate from the surrogate as it
 stands and returns the fitting loss of step 3 (on this step's samples and
 the replayed ones, differentiable in φ) as ``auxiliary["surrogate"]``;
 nothing is fitted until the caller calls ``update(estimate)``, which takes
 the ``fit_steps`` Adam steps (the first on that loss) and records the moments
 of β. The unbiased estimate uses h before this step's fit, whenever
-``update`` runs. The reference's ∇h(θ) is computed when the VJP is called, so
-a caller that runs ``update`` between ``tell`` and the backward pass (as
-``vg.blackbox`` does by default) gets ∇h(θ) after this step's fit, as in the
-reference.
+``update`` runs. With ``order="fit-first"`` (the default) the biased estimate ∇h(θ) is
+computed when the VJP is called, so a caller that runs ``update`` between
+``tell`` and the backward pass (as ``vg.blackbox`` does by default) gets
+∇h(θ) after this step's fit; ``order="step-first"`` reads it in ``tell``,
+before, as the reference code does.
 
 The default surrogate (:class:`MLPSurrogate`) is a leaky-ReLU MLP; above
 ``low_rank_above`` inputs its first layer is factorized through ``rank``
@@ -115,6 +141,8 @@ class MLPSurrogate(nn.Module):
         zero_output: start the output layer at zero, so that h ≡ 0 and ∇h = 0
             until data has been fitted (``False``: PyTorch's default
             initialization, whose random gradient the first steps would follow).
+        activate_output: apply the activation to the output too, h = act(W z + b)
+            (the reference network's, with leaky ReLU); ``False``: h = W z + b.
 
     Examples:
         >>> import torch
@@ -135,6 +163,7 @@ class MLPSurrogate(nn.Module):
         rank: int | None = None,
         activation: str = "leaky_relu",
         zero_output: bool = True,
+        activate_output: bool = False,
     ) -> None:
         super().__init__()
         check_int("dim", dim, 1)
@@ -143,6 +172,7 @@ class MLPSurrogate(nn.Module):
             raise ValueError(f"rank must be a positive int or None; got {rank!r}")
         self.encoding_levels = encoding_levels
         self.activation = activation
+        self.activate_output = check_flag("activate_output", activate_output)
         inputs = dim * (1 + 2 * encoding_levels)
         first: list[nn.Module] = (
             [nn.Linear(inputs, width)]
@@ -167,7 +197,8 @@ class MLPSurrogate(nn.Module):
         h = act(self.first(u))
         for layer in self.hidden:
             h = act(layer(h))
-        return self.out(h).squeeze(-1)
+        out = self.out(h)
+        return (act(out) if self.activate_output else out).squeeze(-1)
 
 
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -231,7 +262,11 @@ def fit_targets(
 
 @dataclass(frozen=True)
 class _Step:
-    """A ZeroGrads query's context: θ ``[1, d]``, σ, the offsets, and the frame h is read in."""
+    """A ZeroGrads query's context: θ ``[1, d]``, σ, the offsets, and the frame h is read in.
+
+    ``position`` is the step's place in its batch (0: it samples; see
+    ``theta_steps``) and ``value`` the batch's mean loss at later positions.
+    """
 
     theta: torch.Tensor
     sigma: float
@@ -239,6 +274,8 @@ class _Step:
     inner: torch.Tensor | None
     center: torch.Tensor
     input_scale: float
+    position: int = 0
+    value: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -253,18 +290,64 @@ class _Fit:
 
 
 @dataclass
+class _Batch:
+    """A batch of samples that serves ``theta_steps`` θ steps (module doc).
+
+    Attributes:
+        value: its mean loss, the value of the estimates that reuse it.
+        remaining: θ steps it still serves.
+        pending: its fit, when it runs after the last of them (step-first).
+    """
+
+    value: torch.Tensor
+    remaining: int
+    pending: _Fit | None
+
+
+def _fit_state(fit: _Fit | None) -> dict[str, Any] | None:
+    """A :class:`_Fit` as tensors, numbers and lists (for ``state_dict``)."""
+    if fit is None:
+        return None
+    standardization = fit.standardization
+    return {
+        "inputs": fit.inputs,
+        "targets": fit.targets,
+        "buffer": [list(pair) for pair in fit.buffer],
+        "target": [standardization.shift, standardization.scale, standardization.fitted],
+        "center": fit.center,
+    }
+
+
+def _load_fit(state: Mapping[str, Any] | None) -> _Fit | None:
+    """The inverse of :func:`_fit_state`."""
+    if state is None:
+        return None
+    shift, scale, fitted = state["target"]
+    return _Fit(
+        inputs=state["inputs"],
+        targets=state["targets"],
+        buffer=[(x, y) for x, y in state["buffer"]],
+        standardization=Standardization(float(shift), float(scale), bool(fitted)),
+        center=state["center"],
+    )
+
+
+@dataclass
 class ZeroGradsEstimate(Estimate):
     """A ZeroGrads estimate, with what :meth:`ZeroGrads.update` needs to fit and record β.
 
     Attributes:
-        fit: the fitting data of this step (private to ZeroGrads).
+        fit: the fitting data of this step (private to ZeroGrads); None at
+            the later positions of a batch (``theta_steps``).
         moments: the unbiased mode's a and b (module doc), for β; None in the reference mode.
         used: whether ``update`` has consumed this estimate.
+        position: the step's place in its batch (``theta_steps``).
     """
 
     fit: _Fit | None = None
     moments: tuple[torch.Tensor, torch.Tensor] | None = None
     used: bool = False
+    position: int = 0
 
 
 class ZeroGrads(BlackBoxEstimator):
@@ -292,9 +375,18 @@ class ZeroGrads(BlackBoxEstimator):
         frame: ``"moving"`` (inputs relative to the current θ, targets
             centred per step) or ``"fixed"`` (relative to the first θ); see
             the module doc.
+        inputs: ``"relative"`` (u = (x − centre)/s, the frame's) or ``"raw"``
+            (u = x/s, s = ``input_scale`` or 1: the reference's).
+        targets: ``"standardized"`` (the frame's) or ``"raw"`` (t = y).
+        order: ``"fit-first"`` or ``"step-first"`` (the reference's): whether
+            the reference estimate ∇h(θ) reads the surrogate after or before
+            this step's fit.
+        theta_steps: k_θ, θ steps per batch of samples (> 1 needs
+            ``unbiased=False``).
         surrogate: the network h_φ (maps ``[n, d]`` to ``[n]``); default:
             an :class:`MLPSurrogate` built from ``width``, ``depth``,
-            ``encoding_levels``, ``activation``, ``zero_output`` and, above
+            ``encoding_levels``, ``activation``, ``zero_output``,
+            ``activate_output`` and, above
             ``low_rank_above`` inputs, ``rank``.
         seed: seeds sampling and the default surrogate's initialization.
 
@@ -344,12 +436,17 @@ class ZeroGrads(BlackBoxEstimator):
         input_scale: float | None = None,
         control_scale: float | None = None,
         frame: str = "moving",
+        inputs: str = "relative",
+        targets: str = "standardized",
+        order: str = "fit-first",
+        theta_steps: int = 1,
         surrogate: nn.Module | None = None,
         width: int = 64,
         depth: int = 3,
         encoding_levels: int = 0,
         activation: str = "leaky_relu",
         zero_output: bool = True,
+        activate_output: bool = False,
         rank: int = 32,
         low_rank_above: int = 4096,
         seed: int | None = None,
@@ -380,6 +477,19 @@ class ZeroGrads(BlackBoxEstimator):
             )
         if frame not in ("moving", "fixed"):
             raise ValueError(f"frame must be 'moving' or 'fixed'; got {frame!r}")
+        for name, value, allowed in (
+            ("inputs", inputs, ("relative", "raw")),
+            ("targets", targets, ("standardized", "raw")),
+            ("order", order, ("fit-first", "step-first")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be {allowed[0]!r} or {allowed[1]!r}; got {value!r}")
+        check_int("theta_steps", theta_steps, 1)
+        if theta_steps > 1 and unbiased:
+            raise ValueError(
+                f"theta_steps > 1 needs unbiased=False (the steps without samples have no "
+                f"unbiased estimate); got theta_steps={theta_steps} with unbiased=True"
+            )
         if surrogate is not None and not isinstance(surrogate, nn.Module):
             raise TypeError(f"surrogate must be a torch.nn.Module; got {type(surrogate).__name__}")
         self.fit_steps = fit_steps
@@ -389,6 +499,10 @@ class ZeroGrads(BlackBoxEstimator):
         self.unbiased = check_flag("unbiased", unbiased)
         self.control_scale = None if control_scale is None else float(control_scale)
         self.frame = frame
+        self.inputs = inputs
+        self.targets = targets
+        self.order = order
+        self.theta_steps = theta_steps
         self._control = ControlCoefficient(decay=0.9)
         self.fixed_input_scale = (
             None if input_scale is None else check_positive("input_scale", input_scale)
@@ -399,6 +513,7 @@ class ZeroGrads(BlackBoxEstimator):
             "encoding_levels": encoding_levels,
             "activation": activation,
             "zero_output": check_flag("zero_output", zero_output),
+            "activate_output": check_flag("activate_output", activate_output),
         }
         self.rank = rank
         self.low_rank_above = low_rank_above
@@ -410,6 +525,7 @@ class ZeroGrads(BlackBoxEstimator):
         self._center: torch.Tensor | None = None
         self._standardization = Standardization()
         self._buffer: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._batch: _Batch | None = None
 
     @property
     def sigma(self) -> float:
@@ -418,9 +534,11 @@ class ZeroGrads(BlackBoxEstimator):
 
     @property
     def input_scale(self) -> float:
-        """s: inputs reach h as (x − centre)/s."""
+        """s: inputs reach h as (x − centre)/s (x/s with ``inputs="raw"``)."""
         if self.fixed_input_scale is not None:
             return self.fixed_input_scale
+        if self.inputs == "raw":
+            return 1.0
         return self.sigma if self.frame == "moving" else self.sigma0
 
     def step(self) -> None:
@@ -444,14 +562,15 @@ class ZeroGrads(BlackBoxEstimator):
 
     # -- the surrogate ---------------------------------------------------------------------------
 
-    def _build(self, d: int) -> nn.Module:
-        """The surrogate (the default one built for ``d`` inputs at first use) and its Adam."""
+    def _build(self, d: int, device: torch.device) -> nn.Module:
+        """The surrogate (the default one built for ``d`` inputs on ``device`` at first use)
+        and its Adam."""
         if self.surrogate is None:
             encoded = d * (1 + 2 * self.network_options["encoding_levels"])
             rank = self.rank if encoded > self.low_rank_above else None
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._network_seed)
-                self.surrogate = MLPSurrogate(d, rank=rank, **self.network_options)
+                torch.manual_seed(self._network_seed)  # initialized on the CPU: the same weights
+                self.surrogate = MLPSurrogate(d, rank=rank, **self.network_options).to(device)
         if self._optimizer is None:
             self._optimizer = torch.optim.Adam(self.surrogate.parameters(), lr=self.surrogate_lr)
         return self.surrogate
@@ -476,20 +595,26 @@ class ZeroGrads(BlackBoxEstimator):
             raise RuntimeError("ZeroGrads.predict needs a fitted surrogate: call update() first")
         return self._predict(x, self._center, self.input_scale)
 
-    def _gradient(self, x: torch.Tensor, step: _Step) -> tuple[torch.Tensor, torch.Tensor]:
-        """h(x) and ∇h(x) for the rows of ``x``, in the frame of ``step``."""
+    def _gradient(
+        self, x: torch.Tensor, center: torch.Tensor, input_scale: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """h(x) and ∇h(x) for the rows of ``x``, h read in the frame (centre, s)."""
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            values = self._predict(x, step.center, step.input_scale)
+            values = self._predict(x, center, input_scale)
             (grad,) = torch.autograd.grad(values.sum(), x)
         return values.detach(), grad
 
     def _fit_data(self, x: torch.Tensor, y: torch.Tensor, step: _Step) -> _Fit:
         """This step's fitting set (with the replayed steps') and the state after fitting it."""
         earlier = self._buffer[-self.replay :] if self.replay else []
-        stored, targets, standardization = fit_targets(
-            y, [b[1] for b in earlier], self.frame, self._standardization
-        )
+        if self.targets == "raw":
+            stored, standardization = y, Standardization(fitted=True)
+            targets = torch.cat([*[b[1] for b in earlier], y])
+        else:
+            stored, targets, standardization = fit_targets(
+                y, [b[1] for b in earlier], self.frame, self._standardization
+            )
         buffer = [*earlier, (x, stored)]
         inputs = torch.cat([b[0] for b in buffer])
         return _Fit(
@@ -524,7 +649,7 @@ class ZeroGrads(BlackBoxEstimator):
                 "every antithetic pair of this ZeroGrads step has a failed evaluation: "
                 "the unbiased estimate needs both points of a pair"
             )
-        h, grad_h = self._gradient(points, step)
+        h, grad_h = self._gradient(points, step.center, step.input_scale)
         score = step.eps[:n] / step.sigma / step.sigma  # σ² underflows for σ < 1e-154
         plain = score_estimate(y, score, antithetic=True, valid=valid)
         pair_gradients = 0.5 * (grad_h[:n] + grad_h[n:])
@@ -542,10 +667,31 @@ class ZeroGrads(BlackBoxEstimator):
                 "ZeroGrads keeps one surrogate per optimization: theta must be [d] or [1, d]; "
                 f"got {tuple(theta.shape)}"
             )
-        self._build(theta.shape[1])
+        self._build(theta.shape[1], theta.device)
         n = self.samples // 2
         d = theta.shape[1]
         sigma = self.sigma
+        if self._batch is not None and self._batch.remaining > 0:  # reuse the batch (k_θ > 1)
+            # h's frame: the batch's once fitted; with its fit pending, the earlier batches'.
+            center = self._center
+            if center is None:
+                assert self._batch.pending is not None
+                center = self._batch.pending.center
+            step = _Step(
+                theta,
+                sigma,
+                theta.new_zeros((0, d)),
+                None,
+                center,
+                self.input_scale,
+                position=self.theta_steps - self._batch.remaining,
+                value=self._batch.value,
+            )
+            return Query(
+                inputs=theta.new_zeros((1, 0, d)),
+                seeds=torch.zeros((1, 0), dtype=torch.int64),
+                context=step,
+            )
         eps = gaussian(self._generator, (n, d), sigma, theta.dtype)
         eps = torch.cat([eps, -eps]).to(theta.device)
         check_random_offsets(sigma_name(self.schedule, self.steps), sigma, theta, eps[None])
@@ -558,7 +704,10 @@ class ZeroGrads(BlackBoxEstimator):
         )
         seeds = self.draw_seeds((1, 2 * n))
         fixed = self.frame == "fixed" and self._center is not None
-        center = self._center if fixed else theta[0].detach().clone()
+        if self.inputs == "raw":
+            center = theta.new_zeros(d)
+        else:
+            center = self._center if fixed else theta[0].detach().clone()
         assert center is not None
         step = _Step(theta, sigma, eps, inner, center, self.input_scale)
         points = theta + eps if inner is None else theta + eps - inner
@@ -568,7 +717,9 @@ class ZeroGrads(BlackBoxEstimator):
         """The estimate from the surrogate as it stands, and its fitting loss; trains nothing.
 
         ``auxiliary["surrogate"]`` is the MSE of h_φ on this step's (and the
-        replayed) samples; ``value`` the mean of the finite losses.
+        replayed) samples; ``value`` the mean of the finite losses. At the
+        later positions of a batch (``theta_steps``) the query has no points,
+        there is nothing to fit, and ``value`` is the batch's.
         """
         step = query.context
         if not isinstance(step, _Step):
@@ -581,6 +732,13 @@ class ZeroGrads(BlackBoxEstimator):
                 "ZeroGrads needs a scalar loss; the black box returned outputs of shape "
                 f"{tuple(values.shape[2:])}: use vg.GaussianSmoothing for vector or image outputs"
             )
+        if step.position > 0:
+            assert step.value is not None
+            return ZeroGradsEstimate(
+                value=step.value,
+                vjp=self._reference_vjp(step, values.dtype),
+                position=step.position,
+            )
         y = values[0]
         finite = torch.isfinite(y)
         if not finite.any():
@@ -588,6 +746,7 @@ class ZeroGrads(BlackBoxEstimator):
         points = step.theta + step.eps
         fit = self._fit_data(points[finite], y[finite], step)
         moments = None
+        vjp: Callable[[torch.Tensor], tuple[torch.Tensor, None]]
         if self.unbiased:
             plain, control = self._score_terms(y, points, finite, step)
             gradient = (plain + self.control_coefficient * control).unsqueeze(0)
@@ -597,11 +756,7 @@ class ZeroGrads(BlackBoxEstimator):
                 return v.to(values.dtype).reshape(-1, 1) * gradient, None
 
         else:
-
-            def vjp(v: torch.Tensor) -> tuple[torch.Tensor, None]:
-                # ∇h(θ) when asked: after update() if the caller ran it (the reference's order).
-                gradient = self._gradient(step.theta, step)[1]
-                return v.to(values.dtype).reshape(-1, 1) * gradient, None
+            vjp = self._reference_vjp(step, values.dtype)
 
         return ZeroGradsEstimate(
             value=y[finite].mean().reshape(1),
@@ -612,32 +767,157 @@ class ZeroGrads(BlackBoxEstimator):
             moments=moments,
         )
 
+    def _reference_vjp(
+        self, step: _Step, dtype: torch.dtype
+    ) -> Callable[[torch.Tensor], tuple[torch.Tensor, None]]:
+        """The VJP of the reference estimate ∇h(θ), read now (step-first) or when called."""
+        now = None
+        if self.order == "step-first":
+            # The surrogate as it stands, in the frame it was fitted in.
+            center = step.center if self._center is None else self._center
+            now = self._gradient(step.theta, center, step.input_scale)[1]
+
+        def vjp(v: torch.Tensor) -> tuple[torch.Tensor, None]:
+            # fit-first: ∇h(θ) when asked, after update() if the caller ran it.
+            gradient = (
+                self._gradient(step.theta, step.center, step.input_scale)[1] if now is None else now
+            )
+            return v.to(dtype).reshape(-1, 1) * gradient, None
+
+        return vjp
+
     def update(self, estimate: Estimate) -> None:
         """Fit the surrogate with ``fit_steps`` Adam steps on ``estimate``'s samples; record β.
 
         The first step follows ``estimate.auxiliary["surrogate"]``, the later
         ones the same loss recomputed. Call it once per estimate, before any
-        later estimate's update.
+        later estimate's update. With ``theta_steps`` = k > 1 a batch is fitted
+        at the update of its first estimate (fit-first) or its k-th (step-first).
         """
-        if not isinstance(estimate, ZeroGradsEstimate) or estimate.fit is None:
+        if not isinstance(estimate, ZeroGradsEstimate) or (
+            estimate.fit is None and estimate.position == 0
+        ):
             raise TypeError(
                 f"estimate must come from ZeroGrads.tell(); got {type(estimate).__name__}"
             )
         if estimate.used:
             raise ValueError("this estimate has already been used by update()")
+        batch = self._batch
+        if estimate.position > 0:
+            if batch is None or estimate.position != self.theta_steps - batch.remaining:
+                raise ValueError(
+                    "the estimates of a batch (theta_steps) must be updated in the order "
+                    "they were asked, each before the next is asked"
+                )
+            estimate.used = True
+            batch.remaining -= 1
+            if batch.remaining == 0:
+                self._batch = None
+                if batch.pending is not None:
+                    self._fit(batch.pending, self._fit_loss(batch.pending))
+            return
         estimate.used = True
         fit = estimate.fit
+        assert fit is not None
         if estimate.moments is not None:
             self._control.record(*estimate.moments)
+        deferred = self.order == "step-first" and self.theta_steps > 1
+        if self.theta_steps > 1:
+            self._batch = _Batch(
+                value=estimate.value.detach(),
+                remaining=self.theta_steps - 1,
+                pending=fit if deferred else None,
+            )
+        if not deferred:
+            self._fit(fit, estimate.auxiliary["surrogate"])
+
+    def _fit(self, fit: _Fit, loss: torch.Tensor) -> None:
+        """Adopt ``fit``'s frame and buffer; ``fit_steps`` Adam steps, the first along ``loss``."""
         self._center = fit.center
         self._buffer = fit.buffer
         self._standardization = fit.standardization
-        surrogate, optimizer = self._build(fit.center.shape[-1]), self._optimizer
+        surrogate = self._build(fit.center.shape[-1], fit.center.device)
+        optimizer = self._optimizer
         assert optimizer is not None
         parameters: list[torch.Tensor] = list(surrogate.parameters())
-        loss = estimate.auxiliary["surrogate"]
         for k in range(self.fit_steps):
             step_auxiliary(optimizer, parameters, loss if k == 0 else self._fit_loss(fit))
+
+    def observe(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Fit the surrogate on evaluations made by someone else: an Evaluator listener.
+
+        ``x`` ``[n, d]`` are points and ``y`` ``[n]`` their losses (NaN where an
+        evaluation failed: dropped), e.g. one step's samples of a
+        :class:`~voidgrad.GuidedSmoothing` run. They are fitted as one step's
+        samples are by :meth:`update` (replay, frame, targets, ``fit_steps``
+        Adam steps), with the frame's centre at their mean (θ for antithetic
+        pairs θ ± ε) in the moving frame; the moving frame's s is this
+        estimator's σ, so set it to the run's. Evaluates nothing.
+        """
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 2:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be a floating tensor of points [n, d]; got {got}")
+        if not isinstance(y, torch.Tensor) or tuple(y.shape) != (x.shape[0],):
+            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ValueError(
+                f"y must be a tensor of scalar losses [n] = [{x.shape[0]}] (ZeroGrads needs a "
+                f"scalar loss); got {got}"
+            )
+        finite = torch.isfinite(y)
+        if not finite.any():
+            return
+        x, y = x.detach()[finite], y.detach()[finite].to(x.dtype)
+        self._build(x.shape[1], x.device)
+        if self.inputs == "raw":
+            center = x.new_zeros(x.shape[1])
+        elif self.frame == "fixed" and self._center is not None:
+            center = self._center
+        else:
+            center = x.mean(0)
+        step = _Step(
+            center[None], self.sigma, x.new_zeros((0, x.shape[1])), None, center, self.input_scale
+        )
+        fit = self._fit_data(x, y, step)
+        self._fit(fit, self._fit_loss(fit))
+
+    def as_guide(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``guide(theta) -> [d]``: ∇h(θ) of the surrogate as it stands, for
+        :class:`~voidgrad.GuidedSmoothing`.
+
+        The guide differentiates the surrogate (no black box is evaluated, no
+        budget charged) and returns a detached tensor in θ's dtype and device;
+        zero until the surrogate has been fitted. It trains nothing: h only
+        learns when this estimator fits samples, by :meth:`update` after its
+        own ask/tell (a ZeroGrads run alongside, spending its own
+        evaluations) or by :meth:`observe` on another run's, e.g. the guided
+        run's own evaluations through its Evaluator's listener.
+
+        Examples:
+            >>> import torch, voidgrad as vg
+            >>> zerograds = vg.ZeroGrads(sigma=0.1, samples=8, seed=0)
+            >>> loss = lambda x: float((x - 1).pow(2).sum())
+            >>> evaluator = vg.Evaluator(loss)
+            >>> evaluator.add_listener(zerograds.observe)  # h fits every batch it evaluates
+            >>> result = vg.minimize(
+            ...     loss, torch.zeros(3), method="guided", guide=zerograds.as_guide(),
+            ...     budget=400, evaluator=evaluator, lr=0.05, seed=0,
+            ... )
+            >>> bool(result.fun < loss(torch.zeros(3)) / 10)
+            True
+            >>> zerograds.as_guide()(torch.zeros(3)).shape  # ∇h at θ, no evaluation
+            torch.Size([3])
+        """
+
+        def guide(theta: torch.Tensor) -> torch.Tensor:
+            if not isinstance(theta, torch.Tensor) or not theta.is_floating_point():
+                got = theta.dtype if isinstance(theta, torch.Tensor) else type(theta).__name__
+                raise TypeError(f"theta must be a floating tensor [d]; got {got}")
+            x = theta.detach().reshape(1, -1)
+            if self._center is None:
+                return torch.zeros_like(x[0])
+            return self._gradient(x, self._center, self.input_scale)[1][0].to(theta.dtype)
+
+        return guide
 
     def state_dict(self) -> dict[str, Any]:
         standardization = self._standardization
@@ -651,6 +931,13 @@ class ZeroGrads(BlackBoxEstimator):
             "buffer": [list(pair) for pair in self._buffer],
             "control_moments": [control["cross"], control["square"]],
             "steps": self.steps,
+            "batch": None
+            if self._batch is None
+            else {
+                "value": self._batch.value,
+                "remaining": self._batch.remaining,
+                "pending": _fit_state(self._batch.pending),
+            },
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -658,7 +945,7 @@ class ZeroGrads(BlackBoxEstimator):
         if center is not None:
             if not isinstance(center, torch.Tensor):
                 raise ValueError("the state's center must be a tensor or None")
-            self._build(center.shape[-1])
+            self._build(center.shape[-1], center.device)
             assert self.surrogate is not None and self._optimizer is not None
             self.surrogate.load_state_dict(state["surrogate"])
             self._optimizer.load_state_dict(state["optimizer"])
@@ -670,6 +957,16 @@ class ZeroGrads(BlackBoxEstimator):
         cross, square = state["control_moments"]
         self._control.load_state_dict({"cross": cross, "square": square})
         self.steps = check_int("the state's steps", state["steps"], 0)
+        batch = state.get("batch")  # absent from the states saved before theta_steps
+        self._batch = (
+            None
+            if batch is None
+            else _Batch(
+                value=batch["value"],
+                remaining=check_int("the state's batch remaining", batch["remaining"], 1),
+                pending=_load_fit(batch["pending"]),
+            )
+        )
 
     def __repr__(self) -> str:
         return (
