@@ -11,6 +11,11 @@ annealed σ sees where the light comes out.
 
 Ours: ``vg.blackbox`` around :class:`voidgrad.integrations.mitsuba.MitsubaRenderer`
 (``scalar_rgb``), ``vg.GaussianSmoothing`` with common random numbers, Adam.
+Guided (``--guided``): ``vg.GuidedSmoothing`` whose guide is Mitsuba's own AD
+gradient of the same loss (``MitsubaRenderer.ad_guide``, ``llvm_ad_rgb``, in a
+child process): zero on the plateau, where it is plain smoothing, and a
+shading gradient once the light shows. Its σ follows the same anneal, set by
+hand each step (``GuidedSmoothing`` takes no schedule).
 Mitsuba's own: gradient descent (Adam, same step size) with ``llvm_ad_rgb``
 and the ``direct`` integrator, from the plateau start and from a start next
 to the answer. ``direct`` differentiates shading but not visibility;
@@ -19,6 +24,7 @@ too, at minutes per step on two cores. It runs in a child process, because a
 missing LLVM can abort the process (``apt-get install libllvm19``).
 
     .venv/bin/python examples/mitsuba_occluded_light.py --steps 150
+    .venv/bin/python examples/mitsuba_occluded_light.py --steps 150 --guided
 
 writes ``mitsuba_occluded_light.png`` and prints the parameter and image errors.
 """
@@ -26,6 +32,7 @@ writes ``mitsuba_occluded_light.png`` and prints the parameter and image errors.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -45,8 +52,9 @@ LIGHT_HEIGHT, LIGHT_RADIUS = 3.0, 0.1
 RESULT = "result: "  # marks the child's answer in its output
 
 
-def occluded_light_scene(integrator: str = "direct") -> dict[str, Any]:
-    """Floor, occluding panel and a spherical light; needs the Mitsuba variant set."""
+def occluded_light_scene(integrator: str = "direct", size: int = 64) -> dict[str, Any]:
+    """Floor, occluding panel and a spherical light, seen on a ``size``² film; needs the
+    Mitsuba variant set."""
     import mitsuba as mi
 
     transform = mi.ScalarTransform4f
@@ -57,7 +65,7 @@ def occluded_light_scene(integrator: str = "direct") -> dict[str, Any]:
             "type": "perspective",
             "fov": 90,
             "to_world": transform().look_at(origin=[0, 0, 1.5], target=[0, 0, 0], up=[0, 1, 0]),
-            "film": {"type": "hdrfilm", "width": 64, "height": 64, "rfilter": {"type": "box"}},
+            "film": {"type": "hdrfilm", "width": size, "height": size, "rfilter": {"type": "box"}},
         },
         "floor": {"type": "rectangle", "to_world": transform().scale([10, 10, 1])},
         "panel": {
@@ -82,32 +90,72 @@ def place_light(params: Any, theta: torch.Tensor) -> None:
     params["light.to_world"] = at
 
 
-def smoothing_descent(steps: int, workers: int, spp: int) -> dict[str, Any]:
-    """Adam on the smoothed image loss from START; renders in worker processes."""
-    renderer = MitsubaRenderer(occluded_light_scene, place_light, spp=spp)
-    target = MitsubaRenderer(occluded_light_scene, place_light, spp=64)(torch.tensor(TARGET))
-    estimator = vg.GaussianSmoothing(
-        sigma=1.0,
-        samples=8,
-        schedule=vg.LinearAnneal(0.02, total_steps=steps),
-        common_random_numbers=True,
-        seed=0,
-    )
+def place_light_ad(params: Any, theta: Any) -> None:
+    """θ = (x, y) of the light's centre, for Mitsuba's AD: θ is a ``mi.Float`` of 2 entries."""
+    import drjit as dr
+    import mitsuba as mi
+
+    x, y = (dr.gather(mi.Float, theta, i) for i in range(2))
+    centre = mi.Point3f(x, y, LIGHT_HEIGHT)
+    params["light.to_world"] = mi.Transform4f().translate(centre).scale(LIGHT_RADIUS)
+
+
+def mean_square_error(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The image loss every method descends."""
+    return ((image - target) ** 2).mean()
+
+
+def smoothing_descent(
+    steps: int, workers: int, spp: int, guide: Any = None, size: int = 64, seed: int = 0
+) -> dict[str, Any]:
+    """Adam on the smoothed image loss from START; renders in worker processes (``workers`` >
+    1). With a ``guide``, guided smoothing (α = 0.5) with that guide and the same σ anneal."""
+    scene = functools.partial(occluded_light_scene, size=size)
+    renderer = MitsubaRenderer(scene, place_light, spp=spp)
+    target = MitsubaRenderer(scene, place_light, spp=64)(torch.tensor(TARGET))
+    schedule = vg.LinearAnneal(0.02, total_steps=steps)
+    estimator: vg.GaussianSmoothing | vg.GuidedSmoothing
+    if guide is None:
+        estimator = vg.GaussianSmoothing(
+            sigma=1.0, samples=8, schedule=schedule, common_random_numbers=True, seed=seed
+        )
+    else:
+        estimator = vg.GuidedSmoothing(sigma=1.0, samples=8, guide=guide, alpha=0.5, seed=seed)
     theta = torch.tensor(START, requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=0.05)
     path = [theta.tolist()]
     started = time.perf_counter()
-    with vg.Evaluator(renderer, backend="process", workers=workers, seed=0) as evaluator:
+    parallel = {"backend": "process", "workers": workers} if workers > 1 else {}
+    with vg.Evaluator(renderer, seed=seed, **parallel) as evaluator:
         render = vg.blackbox(renderer, estimator, evaluator)
-        for _ in range(steps):
-            loss = ((render(theta) - target) ** 2).mean()
+        for step in range(steps):
+            if isinstance(estimator, vg.GuidedSmoothing):
+                estimator.sigma = schedule(1.0, step)
+            loss = mean_square_error(render(theta), target)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            estimator.step()
+            if isinstance(estimator, vg.GaussianSmoothing):
+                estimator.step()
             path.append(theta.tolist())
         renders = evaluator.stats.evals
     return {"path": path, "renders": renders, "seconds": time.perf_counter() - started}
+
+
+def guided_descent(steps: int, workers: int, spp: int) -> dict[str, Any]:
+    """:func:`smoothing_descent` guided by Mitsuba's AD gradient; an ``error`` if it is not
+    available (the AD variant runs in a child process, which a missing LLVM aborts)."""
+    target = MitsubaRenderer(occluded_light_scene, place_light, spp=64)(torch.tensor(TARGET))
+    renderer = MitsubaRenderer(occluded_light_scene, place_light, spp=spp)
+    loss = functools.partial(mean_square_error, target=target)
+    try:
+        guide = renderer.ad_guide(loss, apply=place_light_ad)
+    except (RuntimeError, ValueError) as error:
+        return {"error": str(error)}
+    with guide:
+        run = smoothing_descent(steps, workers, spp, guide=guide)
+        run["guide_calls"] = guide.calls
+    return run
 
 
 def mitsuba_gradient_descent(
@@ -176,6 +224,11 @@ def main() -> None:
         help="Mitsuba integrator for its gradient descent: direct (shading derivatives only) "
         "or direct_projective (visibility too; minutes per step on 2 cores)",
     )
+    parser.add_argument(
+        "--guided",
+        action="store_true",
+        help="also run guided smoothing with Mitsuba's AD gradient as the guide (llvm_ad_rgb)",
+    )
     parser.add_argument("--out", type=Path, default=Path("mitsuba_occluded_light.png"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -185,6 +238,11 @@ def main() -> None:
         return
 
     ours = smoothing_descent(arguments.steps, arguments.workers, arguments.spp)
+    guided = (
+        guided_descent(arguments.steps, arguments.workers, arguments.spp)
+        if arguments.guided
+        else None
+    )
     theirs = {
         name: run_mitsuba_gradient_descent(
             start, arguments.steps, arguments.spp, arguments.ad_integrator
@@ -195,6 +253,12 @@ def main() -> None:
     target_image = judge(torch.tensor(TARGET))
     rows = {"start": errors(list(START), target_image, judge)}
     rows["smoothing (ours), plateau start"] = errors(ours["path"][-1], target_image, judge)
+    if guided is not None and "error" in guided:
+        print(f"guided smoothing: not available ({guided['error']})")
+    elif guided is not None:
+        rows["guided, AD guide (ours), plateau start"] = errors(
+            guided["path"][-1], target_image, judge
+        )
     for name, run in theirs.items():
         if "error" in run:
             print(f"Mitsuba gradient descent, {name}: not available ({run['error']})")
@@ -204,11 +268,20 @@ def main() -> None:
         error, mse = row["parameter_error"], row["image_mse"]
         print(f"{name:40s} |θ − θ*| = {error:.3f}   image MSE = {mse:.2e}")
     print(f"ours: {ours['renders']} renders in {ours['seconds']:.0f} s")
-    save_picture(arguments.out, judge, ours, theirs)
+    if guided is not None and "path" in guided:
+        print(
+            f"guided: {guided['renders']} renders and {guided['guide_calls']} AD guide calls "
+            f"(a primal and an adjoint render each) in {guided['seconds']:.0f} s"
+        )
+    save_picture(arguments.out, judge, ours, theirs, guided)
 
 
 def save_picture(
-    path: Path, judge: MitsubaRenderer, ours: dict[str, Any], theirs: dict[str, Any]
+    path: Path,
+    judge: MitsubaRenderer,
+    ours: dict[str, Any],
+    theirs: dict[str, Any],
+    guided: dict[str, Any] | None = None,
 ) -> None:
     try:
         from matplotlib.figure import Figure
@@ -216,6 +289,10 @@ def save_picture(
         print("matplotlib is not installed: pip install voidgrad[plot] gives the picture")
         return
     panels = {"target": TARGET, "start": START, "ours (smoothing)": ours["path"][-1]}
+    runs = {"ours": ours}
+    if guided is not None and "path" in guided:
+        panels["ours (guided by AD)"] = guided["path"][-1]
+        runs["ours, guided"] = guided
     plateau = theirs["plateau start"]
     if "path" in plateau:
         panels["Mitsuba AD from the start"] = plateau["path"][-1]
@@ -227,7 +304,7 @@ def save_picture(
         axis.set_xticks([])
         axis.set_yticks([])
     curves = axes[-1]
-    for name, run in (("ours", ours), *((f"AD, {k}", v) for k, v in theirs.items() if "path" in v)):
+    for name, run in (*runs.items(), *((f"AD, {k}", v) for k, v in theirs.items() if "path" in v)):
         distance = torch.tensor(run["path"]).sub(torch.tensor(TARGET)).norm(dim=1)
         curves.semilogy(distance.numpy(), label=name)
     curves.set_xlabel("step")
