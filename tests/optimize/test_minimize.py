@@ -82,6 +82,7 @@ def test_history_converts_to_a_dataframe() -> None:
         "seconds",
         "grad_norm",
         "variance",
+        "surrogate_r2",
     ]
 
 

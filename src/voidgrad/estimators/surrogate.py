@@ -84,6 +84,24 @@ computed when the VJP is called, so a caller that runs ``update`` between
 ∇h(θ) after this step's fit; ``order="step-first"`` reads it in ``tell``,
 before, as the reference code does.
 
+Replay. A surrogate whose gradient is to beat the samples it was fitted on
+must see more samples than a step draws: with ``replay`` = K the fitting set
+holds this step's N samples and the K previous steps', all (x, y) as
+evaluated, in the current frame. Measured on a smooth 20-d landscape at a
+budget of 100 d, a fitting set of K·N ≥ 2d recent samples made ZeroGrads 3.3×
+lower than plain smoothing, and without replay it tied.
+``replay="auto"`` sizes K so (:meth:`ZeroGrads.replay_steps`): ⌈2d/N⌉ − 1
+earlier steps, capped by ``replay_bytes`` of stored points (256 MiB by
+default: at d = 35 152 in float32 with N = 4, 477 steps, 1 912 samples,
+0.05·d, instead of the 2d that would take 9.9 GB). Each of the ``fit_steps``
+Adam steps passes over the whole set, so a step's fitting cost grows as
+K·N·d·width.
+
+Fit quality. Each estimate records ``stats["r2"]``: the R² of h, before this
+step's fit, on this step's samples, centred (how much of the variation of the
+losses around θ it predicts; 0 for a constant h, below 0 where it misleads).
+:func:`voidgrad.minimize` keeps it in the history (``surrogate_r2``).
+
 The default surrogate (:class:`MLPSurrogate`) is a leaky-ReLU MLP; above
 ``low_rank_above`` inputs its first layer is factorized through ``rank``
 units, so d = 200 000 costs 2·10⁵·rank weights instead of 2·10⁵·width.
@@ -363,7 +381,12 @@ class ZeroGrads(BlackBoxEstimator):
         fit_steps: k_φ, Adam steps on the surrogate per estimate.
         surrogate_lr: the surrogate's learning rate.
         inner_sigma: ρ; evaluate at x_i − t_i, t_i ~ N(0, (ρσ)²I).
-        replay: earlier steps whose samples stay in the fitting set.
+        replay: earlier steps whose samples stay in the fitting set, or
+            ``"auto"``: enough of them that the fit sees at least 2d samples,
+            ⌈2d/N⌉ − 1 steps of N = ``samples``, as far as ``replay_bytes``
+            allows (module doc, "Replay").
+        replay_bytes: with ``replay="auto"``, the most memory the replayed
+            points may hold; the fit then sees fewer than 2d samples.
         unbiased: use the surrogate as a control variate (the default; an
             unbiased estimate). ``False`` returns the reference's ∇h(θ).
         schedule: maps (σ_0, step) to σ_t, e.g. :class:`voidgrad.LinearAnneal`;
@@ -430,7 +453,8 @@ class ZeroGrads(BlackBoxEstimator):
         fit_steps: int = 3,
         surrogate_lr: float = 1e-3,
         inner_sigma: float = 0.0,
-        replay: int = 0,
+        replay: int | str = 0,
+        replay_bytes: int = 2**28,
         unbiased: bool = True,
         schedule: SigmaSchedule | None = None,
         input_scale: float | None = None,
@@ -457,7 +481,11 @@ class ZeroGrads(BlackBoxEstimator):
         self.steps = 0
         self.samples = check_samples(samples, paired=True)
         check_int("fit_steps", fit_steps, 0)
-        check_int("replay", replay, 0)
+        if isinstance(replay, str) and replay != "auto":
+            raise ValueError(f"replay must be an int >= 0 or 'auto'; got {replay!r}")
+        if replay != "auto":
+            check_int("replay", replay, 0)
+        check_int("replay_bytes", replay_bytes, 1)
         # The default network is built at the first step, when d is known; its options are
         # checked now, so that a bad one fails here and not after evaluations were spent.
         check_network_options(width, depth, encoding_levels, activation)
@@ -496,6 +524,7 @@ class ZeroGrads(BlackBoxEstimator):
         self.surrogate_lr = check_positive("surrogate_lr", surrogate_lr)
         self.inner_sigma = float(inner_sigma)
         self.replay = replay
+        self.replay_bytes = replay_bytes
         self.unbiased = check_flag("unbiased", unbiased)
         self.control_scale = None if control_scale is None else float(control_scale)
         self.frame = frame
@@ -607,7 +636,8 @@ class ZeroGrads(BlackBoxEstimator):
 
     def _fit_data(self, x: torch.Tensor, y: torch.Tensor, step: _Step) -> _Fit:
         """This step's fitting set (with the replayed steps') and the state after fitting it."""
-        earlier = self._buffer[-self.replay :] if self.replay else []
+        kept = self.replay_steps(x.shape[1], x.element_size())
+        earlier = self._buffer[-kept:] if kept else []
         if self.targets == "raw":
             stored, standardization = y, Standardization(fitted=True)
             targets = torch.cat([*[b[1] for b in earlier], y])
@@ -624,6 +654,26 @@ class ZeroGrads(BlackBoxEstimator):
             standardization=standardization,
             center=step.center,
         )
+
+    def replay_steps(self, dim: int, itemsize: int) -> int:
+        """The earlier steps in the fitting set for ``dim`` parameters of ``itemsize`` bytes.
+
+        ``replay`` itself, or with ``"auto"`` min(⌈2d/N⌉ − 1, ⌊B/(N·d·itemsize)⌋),
+        N = ``samples``, B = ``replay_bytes``.
+
+        Examples:
+            >>> import voidgrad as vg
+            >>> zerograds = vg.ZeroGrads(sigma=0.1, samples=4, replay="auto")
+            >>> zerograds.replay_steps(20, 4)  # 40 samples: this step's 4 and 9 steps' more
+            9
+            >>> zerograds.replay_steps(35_152, 4)  # 2d would be 9.9 GB; 256 MiB holds 477 steps
+            477
+        """
+        if self.replay != "auto":
+            return int(self.replay)
+        wanted = -(-2 * dim // self.samples) - 1
+        affordable = self.replay_bytes // (self.samples * dim * itemsize)
+        return max(0, min(wanted, affordable))
 
     def _fit_loss(self, fit: _Fit) -> torch.Tensor:
         """(1/|D|) Σ (h_φ(u) − t)², differentiable in φ."""
@@ -758,14 +808,37 @@ class ZeroGrads(BlackBoxEstimator):
         else:
             vjp = self._reference_vjp(step, values.dtype)
 
+        stats = {"control_coefficient": self.control_coefficient} if self.unbiased else {}
+        r2 = self._r2(points[finite], y[finite], step)
+        if r2 is not None:
+            stats["r2"] = r2
         return ZeroGradsEstimate(
             value=y[finite].mean().reshape(1),
             vjp=vjp,
             auxiliary={"surrogate": self._fit_loss(fit)},
-            stats={"control_coefficient": self.control_coefficient} if self.unbiased else {},
+            stats=stats,
             fit=fit,
             moments=moments,
         )
+
+    def _r2(self, points: torch.Tensor, y: torch.Tensor, step: _Step) -> float | None:
+        r"""R² = 1 − Σ((y − ȳ) − (h − h̄))² / Σ(y − ȳ)² of h before this step's fit.
+
+        Out of sample (h has not seen these points) and centred (only the
+        differences between the step's losses carry gradient information):
+        1 where h predicts how the loss varies around θ, 0 where it knows
+        nothing (a constant h), below 0 where it misleads. None when the
+        step's losses do not vary or fewer than two succeeded.
+        """
+        if y.shape[0] < 2:
+            return None
+        with torch.no_grad():
+            h = self._predict(points, step.center, step.input_scale).to(y.dtype)
+        spread = (y - y.mean()).pow(2).sum()
+        if not bool(spread > 0):
+            return None
+        residual = ((y - y.mean()) - (h - h.mean())).pow(2).sum()
+        return float(1.0 - residual / spread)
 
     def _reference_vjp(
         self, step: _Step, dtype: torch.dtype
@@ -971,6 +1044,6 @@ class ZeroGrads(BlackBoxEstimator):
     def __repr__(self) -> str:
         return (
             f"ZeroGrads(sigma={self.sigma0}, samples={self.samples}, fit_steps={self.fit_steps}, "
-            f"surrogate_lr={self.surrogate_lr}, unbiased={self.unbiased}, replay={self.replay}, "
+            f"surrogate_lr={self.surrogate_lr}, unbiased={self.unbiased}, replay={self.replay!r}, "
             f"frame={self.frame!r})"
         )

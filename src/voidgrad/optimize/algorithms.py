@@ -121,6 +121,7 @@ class GradientDescent(MinimizeAlgorithm):
             seconds=state.seconds,
             grad_norm=grad_norm,
             variance=estimate.stats.get("variance"),
+            surrogate_r2=estimate.stats.get("r2"),
         )
 
     def x_last(self) -> torch.Tensor:

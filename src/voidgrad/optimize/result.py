@@ -24,6 +24,8 @@ class StepRecord:
         seconds: wall time since the run started (summed over resumed parts).
         grad_norm: ‖ĝ‖ of the step's gradient estimate (gradient methods).
         variance: the estimator's own estimate of tr Cov(ĝ), where it has one.
+        surrogate_r2: a learned surrogate's R² on the step's samples before
+            it was fitted to them (ZeroGrads' ``stats["r2"]``), where there is one.
 
     Examples:
         >>> import voidgrad as vg
@@ -42,6 +44,7 @@ class StepRecord:
     seconds: float
     grad_norm: float | None = None
     variance: float | None = None
+    surrogate_r2: float | None = None
 
 
 class History(Records[StepRecord]):
