@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from voidgrad.validation import check_callable
+from voidgrad.validation import check_callable, check_differentiable_scalar
 
 
 def autograd(
@@ -53,23 +53,7 @@ def autograd(
     def guide(theta: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             leaf = theta.detach().clone().requires_grad_(True)
-            value = twin(leaf)
-            if (
-                not isinstance(value, torch.Tensor)
-                or value.numel() != 1
-                or not value.is_floating_point()
-            ):
-                got = (
-                    f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-                    if isinstance(value, torch.Tensor)
-                    else type(value).__name__
-                )
-                raise TypeError(f"twin must return a real scalar tensor; got {got}")
-            if not value.requires_grad:
-                raise ValueError(
-                    "twin's value does not depend on theta (no autograd path): the twin must "
-                    "compute its value from theta with differentiable torch operations"
-                )
+            value = check_differentiable_scalar("twin", twin(leaf), "theta")
             (gradient,) = torch.autograd.grad(value.reshape(()), leaf, allow_unused=True)
         return torch.zeros_like(leaf) if gradient is None else gradient
 

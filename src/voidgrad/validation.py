@@ -11,6 +11,8 @@ import math
 import numbers
 from typing import Any, Literal, overload
 
+import torch
+
 #: The largest seed torch.Generator.manual_seed accepts.
 SEED_MAX = 2**64 - 1
 
@@ -136,3 +138,35 @@ def check_options(owner: str, options: dict[str, Any] | Any, known: set[str]) ->
             f"unknown option(s) for {owner}: {', '.join(unknown)}; "
             f"known: {', '.join(sorted(known)) or 'none'}"
         )
+
+
+def check_differentiable_scalar(name: str, value: object, source: str) -> torch.Tensor:
+    """``value``, refused unless a real one-element tensor in autograd's graph.
+
+    For what ``name`` (a user's loss or twin) returned when called on
+    ``source`` (what it must be computed from) with grad enabled.
+
+    Examples:
+        >>> import torch
+        >>> from voidgrad.validation import check_differentiable_scalar
+        >>> x = torch.ones(2, requires_grad=True)
+        >>> check_differentiable_scalar("loss", x.sum(), "the image")
+        tensor(2., grad_fn=<SumBackward0>)
+        >>> check_differentiable_scalar("loss", torch.tensor(1.0), "the image")
+        Traceback (most recent call last):
+        ...
+        ValueError: loss's value does not depend on the image (no autograd path): ...
+    """
+    if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.is_floating_point():
+        got = (
+            f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+            if isinstance(value, torch.Tensor)
+            else type(value).__name__
+        )
+        raise TypeError(f"{name} must return a real scalar tensor; got {got}")
+    if not value.requires_grad:
+        raise ValueError(
+            f"{name}'s value does not depend on {source} (no autograd path): compute it from "
+            f"{source} with differentiable torch operations"
+        )
+    return value

@@ -48,7 +48,7 @@ from voidgrad.estimators.detect_sparsity import DetectedSparsity
 from voidgrad.estimators.detect_sparsity import detect_sparsity as detect_pattern
 from voidgrad.evaluation.evaluator import Evaluator
 from voidgrad.integrations import check_parameter_names, split_theta
-from voidgrad.validation import check_callable, check_int, check_seed
+from voidgrad.validation import check_callable, check_differentiable_scalar, check_int, check_seed
 
 __all__ = ["ADGuide", "MitsubaRenderer", "import_mitsuba"]
 
@@ -452,23 +452,7 @@ class ADGuide:
         try:
             with torch.enable_grad():
                 leaf = image.to(theta.device).requires_grad_(True)
-                value = self.loss(leaf)
-                if (
-                    not isinstance(value, torch.Tensor)
-                    or value.numel() != 1
-                    or not value.is_floating_point()
-                ):
-                    got = (
-                        f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-                        if isinstance(value, torch.Tensor)
-                        else type(value).__name__
-                    )
-                    raise TypeError(f"loss must return a real scalar tensor; got {got}")
-                if not value.requires_grad:
-                    raise ValueError(
-                        "loss's value does not depend on the image (no autograd path): compute "
-                        "it from the image with differentiable torch operations"
-                    )
+                value = check_differentiable_scalar("loss", self.loss(leaf), "the image")
                 (seed_gradient,) = torch.autograd.grad(value.reshape(()), leaf)
         except BaseException:
             self._connection.send(("discard",))  # the child waits for the adjoint; release it
