@@ -9,7 +9,8 @@ seeds, for
 - ``smoothing``: ``GaussianSmoothing(0.1, 8, importance=False)``, no guide;
 - ``guided-fixed``: ``GuidedSmoothing(0.1, 8, guide, alpha=0.1)``;
 - ``guided-adaptive``: ``GuidedSmoothing(0.1, 8, guide, adapt=True,
-  alpha=1.0, memory=0.9)`` (α starts at 1, plain smoothing; floor 0.05);
+  memory=0.9)`` (α starts at 1, plain smoothing, and leaves it on the lower
+  confidence bound of the guide's share, z = 2; floor 0.05);
 - ``mixed``: ``MixedGradient(0.1, 8, guide)`` (z = 2);
 
 with the guides
@@ -21,19 +22,20 @@ with the guides
 - ``fixed``: one fixed random unit direction times 10 (adversarial: wrong and
   constant).
 
-Problems, d = 50, t = linspace(−1, 1), x0 = 0:
+Problems, d = 50 and 200 (``--dims``), t = linspace(−1, 1), x0 = 0:
 
 - ``quadratic``: F(x) = Σ_k s_k (x_k − t_k)², s = linspace(0.5, 2);
 - ``staircase``: F(x) = Σ_k (round(8x_k)/8 − t_k)², no useful gradient.
 
-Reported per row: the median final loss, and its ratio to plain smoothing's
-median on the same problem (the cost of a useless guide is the ratio's
-excess over 1).
+Reported per row: the median final loss with its [min, max] over the seeds,
+and the median's ratio to plain smoothing's median on the same problem and
+dimension (the cost of a useless guide is the ratio's excess over 1).
 
-Run from the repository root (about a minute on one thread)::
+Run from the repository root (about two minutes on one thread)::
 
     .venv/bin/python benchmarks/guided_adaptive.py
-    .venv/bin/python benchmarks/guided_adaptive.py --seeds 9 --budget 800
+    .venv/bin/python benchmarks/guided_adaptive.py --seeds 9 --budget 800 --dims 50
+    .venv/bin/python benchmarks/guided_adaptive.py --methods guided-adaptive
 """
 
 from __future__ import annotations
@@ -48,52 +50,53 @@ import torch
 import voidgrad as vg
 from common import write_results
 
-D = 50
-TARGET = torch.linspace(-1.0, 1.0, D, dtype=torch.float64)
-SCALES = torch.linspace(0.5, 2.0, D, dtype=torch.float64)
 Guide = Callable[[torch.Tensor], torch.Tensor]
+GUIDES = ("twin", "random", "negative", "fixed")
 
 
-def quadratic(x: torch.Tensor) -> float:
-    return float(((x - TARGET) ** 2 * SCALES).sum())
+def target(d: int) -> torch.Tensor:
+    return torch.linspace(-1.0, 1.0, d, dtype=torch.float64)
 
 
-def staircase(x: torch.Tensor) -> float:
-    return float(((x * 8).round() / 8 - TARGET).pow(2).sum())
+def make_problem(name: str, d: int) -> Callable[[torch.Tensor], float]:
+    """The problem ``name`` (module doc) in ``d`` dimensions."""
+    t = target(d)
+    if name == "quadratic":
+        scales = torch.linspace(0.5, 2.0, d, dtype=torch.float64)
+        return lambda x: float(((x - t) ** 2 * scales).sum())
+    return lambda x: float(((x * 8).round() / 8 - t).pow(2).sum())
 
 
-PROBLEMS: dict[str, Callable[[torch.Tensor], float]] = {
-    "quadratic": quadratic,
-    "staircase": staircase,
-}
+PROBLEMS = ("quadratic", "staircase")
 
 
-def make_guide(name: str, seed: int) -> Guide:
-    """The guide ``name`` (module doc), its randomness seeded by ``seed``."""
+def make_guide(name: str, d: int, seed: int) -> Guide:
+    """The guide ``name`` (module doc) in ``d`` dimensions, its randomness seeded by ``seed``."""
     generator = torch.Generator().manual_seed(1000 + seed)
+    t = target(d)
     if name == "twin":
-        return lambda x: 2 * (x - TARGET) + 0.3
+        return lambda x: 2 * (x - t) + 0.3
     if name == "random":
-        return lambda x: torch.randn(D, generator=generator, dtype=torch.float64)
+        return lambda x: torch.randn(d, generator=generator, dtype=torch.float64)
     if name == "negative":
-        return lambda x: 2 * (TARGET - x)
-    direction = torch.randn(D, generator=generator, dtype=torch.float64)
+        return lambda x: 2 * (t - x)
+    direction = torch.randn(d, generator=generator, dtype=torch.float64)
     fixed = 10 * direction / direction.norm()
     return lambda x: fixed
 
 
 METHODS: dict[str, dict[str, object]] = {
     "guided-fixed": {"method": "guided", "alpha": 0.1},
-    "guided-adaptive": {"method": "guided", "adapt": True, "alpha": 1.0, "memory": 0.9},
+    "guided-adaptive": {"method": "guided", "adapt": True, "memory": 0.9},
     "mixed": {"method": "mixed"},
 }
 
 
-def final_loss(problem: str, options: dict[str, object], budget: int, seed: int) -> float:
-    fn = PROBLEMS[problem]
+def final_loss(problem: str, d: int, options: dict[str, object], budget: int, seed: int) -> float:
+    fn = make_problem(problem, d)
     result = vg.minimize(
         fn,
-        torch.zeros(D, dtype=torch.float64),
+        torch.zeros(d, dtype=torch.float64),
         sigma=0.1,
         samples=8,
         budget=budget,
@@ -105,52 +108,66 @@ def final_loss(problem: str, options: dict[str, object], budget: int, seed: int)
     return fn(result.x)
 
 
+def summary(losses: list[float]) -> str:
+    """``median [min, max]``."""
+    return f"{statistics.median(losses):9.4f} [{min(losses):.4f}, {max(losses):.4f}]"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=5, help="seeds per configuration")
     parser.add_argument("--budget", type=int, default=400, help="evaluations per run")
+    parser.add_argument("--dims", type=int, nargs="+", default=[50, 200], help="dimensions d")
+    parser.add_argument(
+        "--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS), help="methods"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     seeds = range(args.seeds)
     rows: list[dict[str, object]] = []
-    print(f"{'problem':10s} {'method':16s} {'guide':9s} {'median':>9s} {'/plain':>7s}")
-    for problem in PROBLEMS:
-        plain = [
-            final_loss(problem, {"method": "smoothing", "importance": False}, args.budget, s)
-            for s in seeds
-        ]
-        baseline = statistics.median(plain)
-        rows.append(
-            {
-                "problem": problem,
-                "method": "smoothing",
-                "guide": None,
-                "losses": plain,
-                "median": baseline,
-                "ratio": 1.0,
-            }
-        )
-        print(f"{problem:10s} {'smoothing':16s} {'-':9s} {baseline:9.4f} {1.0:7.3f}")
-        for guide in ("twin", "random", "negative", "fixed"):
-            for method, options in METHODS.items():
-                losses = [
-                    final_loss(problem, {**options, "guide": make_guide(guide, s)}, args.budget, s)
-                    for s in seeds
-                ]
+    header = f"{'d':>4s} {'problem':10s} {'method':16s} {'guide':9s} {'median [min, max]':>30s}"
+    print(f"{header} /plain")
+    for d in args.dims:
+        for problem in PROBLEMS:
+            plain = [
+                final_loss(problem, d, {"method": "smoothing", "importance": False}, args.budget, s)
+                for s in seeds
+            ]
+            baseline = statistics.median(plain)
+            configurations = [("smoothing", None, plain)]
+            for guide in GUIDES:
+                for method in args.methods:
+                    losses = [
+                        final_loss(
+                            problem,
+                            d,
+                            {**METHODS[method], "guide": make_guide(guide, d, s)},
+                            args.budget,
+                            s,
+                        )
+                        for s in seeds
+                    ]
+                    configurations.append((method, guide, losses))
+            for method, guide, losses in configurations:
                 median = statistics.median(losses)
                 rows.append(
                     {
+                        "dim": d,
                         "problem": problem,
                         "method": method,
                         "guide": guide,
                         "losses": losses,
                         "median": median,
+                        "min": min(losses),
+                        "max": max(losses),
                         "ratio": median / baseline,
                     }
                 )
                 print(
-                    f"{problem:10s} {method:16s} {guide:9s} {median:9.4f} {median / baseline:7.3f}"
+                    f"{d:4d} {problem:10s} {method:16s} {guide or '-':9s} {summary(losses):>30s} "
+                    f"{median / baseline:6.3f}",
+                    flush=True,
                 )
     write_results(
         args.out,
@@ -160,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows,
         seeds=args.seeds,
         budget=args.budget,
-        dim=D,
+        dims=args.dims,
+        methods=args.methods,
     )
 
 

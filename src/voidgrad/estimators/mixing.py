@@ -31,7 +31,10 @@ instead of (d + 1)‖∇Q‖²/n. The guide is used (γ as above) only if both
 z = ``z``; otherwise γ = 0 and ĝ = ĝ₀ exactly. (Suh et al. bound γ‖g₁ − ĝ₀‖
 by a tolerance; the bound here is the noise of ĝ₀ itself, so it needs no
 scale from the user.) With fewer than two valid pairs V₀ is unknown and
-ĝ = ĝ₀. For an incoming gradient v (F scalar), g₁ enters as v·g₁.
+ĝ = ĝ₀. For an incoming gradient v (F scalar), g₁ enters as v·g₁. σ may
+follow a ``schedule`` advanced by :meth:`MixedGradient.step`, and
+``common_random_numbers`` gives both points of a pair one seed, as for
+``GaussianSmoothing`` (whose estimate ĝ₀ stays bit for bit).
 
 What it estimates: in general a biased gradient of Q, between g₁ and ∇Q;
 ĝ₀ (unbiased for ∇Q) whenever the check fails. The reported variance is
@@ -41,8 +44,9 @@ What it estimates: in general a biased gradient of Q, between g₁ and ∇Q;
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -63,7 +67,20 @@ from voidgrad.estimators.mirrored import (
 )
 from voidgrad.estimators.protocol import Estimate, Query
 from voidgrad.estimators.samplers import gaussian
-from voidgrad.validation import check_callable, check_interval, check_positive, check_samples
+from voidgrad.estimators.schedules import (
+    SigmaSchedule,
+    check_schedule,
+    scheduled_sigma,
+    sigma_name,
+)
+from voidgrad.validation import (
+    check_callable,
+    check_flag,
+    check_int,
+    check_interval,
+    check_positive,
+    check_samples,
+)
 
 VJP = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
 
@@ -79,7 +96,7 @@ class MixedGradient(BlackBoxEstimator):
     """Inverse-variance mixing of a guide and Gaussian smoothing, with a bias check (module doc).
 
     Args:
-        sigma: the smoothing kernel's scale σ.
+        sigma: the smoothing kernel's scale σ (the initial value if scheduled).
         samples: evaluations per estimate (even, at least 4: two antithetic
             pairs give ĝ₀'s variance).
         guide: ``guide(theta) -> tensor [d]``, the biased gradient g₁, called
@@ -88,6 +105,11 @@ class MixedGradient(BlackBoxEstimator):
             random; 0 for a deterministic guide.
         z: the bias check's bound, in standard deviations of the difference
             (module doc); larger trusts the guide more often.
+        schedule: maps (σ_0, step) to σ; ``None`` keeps σ constant. Advance it
+            with :meth:`step` once per optimisation step.
+        common_random_numbers: give both points of an antithetic pair the same
+            seed (when F accepts a ``seed``), so a noisy F's noise cancels in
+            their difference.
         seed: seed of the estimator's generator, for bit-exact replay.
 
     Examples:
@@ -118,10 +140,12 @@ class MixedGradient(BlackBoxEstimator):
         guide_variance: float = 0.0,
         z: float = 2.0,
         *,
+        schedule: SigmaSchedule | None = None,
+        common_random_numbers: bool = False,
         seed: int | None = None,
     ) -> None:
         super().__init__(seed)
-        self.sigma = check_positive("sigma", sigma)
+        self.sigma0 = check_positive("sigma", sigma)
         self.samples = check_samples(samples, paired=True)
         if self.samples < 4:
             raise ValueError(
@@ -135,9 +159,29 @@ class MixedGradient(BlackBoxEstimator):
             "guide_variance", guide_variance, 0, float("inf"), closed_low=True
         )
         self.z = check_positive("z", z)
+        self.schedule = check_schedule(schedule, self.sigma0)
+        self.common_random_numbers = check_flag("common_random_numbers", common_random_numbers)
+        self.steps = 0
+
+    @property
+    def sigma(self) -> float:
+        """The current bandwidth σ_t."""
+        return scheduled_sigma(self.schedule, self.sigma0, self.steps)
+
+    def step(self) -> None:
+        """Advance the sigma schedule by one optimisation step."""
+        self.steps += 1
 
     def evaluations(self, dim: int) -> int:
         return self.samples
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        steps = check_int("the state's steps", state["steps"], 0)
+        super().load_state_dict(state)
+        self.steps = steps
 
     def ask(self, params: torch.Tensor, *args: object) -> Query:
         """Call the guide at each row of θ = ``params`` (``[B, d]``), then the points θ ± ε_i:
@@ -148,10 +192,11 @@ class MixedGradient(BlackBoxEstimator):
             [check_guide(self.guide(row.detach().clone()), row[None]) for row in theta]
         )
         n = self.samples // 2
-        offsets = gaussian(self._generator, (B, n, d), self.sigma, theta.dtype).to(theta.device)
-        seeds = mirrored_seeds(self, B, n, True, False)
-        check_random_offsets("sigma", self.sigma, theta, offsets)
-        context = MixedContext(theta, offsets, True, 1 / self.sigma, unit=self.sigma, guides=guides)
+        sigma = self.sigma
+        offsets = gaussian(self._generator, (B, n, d), sigma, theta.dtype).to(theta.device)
+        seeds = mirrored_seeds(self, B, n, True, self.common_random_numbers)
+        check_random_offsets(sigma_name(self.schedule, self.steps), sigma, theta, offsets)
+        context = MixedContext(theta, offsets, True, 1 / sigma, unit=sigma, guides=guides)
         return Query(inputs=mirrored_points(context), seeds=seeds, context=context)
 
     def tell(self, query: Query, values: torch.Tensor) -> Estimate:
@@ -210,7 +255,9 @@ class MixedGradient(BlackBoxEstimator):
         offsets = context.offsets
         assert isinstance(offsets, torch.Tensor)
         along = (offsets.to(wide) @ direction.unsqueeze(-1)).to(offsets.dtype)  # [B, n, 1]
-        line = Mirrored(context.theta[:, :1], along, True, 1 / self.sigma, unit=self.sigma)
+        # The σ the offsets were drawn with: the schedule may have stepped since the ask.
+        sigma = context.unit
+        line = Mirrored(context.theta[:, :1], along, True, 1 / sigma, unit=sigma)
         grad_e, variance_e = mirrored_vjp(line, values)
         assert variance_e is not None
         gap = length[:, 0] - grad_e[:, 0].to(wide)
@@ -222,6 +269,9 @@ class MixedGradient(BlackBoxEstimator):
     def __repr__(self) -> str:
         name = getattr(self.guide, "__qualname__", type(self.guide).__name__)
         return (
-            f"MixedGradient(sigma={self.sigma}, samples={self.samples}, guide={name}, "
-            f"guide_variance={self.guide_variance}, z={self.z})"
+            f"MixedGradient(sigma={self.sigma0}, samples={self.samples}, guide={name}, "
+            f"guide_variance={self.guide_variance}, z={self.z}"
+            + ("" if self.schedule is None else f", schedule={self.schedule!r}")
+            + (", common_random_numbers=True" if self.common_random_numbers else "")
+            + ")"
         )
