@@ -12,6 +12,8 @@ seeds, for
   memory=0.9)`` (α starts at 1, plain smoothing, and leaves it on the lower
   confidence bound of the guide's share, z = 2; floor 0.05);
 - ``mixed``: ``MixedGradient(0.1, 8, guide)`` (z = 2);
+- ``guide-alone``: Adam (the same lr) on the guide itself, for as many steps
+  as the others take (budget / 8); it evaluates F only at the end;
 
 with the guides
 
@@ -89,7 +91,18 @@ METHODS: dict[str, dict[str, object]] = {
     "guided-fixed": {"method": "guided", "alpha": 0.1},
     "guided-adaptive": {"method": "guided", "adapt": True, "memory": 0.9},
     "mixed": {"method": "mixed"},
+    "guide-alone": {},
 }
+
+
+def guide_alone_loss(problem: str, d: int, guide: Guide, steps: int) -> float:
+    """F after ``steps`` Adam steps (lr = 0.05) along the guide alone, from x0 = 0."""
+    x = torch.zeros(d, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.Adam([x], lr=0.05)
+    for _ in range(steps):
+        x.grad = guide(x.detach()).to(x.dtype)
+        optimizer.step()
+    return make_problem(problem, d)(x.detach())
 
 
 def final_loss(problem: str, d: int, options: dict[str, object], budget: int, seed: int) -> float:
@@ -138,16 +151,23 @@ def main(argv: Sequence[str] | None = None) -> None:
             configurations = [("smoothing", None, plain)]
             for guide in GUIDES:
                 for method in args.methods:
-                    losses = [
-                        final_loss(
-                            problem,
-                            d,
-                            {**METHODS[method], "guide": make_guide(guide, d, s)},
-                            args.budget,
-                            s,
-                        )
-                        for s in seeds
-                    ]
+                    if method == "guide-alone":
+                        steps = args.budget // 8
+                        losses = [
+                            guide_alone_loss(problem, d, make_guide(guide, d, s), steps)
+                            for s in seeds
+                        ]
+                    else:
+                        losses = [
+                            final_loss(
+                                problem,
+                                d,
+                                {**METHODS[method], "guide": make_guide(guide, d, s)},
+                                args.budget,
+                                s,
+                            )
+                            for s in seeds
+                        ]
                     configurations.append((method, guide, losses))
             for method, guide, losses in configurations:
                 median = statistics.median(losses)
@@ -173,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.out,
         "guided_adaptive",
         "final loss at equal evaluations: plain smoothing, guided (fixed and adaptive alpha), "
-        "mixed, under good, useless and adversarial guides",
+        "mixed and Adam on the guide alone, under good, useless and adversarial guides",
         rows,
         seeds=args.seeds,
         budget=args.budget,
