@@ -8,7 +8,8 @@ loss flat, must move to the target position (0.8, 0.3). The loss is the mean
 squared error to the target image (64 spp). From the plateau start, at equal
 render budgets, per seed:
 
-- ``guided``: ``vg.GuidedSmoothing(σ, 8, guide, alpha=0.5)`` through the
+- ``guided``: ``vg.GuidedSmoothing(σ, 8, guide, adapt=True,
+  common_random_numbers=True)`` through the
   ``scalar_rgb`` renderer, the guide ``MitsubaRenderer.ad_guide``: Mitsuba's
   AD gradient of the same loss (``llvm_ad_rgb``, ``direct`` integrator, which
   does not differentiate the moving shadow edge). A step costs 8 renders plus
@@ -18,8 +19,7 @@ render budgets, per seed:
 - ``ad``: Adam on the AD gradient alone (the guide's output), 2 renders a step.
 
 All use Adam (lr 0.05) from (−1.6, −1.0); both smoothings anneal σ linearly
-from 1 to 0.02 over their steps (guided's σ set by hand each step:
-``GuidedSmoothing`` takes no schedule). Reported per method: the median over
+from 1 to 0.02 over their steps (``vg.LinearAnneal``). Reported per method: the median over
 seeds of the last iterate's distance to the target and its image MSE (judged
 at 64 spp, seed 2), and each seed's figures.
 

@@ -109,7 +109,8 @@ def smoothing_descent(
     steps: int, workers: int, spp: int, guide: Any = None, size: int = 64, seed: int = 0
 ) -> dict[str, Any]:
     """Adam on the smoothed image loss from START; renders in worker processes (``workers`` >
-    1). With a ``guide``, guided smoothing (α = 0.5) with that guide and the same σ anneal."""
+    1). With a ``guide``, guided smoothing with that guide (α adapted to how much of the
+    measured differences the guide explains) and the same σ anneal and common seeds."""
     scene = functools.partial(occluded_light_scene, size=size)
     renderer = MitsubaRenderer(scene, place_light, spp=spp)
     target = MitsubaRenderer(scene, place_light, spp=64)(torch.tensor(TARGET))
@@ -120,7 +121,15 @@ def smoothing_descent(
             sigma=1.0, samples=8, schedule=schedule, common_random_numbers=True, seed=seed
         )
     else:
-        estimator = vg.GuidedSmoothing(sigma=1.0, samples=8, guide=guide, alpha=0.5, seed=seed)
+        estimator = vg.GuidedSmoothing(
+            sigma=1.0,
+            samples=8,
+            guide=guide,
+            adapt=True,
+            schedule=schedule,
+            common_random_numbers=True,
+            seed=seed,
+        )
     theta = torch.tensor(START, requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=0.05)
     path = [theta.tolist()]
@@ -128,15 +137,12 @@ def smoothing_descent(
     parallel = {"backend": "process", "workers": workers} if workers > 1 else {}
     with vg.Evaluator(renderer, seed=seed, **parallel) as evaluator:
         render = vg.blackbox(renderer, estimator, evaluator)
-        for step in range(steps):
-            if isinstance(estimator, vg.GuidedSmoothing):
-                estimator.sigma = schedule(1.0, step)
+        for _ in range(steps):
             loss = mean_square_error(render(theta), target)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            if isinstance(estimator, vg.GaussianSmoothing):
-                estimator.step()
+            estimator.step()
             path.append(theta.tolist())
         renders = evaluator.stats.evals
     return {"path": path, "renders": renders, "seconds": time.perf_counter() - started}
