@@ -181,6 +181,7 @@ def _plain(options: dict) -> dict:
                 "samples": 8,
                 "lr": 0.1,
                 "schedule": "LinearAnneal(sigma_min=0.1, total_steps=100, constant_steps=0)",
+                "importance": True,  # spelled out since vg.minimize's smoothing went plain
             },
         ),
         (
@@ -208,6 +209,7 @@ def _plain(options: dict) -> dict:
             999,
             {
                 "sigma": 0.1,
+                "schedule": "None",
                 "samples": 20,
                 "lr": 0.005,
                 "inner_sigma": 0.1,

@@ -58,6 +58,7 @@ import torch
 
 import voidgrad as vg
 from voidgrad import problems, registry
+from voidgrad.optimize.defaults import LinearLrDecay as LinearLrDecay
 from voidgrad.registry import ZEROGRADS_SAMPLES as ZEROGRADS_SAMPLES
 from voidgrad.registry import BenchScale
 from voidgrad.registry import reference_zerograds_options as reference_zerograds_options
@@ -256,39 +257,6 @@ def method_options(
     return options
 
 
-@dataclass(frozen=True)
-class LinearLrDecay:
-    """An ``lr_schedule`` for ``vg.minimize``: lr falls linearly to ``end_factor`` · lr.
-
-    lr_t = lr · (1 − (1 − end_factor) · min(t, T)/T) with T = ``total_steps``:
-    a noisy gradient's step keeps a fixed lr jittering at a noise floor, and
-    decaying lr averages the noise out (σ's anneal does the same for the bias).
-
-    Examples:
-        >>> import torch
-        >>> from voidgrad.bench import LinearLrDecay
-        >>> optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-        >>> scheduler = LinearLrDecay(end_factor=0.1, total_steps=2)(optimizer)
-        >>> for _ in range(3):
-        ...     optimizer.step()
-        ...     scheduler.step()
-        >>> round(optimizer.param_groups[0]["lr"], 6)
-        0.1
-    """
-
-    end_factor: float
-    total_steps: int
-
-    def __post_init__(self) -> None:
-        check_interval("end_factor", self.end_factor, 0, 1, closed_high=True)
-        check_int("total_steps", self.total_steps, 1)
-
-    def __call__(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LinearLR:
-        return torch.optim.lr_scheduler.LinearLR(
-            optimizer, start_factor=1.0, end_factor=self.end_factor, total_iters=self.total_steps
-        )
-
-
 def _lr_decay_schedule(
     method: str, end_factor: Any, budget: int, options: dict[str, Any]
 ) -> LinearLrDecay:
@@ -455,7 +423,7 @@ def dry_run(cell: Cell, settings: BenchSettings) -> None:
             budget=settings.budget,
             seed=cell.seed,
             progress=False,
-            **options,
+            **pinned(options),
         )
     except ImportError as error:
         raise SettingsError(f"method {cell.method!r} cannot run here: {error}") from error
@@ -483,6 +451,15 @@ def _check_writable(out: Path) -> None:
         raise SettingsError(
             f"out: cannot write to {str(out)!r} ({error.strerror or error})"
         ) from error
+
+
+def pinned(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``lr_schedule=None`` unless they set one: the bench's lr is constant.
+
+    Not ``vg.minimize``'s budget default (:mod:`voidgrad.optimize.defaults`),
+    so that the bench's earlier reports replay; ``lr_decay`` decays it.
+    """
+    return {"lr_schedule": None, **options}
 
 
 def cell_options(cell: Cell, settings: BenchSettings, problem: Any) -> dict[str, Any]:
@@ -663,7 +640,7 @@ def run_cell(
                 seed=cell.seed,
                 evaluator=evaluator,
                 progress=progress,
-                **options,
+                **pinned(options),
             )
         last = problem.loss(result.x_last)  # scoring, outside the budget
     except Exception as error:  # a method that cannot run here is reported, not fatal

@@ -270,9 +270,16 @@ def test_an_evaluator_brings_its_backend_and_policy() -> None:
         return float(((x - TARGET) ** 2).sum())
 
     evaluator = vg.Evaluator(sometimes_fails, on_error="nan")
-    x0 = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64)
+    x0 = torch.tensor([0.0, -0.7, 0.0], dtype=torch.float64)  # next to the failing region
     result = vg.minimize(
-        sometimes_fails, x0, budget=800, evaluator=evaluator, progress=False, sigma=0.2, lr=0.05
+        sometimes_fails,
+        x0,
+        budget=800,
+        evaluator=evaluator,
+        progress=False,
+        sigma=0.2,
+        schedule=None,  # a constant σ keeps reaching into the failing region
+        lr=0.05,
     )
     assert evaluator.stats.failures > 0 and result.nevals == 800
     assert result.fun < 0.05 and result.x[1] <= -0.6

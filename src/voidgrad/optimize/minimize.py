@@ -38,6 +38,7 @@ from voidgrad.optimize.algorithms import (
     OptimizerSpec,
 )
 from voidgrad.optimize.best import BestPoint
+from voidgrad.optimize.defaults import AUTO, default_lr_schedule, default_sigma_schedule
 from voidgrad.optimize.result import History, OptimizeResult
 from voidgrad.registry import RUNNABLE
 from voidgrad.registry import method as registered_method
@@ -61,7 +62,7 @@ def minimize(
     *,
     checkpoint_every: int | None = None,
     checkpoint_seconds: float | None = 5.0,
-    lr_schedule: LrSchedule | None = None,
+    lr_schedule: LrSchedule | str | None = AUTO,
     **method_options: Any,
 ) -> OptimizeResult:
     """Minimize the scalar black box ``fn`` from ``x0`` within ``budget`` evaluations.
@@ -97,11 +98,18 @@ def minimize(
             fast ``fn`` nothing noticeable (saving every step made a 1 ms
             ``fn`` 10× slower); a run also saves when it ends.
         lr_schedule: ``lr_schedule(optimizer)`` returning a scheduler, stepped
-            once per step.
+            once per step; ``None`` keeps lr constant; ``"auto"`` (the
+            default) decays it linearly to 1 % over the run where d ≥ 1 000
+            and the budget ≥ 10 d, and keeps it constant otherwise
+            (:mod:`voidgrad.optimize.defaults`).
         **method_options: passed to the method: ``sigma``, ``samples``,
             ``antithetic``, ``importance``, ``schedule`` for smoothing; ``c``,
             ``samples`` for SPSA; ``h``, ``scheme`` for FD; the adapter's
-            options for derivative-free methods.
+            options for derivative-free methods. Without a ``schedule``, a
+            method that takes one anneals σ linearly from ``sigma`` to
+            ``sigma``/10 over the run; ``schedule=None`` keeps it constant.
+            ``method="smoothing"`` uses the plain Gaussian kernel unless
+            ``importance=True``.
 
     Returns:
         An :class:`OptimizeResult`.
@@ -149,7 +157,10 @@ def minimize(
         check_int("checkpoint_every", checkpoint_every, 1)
     if checkpoint_seconds is not None:
         check_positive("checkpoint_seconds", checkpoint_seconds)
-    check_callable("lr_schedule", lr_schedule, "lr_schedule(optimizer) returning a scheduler")
+    if lr_schedule != AUTO:
+        check_callable(
+            "lr_schedule", lr_schedule, "lr_schedule(optimizer) returning a scheduler or 'auto'"
+        )
     evaluator = _evaluator(fn, evaluator, seed)
     entry = registered_method(method, RUNNABLE, presets=False)
     identity = {
@@ -169,10 +180,17 @@ def minimize(
                 f"budget {budget} is too small for one step of {method!r}, which needs {cost} "
                 "evaluations"
             )
-        algorithm = GradientDescent(evaluator, x0, estimator, optimizer, lr, lr_schedule, best)
+        steps = budget // cost
+        if "schedule" not in method_options and hasattr(estimator, "sigma0"):
+            schedule = default_sigma_schedule(estimator.sigma0, steps)
+            estimator = entry.make(seed=seed, **method_options, schedule=schedule)
+        # The identity keeps "auto" as given: a resumed run may have a larger budget.
         identity.update(
             optimizer=identity_value(optimizer), lr=lr, lr_schedule=identity_value(lr_schedule)
         )
+        if isinstance(lr_schedule, str):  # AUTO: any other string was refused above
+            lr_schedule = default_lr_schedule(x0.numel(), budget, steps)
+        algorithm = GradientDescent(evaluator, x0, estimator, optimizer, lr, lr_schedule, best)
     else:
         start = entry.make(seed=seed, **method_options)
         algorithm = DerivativeFree(evaluator, x0, method, start, budget, best)

@@ -1,0 +1,75 @@
+"""vg.minimize's budget defaults (optimize/defaults.py): σ anneal, lr decay, the plain kernel."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import voidgrad as vg
+from voidgrad.bench import pinned
+from voidgrad.optimize.defaults import (
+    LinearLrDecay,
+    default_lr_schedule,
+    default_sigma_schedule,
+)
+
+
+def quadratic(x: torch.Tensor) -> float:
+    return float((x - 1).pow(2).sum())
+
+
+def run_state(dim: int, budget: int, **options: object) -> tuple[vg.OptimizeResult, object]:
+    """A run and its state as the last callback saw it."""
+    seen = {}
+
+    def keep(record: object, state: object) -> None:
+        seen["state"] = state
+
+    result = vg.minimize(
+        quadratic, torch.zeros(dim), budget=budget, progress=False, callback=keep, **options
+    )
+    return result, seen["state"]
+
+
+def test_the_lr_decays_for_a_long_run_in_high_dimension_only() -> None:
+    assert default_lr_schedule(1000, 10_000, 1250) == LinearLrDecay(0.01, 1250)
+    assert default_lr_schedule(999, 10_000, 1250) is None  # d below 1 000
+    assert default_lr_schedule(1000, 9_999, 1249) is None  # budget below 10 d
+    assert repr(default_sigma_schedule(0.2, 50)) == repr(vg.LinearAnneal(0.02, total_steps=50))
+
+
+def test_minimize_anneals_sigma_over_the_run_unless_told_otherwise() -> None:
+    _, state = run_state(3, 80, sigma=0.2)  # 10 steps of 8
+    estimator = state.algorithm.estimator
+    assert repr(estimator.schedule) == repr(vg.LinearAnneal(0.02, total_steps=10))
+    assert estimator.sigma == pytest.approx(0.02)  # at its end
+    assert estimator.importance is False  # the plain kernel
+    _, state = run_state(3, 80, sigma=0.2, schedule=None)
+    assert state.algorithm.estimator.schedule is None and state.algorithm.estimator.sigma == 0.2
+
+
+def test_minimize_decays_lr_over_a_long_high_dimensional_run_only() -> None:
+    _, state = run_state(1000, 10_000, samples=100, lr=0.1)  # 100 steps, 10 d
+    assert state.algorithm.optimizer.param_groups[0]["lr"] == pytest.approx(0.001)
+    _, state = run_state(999, 10_000, samples=100, lr=0.1)
+    assert state.algorithm.optimizer.param_groups[0]["lr"] == 0.1
+    _, state = run_state(1000, 10_000, samples=100, lr=0.1, lr_schedule=None)
+    assert state.algorithm.optimizer.param_groups[0]["lr"] == 0.1
+
+
+def test_a_run_with_the_default_schedules_resumes_with_a_larger_budget(tmp_path) -> None:
+    path = tmp_path / "run.ckpt"
+    first = vg.minimize(quadratic, torch.zeros(2), budget=40, checkpoint=path, progress=False)
+    more = vg.minimize(quadratic, torch.zeros(2), budget=80, checkpoint=path, progress=False)
+    assert first.nevals == 40 and more.nevals == 80
+
+
+def test_a_bad_lr_schedule_is_refused_naming_it() -> None:
+    with pytest.raises(TypeError, match="lr_schedule"):
+        vg.minimize(quadratic, torch.zeros(2), budget=16, lr_schedule="decay", progress=False)
+
+
+def test_the_bench_keeps_a_constant_lr_unless_told() -> None:
+    decay = LinearLrDecay(0.1, 10)
+    assert pinned({"lr": 0.1}) == {"lr_schedule": None, "lr": 0.1}
+    assert pinned({"lr_schedule": decay})["lr_schedule"] is decay
