@@ -24,7 +24,7 @@ read this table; a method is added here once and each of them knows it. A :class
 
 | method | kind | defaults | required | bench options (s: the problem's scale) | needs | what it is |
 |---|---|---|---|---|---|---|
-| `smoothing` | blackbox | sigma=0.1, samples=8, importance=False | – | PRDPT's: σ = 0.5 s annealed linearly to 0.05 s over the run, 8 samples, lr = 0.05 s. | – | Gaussian smoothing (PRDPT, evolution strategies): antithetic, the plain kernel. |
+| `smoothing` | blackbox | sigma=0.1, samples=8 | – | PRDPT's: σ = 0.5 s annealed linearly to 0.05 s over the run, 8 samples, lr = 0.05 s. | – | Gaussian smoothing (PRDPT, evolution strategies): antithetic, importance-sampled. |
 | `spsa` | blackbox | c=0.1, samples=2 | – | c = 0.1 s, 2 samples a step, lr = 0.05 s. | – | Simultaneous perturbation (SPSA): Rademacher directions, central differences. |
 | `fd` | blackbox | h=0.001, scheme='central' | – | h = 0.001 s, lr = 0.05 s. | – | Finite differences along every axis: 2d evaluations a step (central). |
 | `zerograds` | blackbox | sigma=0.1, samples=4 | – | σ = 0.5 s annealed linearly to 0.05 s over the run, 4 samples a step, lr = 0.05 s. | – | ZeroGrads: a neural surrogate fitted to Gaussian samples, differentiated. |
@@ -319,9 +319,8 @@ class Method:
         return {} if self.scaled is None else self.scaled(at)
 
 
-_GUIDE_DEFAULTS = {"sigma": 0.1, "samples": 8}
-# The plain kernel: it beat PRDPT's importance kernel at equal samples (optimize/defaults.py).
-_SMOOTHING_DEFAULTS = {**_GUIDE_DEFAULTS, "importance": False}
+# vg.minimize chooses the kernel by dimension (optimize/defaults.py).
+_SMOOTHING_DEFAULTS = {"sigma": 0.1, "samples": 8}
 _ZEROGRADS_DEFAULTS = {"sigma": 0.1, "samples": ZEROGRADS_SAMPLES}
 
 METHODS: tuple[Method, ...] = (
@@ -329,7 +328,7 @@ METHODS: tuple[Method, ...] = (
         "smoothing",
         "blackbox",
         GaussianSmoothing,
-        "Gaussian smoothing (PRDPT, evolution strategies): antithetic, the plain kernel.",
+        "Gaussian smoothing (PRDPT, evolution strategies): antithetic, importance-sampled.",
         _SMOOTHING_DEFAULTS,
         scaled=_bench_smoothing,
     ),
@@ -371,7 +370,7 @@ METHODS: tuple[Method, ...] = (
         "blackbox",
         GuidedSmoothing,
         "Guided smoothing (guided ES): perturbations stretched along a user's guide gradients.",
-        _GUIDE_DEFAULTS,
+        _SMOOTHING_DEFAULTS,
         required=("guide",),
     ),
     Method(
@@ -379,7 +378,7 @@ METHODS: tuple[Method, ...] = (
         "blackbox",
         MixedGradient,
         "A guide gradient and smoothing mixed by inverse variance, with a bias check (Suh et al.).",
-        _GUIDE_DEFAULTS,
+        _SMOOTHING_DEFAULTS,
         required=("guide",),
     ),
     Method(

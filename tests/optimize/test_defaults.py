@@ -43,9 +43,41 @@ def test_minimize_anneals_sigma_over_the_run_unless_told_otherwise() -> None:
     estimator = state.algorithm.estimator
     assert repr(estimator.schedule) == repr(vg.LinearAnneal(0.02, total_steps=10))
     assert estimator.sigma == pytest.approx(0.02)  # at its end
-    assert estimator.importance is False  # the plain kernel
     _, state = run_state(3, 80, sigma=0.2, schedule=None)
     assert state.algorithm.estimator.schedule is None and state.algorithm.estimator.sigma == 0.2
+
+
+def test_a_flat_step_does_not_advance_the_default_sigma_schedule() -> None:
+    def flat_then_quadratic(x: torch.Tensor) -> float:  # flat for x_0 < 5: every estimate is 0
+        return 0.0 if float(x[0]) < 5 else float(x.pow(2).sum())
+
+    seen = []
+    vg.minimize(
+        flat_then_quadratic,
+        torch.zeros(2),
+        budget=80,
+        progress=False,
+        callback=lambda record, state: seen.append(state.algorithm.estimator.steps),
+    )
+    assert seen == [0] * 10  # σ kept its width on all 10 flat steps
+    _, state = run_state(2, 80, sigma=0.2)
+    assert state.algorithm.estimator.steps == 10  # a quadratic: every step counts
+    held = []
+    vg.minimize(  # an explicit schedule advances on every step, flat or not
+        flat_then_quadratic,
+        torch.zeros(2),
+        budget=80,
+        progress=False,
+        schedule=vg.LinearAnneal(0.01, total_steps=10),
+        callback=lambda record, state: held.append(state.algorithm.estimator.steps),
+    )
+    assert held == list(range(1, 11))
+
+
+def test_the_kernel_is_prdpts_below_1000_parameters_and_plain_from_there() -> None:
+    assert run_state(3, 16)[1].algorithm.estimator.importance is True
+    assert run_state(1000, 16)[1].algorithm.estimator.importance is False
+    assert run_state(3, 16, importance=False)[1].algorithm.estimator.importance is False
 
 
 def test_minimize_decays_lr_over_a_long_high_dimensional_run_only() -> None:

@@ -270,7 +270,7 @@ def test_an_evaluator_brings_its_backend_and_policy() -> None:
         return float(((x - TARGET) ** 2).sum())
 
     evaluator = vg.Evaluator(sometimes_fails, on_error="nan")
-    x0 = torch.tensor([0.0, -0.7, 0.0], dtype=torch.float64)  # next to the failing region
+    x0 = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64)
     result = vg.minimize(
         sometimes_fails,
         x0,

@@ -74,6 +74,10 @@ class GradientDescent(MinimizeAlgorithm):
         scheduler: the learning-rate scheduler, if any.
         best: the lowest evaluation so far.
         cost: evaluations per step.
+        hold_when_flat: advance the estimator's per-step state (its σ
+            schedule) only on steps whose gradient estimate is not exactly 0,
+            so that a kernel that sees no change of the loss (a plateau)
+            keeps its width until it does.
     """
 
     def __init__(
@@ -85,9 +89,12 @@ class GradientDescent(MinimizeAlgorithm):
         lr: float,
         lr_schedule: LrSchedule | None,
         best: BestPoint,
+        *,
+        hold_when_flat: bool = False,
     ) -> None:
         super().__init__(evaluator, best)
         self.estimator = estimator
+        self.hold_when_flat = hold_when_flat
         self.cost = estimator.evaluations(x0.numel())
         self.theta = x0.clone().requires_grad_(True)
         self.optimizer = make_optimizer(optimizer, self.theta, lr)
@@ -109,7 +116,8 @@ class GradientDescent(MinimizeAlgorithm):
         assert self.theta.grad is not None
         grad_norm = float(self.theta.grad.norm())
         self.optimizer.step()
-        self.estimator.step()
+        if grad_norm > 0 or not self.hold_when_flat:
+            self.estimator.step()
         if self.scheduler is not None:
             self.scheduler.step()
         state.spent += self.evaluator.stats.evals - before

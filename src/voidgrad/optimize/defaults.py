@@ -6,10 +6,14 @@ default (``lr_schedule="auto"``, no ``schedule`` among the method's options):
 * **σ** anneals linearly from ``sigma`` to ``sigma``/10 over the T steps
   (:class:`~voidgrad.estimators.schedules.LinearAnneal`), for every method
   whose estimator takes a σ schedule (smoothing, guided, mixed, ZeroGrads);
+  a step whose gradient estimate is exactly 0 (every difference vanished:
+  a plateau at this σ) does not advance it, so the kernel keeps its width
+  until it sees the loss change;
 * **lr** decays linearly to 1 % over the T steps (:class:`LinearLrDecay`)
   when d ≥ 1 000 and B ≥ 10 d, and stays constant otherwise;
-* **the kernel** of ``method="smoothing"`` is the plain Gaussian
-  (``importance=False``, the registry's default for it).
+* **the kernel** of ``method="smoothing"`` is PRDPT's importance kernel
+  below d = 1 000 and the plain Gaussian (``importance=False``) from
+  d = 1 000 on.
 
 Why (``benchmarks/reports/defaults-2026-12-03/report-schedules.md``:
 ``vg.minimize(method="smoothing")``, 8 samples a step, the loss of the final
@@ -17,14 +21,18 @@ iterate, medians of 3 seeds): the σ anneal beats a constant σ on rosenbrock,
 akima, splines, caustic and digits_mlp, on every seed (1.1× to 900×); it ties
 on sphere and on the texture at 1 d and loses 1.18× on rosenbrock at 20 d.
 It can also leave a start on a plateau where it is, when σ shrinks before the
-kernel reaches the slope (the plateau problem, 1 seed of 3): pass a constant
-σ (``schedule=None``) for such a start. On top of the anneal, the lr decay
+kernel reaches the slope (the plateau problem, 1 seed of 3): hence the hold on
+flat steps (with it, the README's plateau example reaches 0 on seeds 0-4 at
+2 000 evaluations, as with a constant σ; without it, on none). On top of the anneal, the lr decay
 pays only where the run is noise-limited and long: the texture at d = 3 072
 (1.7× at 5 d, 30× at 25 d); it loses everywhere else (caustic at 4 d 1.5×,
 digits_mlp at 0.11 d 2.8×, rosenbrock 1.05-1.36×, splines 1.2-1.7×), so it
 needs both a large d and a budget of many d. The importance kernel of PRDPT
-was 1.08-3.4× worse than the plain one at equal samples (a tie on small-d
-problems with σ annealed).
+was 1.08-3.4× worse than the plain one at equal samples, on every seed but
+one at d ≥ 1 000; below, with σ annealed, the two tied (0.78-1.25, wins
+split), and on the plateau at ``vg.minimize``'s σ = 0.1 only the importance
+kernel leaves the flat start (the plain one on none of seeds 0-4: its
+offsets are mostly small, the Rayleigh magnitudes of PRDPT's never are).
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ DECAY_MIN_DIM = 1_000
 DECAY_MIN_BUDGET_PER_DIM = 10
 #: The lr decays to this fraction of its start.
 DECAY_END_FACTOR = 0.01
+#: The importance kernel is the default below this many parameters.
+IMPORTANCE_MAX_DIM = 1_000
 #: σ anneals to its start divided by this.
 SIGMA_END_DIVISOR = 10
 
@@ -95,6 +105,17 @@ def default_lr_schedule(dim: int, budget: int, steps: int) -> LinearLrDecay | No
     if dim >= DECAY_MIN_DIM and budget >= DECAY_MIN_BUDGET_PER_DIM * dim:
         return LinearLrDecay(DECAY_END_FACTOR, max(1, steps))
     return None
+
+
+def default_importance(dim: int) -> bool:
+    """The budget's kernel for ``dim`` parameters: PRDPT's importance kernel below 1 000.
+
+    Examples:
+        >>> from voidgrad.optimize.defaults import default_importance
+        >>> default_importance(2), default_importance(1_000)
+        (True, False)
+    """
+    return dim < IMPORTANCE_MAX_DIM
 
 
 def default_sigma_schedule(sigma: float, steps: int) -> LinearAnneal:

@@ -38,7 +38,12 @@ from voidgrad.optimize.algorithms import (
     OptimizerSpec,
 )
 from voidgrad.optimize.best import BestPoint
-from voidgrad.optimize.defaults import AUTO, default_lr_schedule, default_sigma_schedule
+from voidgrad.optimize.defaults import (
+    AUTO,
+    default_importance,
+    default_lr_schedule,
+    default_sigma_schedule,
+)
 from voidgrad.optimize.result import History, OptimizeResult
 from voidgrad.registry import RUNNABLE
 from voidgrad.registry import method as registered_method
@@ -107,9 +112,11 @@ def minimize(
             ``samples`` for SPSA; ``h``, ``scheme`` for FD; the adapter's
             options for derivative-free methods. Without a ``schedule``, a
             method that takes one anneals σ linearly from ``sigma`` to
-            ``sigma``/10 over the run; ``schedule=None`` keeps it constant.
-            ``method="smoothing"`` uses the plain Gaussian kernel unless
-            ``importance=True``.
+            ``sigma``/10 over the run, holding it on steps whose estimate is
+            exactly 0 (a plateau); ``schedule=None`` keeps it constant.
+            Without ``importance``, ``method="smoothing"`` uses PRDPT's
+            importance kernel below 1 000 parameters and the plain Gaussian
+            from 1 000 on (:mod:`voidgrad.optimize.defaults`).
 
     Returns:
         An :class:`OptimizeResult`.
@@ -181,16 +188,29 @@ def minimize(
                 "evaluations"
             )
         steps = budget // cost
+        chosen: dict[str, Any] = {}
         if "schedule" not in method_options and hasattr(estimator, "sigma0"):
-            schedule = default_sigma_schedule(estimator.sigma0, steps)
-            estimator = entry.make(seed=seed, **method_options, schedule=schedule)
+            chosen["schedule"] = default_sigma_schedule(estimator.sigma0, steps)
+        if "importance" not in method_options and hasattr(estimator, "importance"):
+            chosen["importance"] = default_importance(x0.numel())
+        if chosen:
+            estimator = entry.make(seed=seed, **method_options, **chosen)
         # The identity keeps "auto" as given: a resumed run may have a larger budget.
         identity.update(
             optimizer=identity_value(optimizer), lr=lr, lr_schedule=identity_value(lr_schedule)
         )
         if isinstance(lr_schedule, str):  # AUTO: any other string was refused above
             lr_schedule = default_lr_schedule(x0.numel(), budget, steps)
-        algorithm = GradientDescent(evaluator, x0, estimator, optimizer, lr, lr_schedule, best)
+        algorithm = GradientDescent(
+            evaluator,
+            x0,
+            estimator,
+            optimizer,
+            lr,
+            lr_schedule,
+            best,
+            hold_when_flat="schedule" in chosen,
+        )
     else:
         start = entry.make(seed=seed, **method_options)
         algorithm = DerivativeFree(evaluator, x0, method, start, budget, best)
