@@ -176,7 +176,6 @@ from typing import Any
 import torch
 
 from voidgrad.estimators.base import (
-    BlackBoxEstimator,
     check_random_offsets,
     check_theta,
     check_values,
@@ -190,18 +189,15 @@ from voidgrad.estimators.mirrored import (
 )
 from voidgrad.estimators.protocol import Estimate, Query
 from voidgrad.estimators.samplers import gaussian
+from voidgrad.estimators.scheduled import ScheduledSigma
 from voidgrad.estimators.schedules import (
     SigmaSchedule,
-    check_schedule,
-    scheduled_sigma,
-    sigma_name,
 )
 from voidgrad.validation import (
     check_callable,
     check_flag,
     check_int,
     check_interval,
-    check_positive,
     check_samples,
     is_number,
 )
@@ -251,7 +247,7 @@ class GuidedContext(Mirrored):
     fit: bool = False
 
 
-class GuidedSmoothing(BlackBoxEstimator):
+class GuidedSmoothing(ScheduledSigma):
     """Gaussian smoothing stretched along the recent guide vectors (guided ES; module doc).
 
     Args:
@@ -333,8 +329,7 @@ class GuidedSmoothing(BlackBoxEstimator):
         common_random_numbers: bool = False,
         seed: int | None = None,
     ) -> None:
-        super().__init__(seed)
-        self.sigma0 = check_positive("sigma", sigma)
+        super().__init__(sigma, schedule, seed)
         self.samples = check_samples(samples, paired=True)
         self.guide: Guide = check_callable(
             "guide", guide, "guide(theta) -> tensor [d]", optional=False
@@ -348,26 +343,15 @@ class GuidedSmoothing(BlackBoxEstimator):
         self.alpha_min = check_interval("alpha_min", alpha_min, 0, 1, closed_high=True)
         self.memory = check_interval("memory", memory, 0, 1, closed_low=True)
         self.z = check_interval("z", z, 0, math.inf, closed_low=True)
-        self.schedule = check_schedule(schedule, self.sigma0)
         self.common_random_numbers = check_flag("common_random_numbers", common_random_numbers)
         if self.adapt:
             _check_adaptive(self)
         self.unbiased = self.correction
-        self.steps = 0
         # The last k guide vectors, [m ≤ k, d] in θ's dtype and device; [0, 0] before the first.
         self._guides = torch.zeros(0, 0)
         # adapt: A, B, Var(A), 1/k, W of the module doc and how many fits they hold.
         self._trust = (0.0, 0.0, 0.0, 0.0, 0.0)
         self._fits = 0
-
-    @property
-    def sigma(self) -> float:
-        """The current bandwidth σ_t."""
-        return scheduled_sigma(self.schedule, self.sigma0, self.steps)
-
-    def step(self) -> None:
-        """Advance the sigma schedule by one optimisation step."""
-        self.steps += 1
 
     def evaluations(self, dim: int) -> int:
         return self.samples
@@ -424,7 +408,7 @@ class GuidedSmoothing(BlackBoxEstimator):
         self._fits += 1
 
     def state_dict(self) -> dict[str, Any]:
-        state = {**super().state_dict(), "guides": self._guides.clone(), "steps": self.steps}
+        state = {**super().state_dict(), "guides": self._guides.clone()}
         if self.adapt:
             state.update(zip(_TRUST_KEYS, self._trust, strict=True), fits=self._fits)
         return state
@@ -444,10 +428,8 @@ class GuidedSmoothing(BlackBoxEstimator):
                 f"[m, d] with m <= subspace = {self.subspace}); got {got!r}"
             )
         trust = self._check_trust(state) if self.adapt else self._trust
-        steps = check_int("the state's steps", state["steps"], 0)
         super().load_state_dict(state)
         self._guides = guides.clone()
-        self.steps = steps
         if self.adapt:
             self._trust, self._fits = trust, state["fits"]
 
@@ -503,7 +485,7 @@ class GuidedSmoothing(BlackBoxEstimator):
             along = zeta[..., :r].to(device=theta.device, dtype=wide) @ basis
             offsets = offsets + along.to(theta.dtype)
         seeds = mirrored_seeds(self, 1, n, True, self.common_random_numbers)
-        check_random_offsets(sigma_name(self.schedule, self.steps), sigma, theta, offsets)
+        check_random_offsets(self.sigma_label, sigma, theta, offsets)
         weights = None
         if self.correction and r:
             # Σ⁻¹x = x/α + (c − 1/α) P x, c = 1/(α + (1 − α)d/r), for x = ε/σ, then /σ: σ² would

@@ -44,14 +44,12 @@ What it estimates: in general a biased gradient of Q, between g₁ and ∇Q;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from voidgrad.estimators.base import (
-    BlackBoxEstimator,
     check_random_offsets,
     check_theta,
     check_values,
@@ -67,16 +65,13 @@ from voidgrad.estimators.mirrored import (
 )
 from voidgrad.estimators.protocol import Estimate, Query
 from voidgrad.estimators.samplers import gaussian
+from voidgrad.estimators.scheduled import ScheduledSigma
 from voidgrad.estimators.schedules import (
     SigmaSchedule,
-    check_schedule,
-    scheduled_sigma,
-    sigma_name,
 )
 from voidgrad.validation import (
     check_callable,
     check_flag,
-    check_int,
     check_interval,
     check_positive,
     check_samples,
@@ -92,7 +87,7 @@ class MixedContext(Mirrored):
     guides: torch.Tensor | None = None
 
 
-class MixedGradient(BlackBoxEstimator):
+class MixedGradient(ScheduledSigma):
     """Inverse-variance mixing of a guide and Gaussian smoothing, with a bias check (module doc).
 
     Args:
@@ -144,8 +139,7 @@ class MixedGradient(BlackBoxEstimator):
         common_random_numbers: bool = False,
         seed: int | None = None,
     ) -> None:
-        super().__init__(seed)
-        self.sigma0 = check_positive("sigma", sigma)
+        super().__init__(sigma, schedule, seed)
         self.samples = check_samples(samples, paired=True)
         if self.samples < 4:
             raise ValueError(
@@ -159,29 +153,10 @@ class MixedGradient(BlackBoxEstimator):
             "guide_variance", guide_variance, 0, float("inf"), closed_low=True
         )
         self.z = check_positive("z", z)
-        self.schedule = check_schedule(schedule, self.sigma0)
         self.common_random_numbers = check_flag("common_random_numbers", common_random_numbers)
-        self.steps = 0
-
-    @property
-    def sigma(self) -> float:
-        """The current bandwidth σ_t."""
-        return scheduled_sigma(self.schedule, self.sigma0, self.steps)
-
-    def step(self) -> None:
-        """Advance the sigma schedule by one optimisation step."""
-        self.steps += 1
 
     def evaluations(self, dim: int) -> int:
         return self.samples
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "steps": self.steps}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        steps = check_int("the state's steps", state["steps"], 0)
-        super().load_state_dict(state)
-        self.steps = steps
 
     def ask(self, params: torch.Tensor, *args: object) -> Query:
         """Call the guide at each row of θ = ``params`` (``[B, d]``), then the points θ ± ε_i:
@@ -195,7 +170,7 @@ class MixedGradient(BlackBoxEstimator):
         sigma = self.sigma
         offsets = gaussian(self._generator, (B, n, d), sigma, theta.dtype).to(theta.device)
         seeds = mirrored_seeds(self, B, n, True, self.common_random_numbers)
-        check_random_offsets(sigma_name(self.schedule, self.steps), sigma, theta, offsets)
+        check_random_offsets(self.sigma_label, sigma, theta, offsets)
         context = MixedContext(theta, offsets, True, 1 / sigma, unit=sigma, guides=guides)
         return Query(inputs=mirrored_points(context), seeds=seeds, context=context)
 

@@ -94,13 +94,10 @@ down to σ ≈ half the spacing s_k of floats at θ_k (measured: 0.98 at σ = s/
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 
 from voidgrad.estimators.base import (
-    BlackBoxEstimator,
     check_offset_reach,
     check_theta,
     check_values,
@@ -115,14 +112,12 @@ from voidgrad.estimators.mirrored import (
 from voidgrad.estimators.protocol import Estimate, Query
 from voidgrad.estimators.regenerated import SeededOffsets
 from voidgrad.estimators.samplers import gaussian, importance_gaussian, orthogonal_gaussian
+from voidgrad.estimators.scheduled import ScheduledSigma
 from voidgrad.estimators.schedules import (
     SigmaSchedule,
-    check_schedule,
-    scheduled_sigma,
-    sigma_name,
 )
 from voidgrad.estimators.sparsity import as_sparsity, sparsity_repr
-from voidgrad.validation import check_flag, check_int, check_positive, check_samples
+from voidgrad.validation import check_flag, check_samples
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -130,7 +125,7 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _DIRECTIONS = {"iid": gaussian, "orthogonal": orthogonal_gaussian}
 
 
-class GaussianSmoothing(BlackBoxEstimator):
+class GaussianSmoothing(ScheduledSigma):
     """Gaussian smoothing of a black box: value and gradient of κ⋆F (PRDPT, ES).
 
     Args:
@@ -192,8 +187,7 @@ class GaussianSmoothing(BlackBoxEstimator):
         regenerate: bool = False,
         seed: int | None = None,
     ) -> None:
-        super().__init__(seed)
-        self.sigma0 = check_positive("sigma", sigma)
+        super().__init__(sigma, schedule, seed)
         self.jac_sparsity = as_sparsity(jac_sparsity)
         self.antithetic = check_flag("antithetic", antithetic)
         self.samples = check_samples(samples, paired=self.antithetic)
@@ -205,28 +199,10 @@ class GaussianSmoothing(BlackBoxEstimator):
                 f"regenerate=True needs directions='iid': an orthogonal block is drawn whole, "
                 f"not one direction at a time; got directions={self.directions!r}"
             )
-        self.schedule = check_schedule(schedule, self.sigma0)
         self.common_random_numbers = check_flag("common_random_numbers", common_random_numbers)
-        self.steps = 0
-
-    @property
-    def sigma(self) -> float:
-        """The current bandwidth σ_t."""
-        return scheduled_sigma(self.schedule, self.sigma0, self.steps)
-
-    def step(self) -> None:
-        """Advance the sigma schedule by one optimisation step."""
-        self.steps += 1
 
     def evaluations(self, dim: int) -> int:
         return self.samples
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "steps": self.steps}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.steps = check_int("the state's steps", state["steps"], 0)
 
     def ask(self, params: torch.Tensor, *args: object) -> Query:
         """The points θ ± τ_i (or θ + τ_i) for θ = ``params`` (``[B, d]``): ``[B, samples, d]``."""
@@ -252,7 +228,7 @@ class GaussianSmoothing(BlackBoxEstimator):
             offsets = draw(self._generator, (B, n, d), sigma, theta.dtype).to(theta.device)
             reach = offsets.abs().amax(1)
         seeds = mirrored_seeds(self, B, n, self.antithetic, self.common_random_numbers)
-        check_offset_reach(sigma_name(self.schedule, self.steps), sigma, theta, reach)
+        check_offset_reach(self.sigma_label, sigma, theta, reach)
         if self.importance:  # W = sign(τ) sqrt(2/π)/σ
             context = Mirrored(
                 theta,

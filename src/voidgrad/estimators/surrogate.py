@@ -119,7 +119,6 @@ from torch import nn
 from torch.nn import functional
 
 from voidgrad.estimators.base import (
-    BlackBoxEstimator,
     check_random_offsets,
     check_theta,
     check_values,
@@ -127,11 +126,9 @@ from voidgrad.estimators.base import (
 from voidgrad.estimators.control import ControlCoefficient, score_estimate
 from voidgrad.estimators.protocol import Estimate, Query, step_auxiliary
 from voidgrad.estimators.samplers import gaussian
+from voidgrad.estimators.scheduled import ScheduledSigma
 from voidgrad.estimators.schedules import (
     SigmaSchedule,
-    check_schedule,
-    scheduled_sigma,
-    sigma_name,
 )
 from voidgrad.validation import check_flag, check_int, check_positive, check_samples
 
@@ -368,7 +365,7 @@ class ZeroGradsEstimate(Estimate):
     position: int = 0
 
 
-class ZeroGrads(BlackBoxEstimator):
+class ZeroGrads(ScheduledSigma):
     """The gradient of a neural surrogate fitted online to local samples (see module doc).
 
     For scalar black boxes and one parameter row at a time (the surrogate
@@ -475,10 +472,7 @@ class ZeroGrads(BlackBoxEstimator):
         low_rank_above: int = 4096,
         seed: int | None = None,
     ) -> None:
-        super().__init__(seed)
-        self.sigma0 = check_positive("sigma", sigma)
-        self.schedule = check_schedule(schedule, self.sigma0)
-        self.steps = 0
+        super().__init__(sigma, schedule, seed)
         self.samples = check_samples(samples, paired=True)
         check_int("fit_steps", fit_steps, 0)
         if isinstance(replay, str) and replay != "auto":
@@ -557,11 +551,6 @@ class ZeroGrads(BlackBoxEstimator):
         self._batch: _Batch | None = None
 
     @property
-    def sigma(self) -> float:
-        """The current σ_t."""
-        return scheduled_sigma(self.schedule, self.sigma0, self.steps)
-
-    @property
     def input_scale(self) -> float:
         """s: inputs reach h as (x − centre)/s (x/s with ``inputs="raw"``)."""
         if self.fixed_input_scale is not None:
@@ -569,10 +558,6 @@ class ZeroGrads(BlackBoxEstimator):
         if self.inputs == "raw":
             return 1.0
         return self.sigma if self.frame == "moving" else self.sigma0
-
-    def step(self) -> None:
-        """Advance the σ schedule by one optimization step."""
-        self.steps += 1
 
     def evaluations(self, dim: int) -> int:
         return self.samples
@@ -744,7 +729,7 @@ class ZeroGrads(BlackBoxEstimator):
             )
         eps = gaussian(self._generator, (n, d), sigma, theta.dtype)
         eps = torch.cat([eps, -eps]).to(theta.device)
-        check_random_offsets(sigma_name(self.schedule, self.steps), sigma, theta, eps[None])
+        check_random_offsets(self.sigma_label, sigma, theta, eps[None])
         inner = (
             gaussian(self._generator, (2 * n, d), self.inner_sigma * sigma, theta.dtype).to(
                 theta.device
@@ -1003,7 +988,6 @@ class ZeroGrads(BlackBoxEstimator):
             "target": [standardization.shift, standardization.scale, standardization.fitted],
             "buffer": [list(pair) for pair in self._buffer],
             "control_moments": [control["cross"], control["square"]],
-            "steps": self.steps,
             "batch": None
             if self._batch is None
             else {
@@ -1029,7 +1013,6 @@ class ZeroGrads(BlackBoxEstimator):
         self._buffer = [(x, y) for x, y in state["buffer"]]
         cross, square = state["control_moments"]
         self._control.load_state_dict({"cross": cross, "square": square})
-        self.steps = check_int("the state's steps", state["steps"], 0)
         batch = state.get("batch")  # absent from the states saved before theta_steps
         self._batch = (
             None
