@@ -43,8 +43,10 @@ At α = 1, Σ = I and both are plain Gaussian smoothing of scale σ,
 ``GaussianSmoothing(sigma, samples, importance=False)``: the same offsets and
 estimates, bit for bit, from the same seed (ζ is drawn only where α < 1, so
 the streams agree for as long as α stays 1). σ may follow a ``schedule``
-advanced by :meth:`GuidedSmoothing.step`, and ``common_random_numbers`` gives
-both points of a pair one seed, as for ``GaussianSmoothing``. For vector outputs F is replaced by
+advanced by ``step()``
+(:meth:`~voidgrad.estimators.scheduled.ScheduledSigma.step`), and
+``common_random_numbers`` gives both points of a pair one seed, as for
+``GaussianSmoothing``. For vector outputs F is replaced by
 ⟨v, F⟩ for the incoming gradient v, giving a vector-Jacobian product; the
 value is the mean of F over the 2n points. Read out by the shared mirrored
 read-out (:mod:`voidgrad.estimators.mirrored`), which drops failed pairs and
@@ -142,7 +144,7 @@ guide that turns bad is seen. Until the first update α is ``alpha`` (1 by
 default with ``adapt``). The α each estimate used is
 ``Estimate.stats["alpha"]`` (with ``"guide_share"`` ρ and
 ``"guide_share_bound"`` ρ₋), and the moving averages are part of
-:meth:`GuidedSmoothing.state_dict`, so that a resumed run continues bit for
+``state_dict()``, so that a resumed run continues bit for
 bit. Measured (``benchmarks/guided_adaptive.py``: Adam, 400 evaluations,
 median final loss of 5 seeds over plain smoothing's, quadratic / staircase):
 a fresh random guide each call 1.00 / 0.97 at d = 50 and 1.00 / 1.00 at
@@ -276,7 +278,8 @@ class GuidedSmoothing(ScheduledSigma):
         z: with ``adapt``, the width ≥ 0 of the confidence bound in standard
             deviations (module doc); larger leaves α = 1 later.
         schedule: maps (σ_0, step) to σ; ``None`` keeps σ constant. Advance it
-            with :meth:`step` once per optimisation step.
+            with ``step()`` once per optimisation step
+            (:meth:`~voidgrad.estimators.scheduled.ScheduledSigma.step`).
         common_random_numbers: give both points of an antithetic pair the same
             seed (when F accepts a ``seed``), so a noisy F's noise cancels in
             their difference.

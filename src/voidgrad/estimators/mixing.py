@@ -32,7 +32,7 @@ z = ``z``; otherwise γ = 0 and ĝ = ĝ₀ exactly. (Suh et al. bound γ‖g₁ 
 by a tolerance; the bound here is the noise of ĝ₀ itself, so it needs no
 scale from the user.) With fewer than two valid pairs V₀ is unknown and
 ĝ = ĝ₀. For an incoming gradient v (F scalar), g₁ enters as v·g₁. σ may
-follow a ``schedule`` advanced by :meth:`MixedGradient.step`, and
+follow a ``schedule`` advanced by :meth:`~voidgrad.estimators.scheduled.ScheduledSigma.step`, and
 ``common_random_numbers`` gives both points of a pair one seed, as for
 ``GaussianSmoothing`` (whose estimate ĝ₀ stays bit for bit).
 
@@ -101,7 +101,8 @@ class MixedGradient(ScheduledSigma):
         z: the bias check's bound, in standard deviations of the difference
             (module doc); larger trusts the guide more often.
         schedule: maps (σ_0, step) to σ; ``None`` keeps σ constant. Advance it
-            with :meth:`step` once per optimisation step.
+            with ``step()`` once per optimisation step
+            (:meth:`~voidgrad.estimators.scheduled.ScheduledSigma.step`).
         common_random_numbers: give both points of an antithetic pair the same
             seed (when F accepts a ``seed``), so a noisy F's noise cancels in
             their difference.

@@ -135,7 +135,8 @@ class GaussianSmoothing(ScheduledSigma):
         importance: PRDPT's importance-sampled derivative kernel; ``False``
             gives the plain Gaussian (ES) estimator.
         schedule: maps (σ_0, step) to σ; ``None`` keeps σ constant. Advance it
-            with :meth:`step` once per optimisation step.
+            with ``step()`` once per optimisation step
+            (:meth:`~voidgrad.estimators.scheduled.ScheduledSigma.step`).
         common_random_numbers: give both points of an antithetic pair the same
             seed (when F accepts a ``seed``), so a noisy F's noise cancels in
             their difference.

@@ -388,7 +388,7 @@ class ZeroGrads(ScheduledSigma):
             unbiased estimate). ``False`` returns the reference's ∇h(θ).
         schedule: maps (σ_0, step) to σ_t, e.g. :class:`voidgrad.LinearAnneal`;
             ``None`` keeps σ constant (the reference). Advance it with
-            :meth:`step`.
+            :meth:`~voidgrad.estimators.scheduled.ScheduledSigma.step`.
         input_scale: s of the input standardization (default: the current σ
             in the moving frame, the initial σ in the fixed one).
         control_scale: β of the unbiased mode (``None``: estimated online).
