@@ -191,3 +191,13 @@ def test_offsets_are_drawn_on_the_device_of_theta() -> None:
     assert theta.grad.device.type == "cuda"
     query = estimator.ask(theta.detach()[None])
     assert query.inputs.rows(0, 1).device.type == "cuda"
+
+
+def test_minimize_runs_with_regenerated_offsets() -> None:
+    def loss(x: torch.Tensor) -> float:
+        return float((x - 1).pow(2).sum())
+
+    result = vg.minimize(
+        loss, torch.zeros(D), budget=800, lr=0.05, regenerate=True, progress=False, seed=0
+    )
+    assert result.nevals == 800 and loss(result.x_last) < 0.05 * loss(torch.zeros(D))
