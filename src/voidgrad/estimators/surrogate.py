@@ -669,13 +669,19 @@ class ZeroGrads(ScheduledSigma):
     # -- the protocol ---------------------------------------------------------------------------
 
     def _score_terms(
-        self, y: torch.Tensor, points: torch.Tensor, finite: torch.Tensor, step: _Step
+        self,
+        y: torch.Tensor,
+        h: torch.Tensor,
+        grad_h: torch.Tensor,
+        finite: torch.Tensor,
+        step: _Step,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The plain score function a and the zero-mean control part b of ĝ = a + β b.
 
         With c = h the score-function formula gives a + b (a: c = 0), so
         b = (1/n) Σ_i ½[−h(z_i^+) + h(z_i^−)] s_i + (1/n) Σ_i ½[∇h(z_i^+) + ∇h(z_i^−)]
         over the pairs whose two evaluations succeeded; E[b] = 0 for any h.
+        ``h`` and ``grad_h`` are h and ∇h at the step's points.
         """
         n = y.shape[0] // 2
         valid = finite[:n] & finite[n:]
@@ -684,7 +690,6 @@ class ZeroGrads(ScheduledSigma):
                 "every antithetic pair of this ZeroGrads step has a failed evaluation: "
                 "the unbiased estimate needs both points of a pair"
             )
-        h, grad_h = self._gradient(points, step.center, step.input_scale)
         score = step.eps[:n] / step.sigma / step.sigma  # σ² underflows for σ < 1e-154
         plain = score_estimate(y, score, antithetic=True, valid=valid)
         pair_gradients = 0.5 * (grad_h[:n] + grad_h[n:])
@@ -783,7 +788,8 @@ class ZeroGrads(ScheduledSigma):
         moments = None
         vjp: Callable[[torch.Tensor], tuple[torch.Tensor, None]]
         if self.unbiased:
-            plain, control = self._score_terms(y, points, finite, step)
+            h, grad_h = self._gradient(points, step.center, step.input_scale)
+            plain, control = self._score_terms(y, h, grad_h, finite, step)
             gradient = (plain + self.control_coefficient * control).unsqueeze(0)
             moments = (plain, control)
 
@@ -792,9 +798,11 @@ class ZeroGrads(ScheduledSigma):
 
         else:
             vjp = self._reference_vjp(step, values.dtype)
+            with torch.no_grad():
+                h = self._predict(points, step.center, step.input_scale)
 
         stats = {"control_coefficient": self.control_coefficient} if self.unbiased else {}
-        r2 = self._r2(points[finite], y[finite], step)
+        r2 = _centred_r2(y[finite], h[finite].to(y.dtype))
         if r2 is not None:
             stats["r2"] = r2
         return ZeroGradsEstimate(
@@ -805,25 +813,6 @@ class ZeroGrads(ScheduledSigma):
             fit=fit,
             moments=moments,
         )
-
-    def _r2(self, points: torch.Tensor, y: torch.Tensor, step: _Step) -> float | None:
-        r"""R² = 1 − Σ((y − ȳ) − (h − h̄))² / Σ(y − ȳ)² of h before this step's fit.
-
-        Out of sample (h has not seen these points) and centred (only the
-        differences between the step's losses carry gradient information):
-        1 where h predicts how the loss varies around θ, 0 where it knows
-        nothing (a constant h), below 0 where it misleads. None when the
-        step's losses do not vary or fewer than two succeeded.
-        """
-        if y.shape[0] < 2:
-            return None
-        with torch.no_grad():
-            h = self._predict(points, step.center, step.input_scale).to(y.dtype)
-        spread = (y - y.mean()).pow(2).sum()
-        if not bool(spread > 0):
-            return None
-        residual = ((y - y.mean()) - (h - h.mean())).pow(2).sum()
-        return float(1.0 - residual / spread)
 
     def _reference_vjp(
         self, step: _Step, dtype: torch.dtype
@@ -1030,3 +1019,21 @@ class ZeroGrads(ScheduledSigma):
             f"surrogate_lr={self.surrogate_lr}, unbiased={self.unbiased}, replay={self.replay!r}, "
             f"frame={self.frame!r})"
         )
+
+
+def _centred_r2(y: torch.Tensor, h: torch.Tensor) -> float | None:
+    r"""R² = 1 − Σ((y − ȳ) − (h − h̄))² / Σ(y − ȳ)² of the predictions ``h`` of ``y``.
+
+    ZeroGrads reads it for h before the step's fit: out of sample (h has not
+    seen these points) and centred (only the differences between the step's
+    losses carry gradient information): 1 where h predicts how the loss
+    varies around θ, 0 where it knows nothing (a constant h), below 0 where it
+    misleads. None when ``y`` does not vary or holds fewer than two values.
+    """
+    if y.shape[0] < 2:
+        return None
+    spread = (y - y.mean()).pow(2).sum()
+    if not bool(spread > 0):
+        return None
+    residual = ((y - y.mean()) - (h - h.mean())).pow(2).sum()
+    return float(1.0 - residual / spread)
