@@ -169,14 +169,10 @@ def sparse_mirrored_vjp(
     output). The per-direction terms g_i = W_i ⊙ Sᵀ(v ⊙ δF(i)) are
     ``[B, n, d]``, as the weights already are.
     """
-    B, M = values.shape[:2]
-    wide = torch.promote_types(values.dtype, torch.float32)
-    flat = values.reshape(B, M, -1).to(wide)
-    if context.antithetic:
-        plus, minus = flat.chunk(2, dim=1)
-        flat = 0.5 * (plus - minus)
-    signal = torch.where(valid.unsqueeze(-1), flat * v.to(wide).reshape(B, 1, -1), 0.0)
-    n, d = signal.shape[1], context.theta.shape[1]
+    signal = _output_signal(context, values, valid, v)
+    wide = signal.dtype
+    B, n = signal.shape[:2]
+    d = context.theta.shape[1]
     terms = sparsity.credit(signal.reshape(B * n, -1)).reshape(B, n, d)
     terms.mul_(_weights(context, wide))
     count = valid.sum(1, keepdim=True)
@@ -203,13 +199,9 @@ def regenerated_vjp(
     Σ_i ‖g_i‖² are accumulated as each τ_i is drawn again, so the memory is
     the estimate ``[B, d]`` and one offset's worth of ``[d]`` tensors.
     """
-    B, M = values.shape[:2]
-    wide = torch.promote_types(values.dtype, torch.float32)
-    flat = values.reshape(B, M, -1).to(wide)
-    if context.antithetic:
-        plus, minus = flat.chunk(2, dim=1)
-        flat = 0.5 * (plus - minus)
-    signal = torch.where(valid.unsqueeze(-1), flat * v.to(wide).reshape(B, 1, -1), 0.0)
+    signal = _output_signal(context, values, valid, v)
+    wide = signal.dtype
+    B = signal.shape[0]
     if context.sparsity is None:
         signal = signal.sum(-1)  # s_i = ⟨v, δF(i)⟩
     n = offsets.shape[1]
@@ -234,6 +226,22 @@ def regenerated_vjp(
     if bool((count < 2).any()):
         return estimate.to(dtype), None
     return estimate.to(dtype), _trace_covariance(squares, estimate, count).to(dtype)
+
+
+def _output_signal(
+    context: Mirrored, values: torch.Tensor, valid: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """v ⊙ δF(i) per output, ``[B, n, outputs]`` in at least float32; 0 for invalid directions.
+
+    δF(i) = ½[F(θ + τ_i) − F(θ − τ_i)] (antithetic) or F(θ + τ_i).
+    """
+    B, M = values.shape[:2]
+    wide = torch.promote_types(values.dtype, torch.float32)
+    flat = values.reshape(B, M, -1).to(wide)
+    if context.antithetic:
+        plus, minus = flat.chunk(2, dim=1)
+        flat = 0.5 * (plus - minus)
+    return torch.where(valid.unsqueeze(-1), flat * v.to(wide).reshape(B, 1, -1), 0.0)
 
 
 def _trace_covariance(
