@@ -33,7 +33,6 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-from voidgrad.errors import BudgetExhausted
 from voidgrad.estimators.base import BlackBoxEstimator
 from voidgrad.estimators.protocol import Estimate, Query
 from voidgrad.evaluation.evaluator import Evaluator
@@ -204,8 +203,7 @@ def _evaluate(evaluator: Evaluator, query: Query) -> torch.Tensor:
     if isinstance(inputs, torch.Tensor):
         values = evaluator(inputs.reshape(B * M, d), seeds)
     else:
-        if evaluator.budget is not None and evaluator.stats.evals + B * M > evaluator.budget:
-            raise BudgetExhausted(evaluator.budget, evaluator.stats.evals, B * M)
+        evaluator.check_budget(B * M)
         chunk = max(1, getattr(evaluator.backend, "workers", None) or 1)
         values = torch.cat(
             [

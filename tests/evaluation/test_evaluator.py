@@ -486,3 +486,13 @@ def test_a_long_parameter_row_is_summarised_in_the_message_and_kept_whole() -> N
     message = str(caught.value)
     assert "parameters: [0, 1, 2, ..., 997, 998, 999] (shape [1000]; all of them in" in message
     assert len(message) < 300 and torch.equal(caught.value.params, row)
+
+
+def test_check_budget_refuses_what_does_not_fit_and_names_a_bad_count() -> None:
+    evaluator = vg.Evaluator(lambda x: float(x.sum()), budget=3)
+    evaluator(torch.zeros(2, 1))
+    evaluator.check_budget(1)
+    with pytest.raises(vg.BudgetExhausted):
+        evaluator.check_budget(2)
+    with pytest.raises(ValueError, match="n must be"):
+        evaluator.check_budget(-1)

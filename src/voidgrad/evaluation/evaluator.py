@@ -14,7 +14,7 @@ import torch
 from voidgrad.errors import BudgetExhausted, EvaluationError, EvaluationTimeout, WorkerDied
 from voidgrad.evaluation.backends import Backend, Outcome, SerialBackend, Tally, VectorizedBackend
 from voidgrad.evaluation.outputs import as_output_tensor
-from voidgrad.validation import check_seed
+from voidgrad.validation import check_int, check_seed
 
 OnError = Literal["raise", "nan"]
 
@@ -211,8 +211,7 @@ class Evaluator:
         X = _as_batch(X, differentiable)
         n = X.shape[0]
         seed_list = _as_seed_list(seeds, n)
-        if self._budget is not None and self._stats.evals + n > self._budget:
-            raise BudgetExhausted(self._budget, self._stats.evals, n)
+        self.check_budget(n)
         if seed_list is None and self._seed is not None:
             seed_list = [derived_seed(self._seed, self._stats.evals + i) for i in range(n)]
         outcomes = self._run(X, seed_list if self._accepts_seed else None, differentiable)
@@ -222,6 +221,22 @@ class Evaluator:
         for listener in self._listeners:
             listener(X.detach(), outputs.detach())
         return outputs
+
+    def check_budget(self, n: int) -> None:
+        """Raise :class:`~voidgrad.errors.BudgetExhausted` unless ``n`` more evaluations fit.
+
+        Examples:
+            >>> import voidgrad as vg
+            >>> ev = vg.Evaluator(lambda x: float(x.sum()), budget=2)
+            >>> ev.check_budget(2)  # fits: nothing happens
+            >>> ev.check_budget(3)
+            Traceback (most recent call last):
+            ...
+            voidgrad.errors.BudgetExhausted: ...
+        """
+        check_int("n", n, 0)
+        if self._budget is not None and self._stats.evals + n > self._budget:
+            raise BudgetExhausted(self._budget, self._stats.evals, n)
 
     def _run(self, X: torch.Tensor, seeds: list[int] | None, differentiable: bool) -> list[Outcome]:
         """The backend's outcomes for ``X``.
