@@ -192,9 +192,7 @@ from voidgrad.estimators.mirrored import (
 from voidgrad.estimators.protocol import Estimate, Query
 from voidgrad.estimators.samplers import gaussian
 from voidgrad.estimators.scheduled import ScheduledSigma
-from voidgrad.estimators.schedules import (
-    SigmaSchedule,
-)
+from voidgrad.estimators.schedules import SigmaSchedule
 from voidgrad.validation import (
     check_callable,
     check_flag,

@@ -113,9 +113,7 @@ from voidgrad.estimators.protocol import Estimate, Query
 from voidgrad.estimators.regenerated import SeededOffsets
 from voidgrad.estimators.samplers import gaussian, importance_gaussian, orthogonal_gaussian
 from voidgrad.estimators.scheduled import ScheduledSigma
-from voidgrad.estimators.schedules import (
-    SigmaSchedule,
-)
+from voidgrad.estimators.schedules import SigmaSchedule
 from voidgrad.estimators.sparsity import as_sparsity, sparsity_repr
 from voidgrad.validation import check_flag, check_samples
 

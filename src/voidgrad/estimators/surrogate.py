@@ -127,9 +127,7 @@ from voidgrad.estimators.control import ControlCoefficient, score_estimate
 from voidgrad.estimators.protocol import Estimate, Query, step_auxiliary
 from voidgrad.estimators.samplers import gaussian
 from voidgrad.estimators.scheduled import ScheduledSigma
-from voidgrad.estimators.schedules import (
-    SigmaSchedule,
-)
+from voidgrad.estimators.schedules import SigmaSchedule
 from voidgrad.validation import check_flag, check_int, check_positive, check_samples
 
 

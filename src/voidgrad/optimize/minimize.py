@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from voidgrad.estimators.scheduled import ScheduledSigma
 from voidgrad.evaluation.evaluator import Evaluator
 from voidgrad.optimize.algorithms import (
     DerivativeFree,
@@ -189,7 +190,7 @@ def minimize(
             )
         steps = budget // cost
         chosen: dict[str, Any] = {}
-        if "schedule" not in method_options and hasattr(estimator, "sigma0"):
+        if "schedule" not in method_options and isinstance(estimator, ScheduledSigma):
             chosen["schedule"] = default_sigma_schedule(estimator.sigma0, steps)
         if "importance" not in method_options and hasattr(estimator, "importance"):
             chosen["importance"] = default_importance(x0.numel())
