@@ -9,6 +9,7 @@ import voidgrad as vg
 from voidgrad.bench import pinned
 from voidgrad.optimize.defaults import (
     LinearLrDecay,
+    default_importance,
     default_lr_schedule,
     default_sigma_schedule,
 )
@@ -105,3 +106,14 @@ def test_the_bench_keeps_a_constant_lr_unless_told() -> None:
     decay = LinearLrDecay(0.1, 10)
     assert pinned({"lr": 0.1}) == {"lr_schedule": None, "lr": 0.1}
     assert pinned({"lr_schedule": decay})["lr_schedule"] is decay
+
+
+def test_the_default_rules_name_a_bad_argument() -> None:
+    with pytest.raises(ValueError, match="steps"):
+        default_lr_schedule(1000, 10_000, 0)
+    with pytest.raises(ValueError, match="dim"):
+        default_importance(0)
+    with pytest.raises(ValueError, match="sigma"):
+        default_sigma_schedule(0.0, 10)
+    with pytest.raises(ValueError, match="itemsize"):
+        vg.ZeroGrads(sigma=0.1, replay="auto").replay_steps(10, 0)

@@ -652,6 +652,8 @@ class ZeroGrads(ScheduledSigma):
             >>> zerograds.replay_steps(35_152, 4)  # 2d would be 9.9 GB; 256 MiB holds 477 steps
             477
         """
+        check_int("dim", dim, 1)
+        check_int("itemsize", itemsize, 1)
         if self.replay != "auto":
             return int(self.replay)
         wanted = -(-2 * dim // self.samples) - 1

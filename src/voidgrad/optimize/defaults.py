@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from voidgrad.estimators.schedules import LinearAnneal
-from voidgrad.validation import check_int, check_interval
+from voidgrad.validation import check_int, check_interval, check_positive
 
 #: The ``lr_schedule`` that asks for the budget's default.
 AUTO = "auto"
@@ -102,8 +102,11 @@ def default_lr_schedule(dim: int, budget: int, steps: int) -> LinearLrDecay | No
         >>> default_lr_schedule(dim=20, budget=10_000, steps=1250) is None  # small d: constant
         True
     """
+    check_int("dim", dim, 1)
+    check_int("budget", budget, 1)
+    check_int("steps", steps, 1)
     if dim >= DECAY_MIN_DIM and budget >= DECAY_MIN_BUDGET_PER_DIM * dim:
-        return LinearLrDecay(DECAY_END_FACTOR, max(1, steps))
+        return LinearLrDecay(DECAY_END_FACTOR, steps)
     return None
 
 
@@ -115,7 +118,7 @@ def default_importance(dim: int) -> bool:
         >>> default_importance(2), default_importance(1_000)
         (True, False)
     """
-    return dim < IMPORTANCE_MAX_DIM
+    return check_int("dim", dim, 1) < IMPORTANCE_MAX_DIM
 
 
 def default_sigma_schedule(sigma: float, steps: int) -> LinearAnneal:
@@ -126,4 +129,6 @@ def default_sigma_schedule(sigma: float, steps: int) -> LinearAnneal:
         >>> default_sigma_schedule(0.5, 100)
         LinearAnneal(sigma_min=0.05, total_steps=100, constant_steps=0)
     """
-    return LinearAnneal(sigma_min=sigma / SIGMA_END_DIVISOR, total_steps=max(1, steps))
+    check_positive("sigma", sigma)
+    check_int("steps", steps, 1)
+    return LinearAnneal(sigma_min=sigma / SIGMA_END_DIVISOR, total_steps=steps)
