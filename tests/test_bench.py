@@ -15,15 +15,18 @@ import torch
 from voidgrad import bench, cli, problems
 from voidgrad.bench import (
     BenchSettings,
+    Cell,
     LinearLrDecay,
     Scaled,
     SettingsError,
     format_report,
+    make_problem,
     method_options,
     minimize_method,
     paired,
     parse_options,
     parse_problem,
+    pinned,
     problem_scale,
     run_bench,
 )
@@ -349,6 +352,18 @@ def test_an_lr_decay_run_records_its_schedule(tmp_path) -> None:
     (record,) = results["cells"]
     assert record["error"] is None
     assert record["options"]["lr_schedule"] == repr(LinearLrDecay(0.01, 160 // 8))
+
+
+def test_auto_runs_at_the_problems_scale_and_records_what_it_chose(tmp_path) -> None:
+    results = run_bench(
+        settings(tmp_path, problems=["sphere:3"], methods=["auto"], budget=400, seeds=1),
+        log=lambda line: None,
+    )
+    (record,) = results["cells"]
+    scale = problem_scale(make_problem(Cell("sphere", (("dim", 3),), "auto", 0)))
+    assert record["error"] is None and record["options"] == {"scale": scale}
+    assert record["chosen"] == "annealing"  # the sphere is smooth in float64, 133 d
+    assert pinned("auto", {"scale": 1.0}) == {"scale": 1.0}  # auto chooses its lr schedule
 
 
 def cell(seed: int, answer: float, optimum: float = 0.0, error: str | None = None) -> dict:

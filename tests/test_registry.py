@@ -141,7 +141,7 @@ def test_the_nevergrad_family_is_matched_by_prefix() -> None:
         ("nevergrd:NGOpt", "(did you mean 'nevergrad:NGOpt'?)"),
         ("adam", "'adam' is an optimizer: pass optimizer='adam'"),
         ("SGD", "'SGD' is an optimizer: pass optimizer='sgd'"),
-        ("newton", "unknown method 'newton'; known methods: smoothing, spsa, fd, zerograds"),
+        ("newton", "unknown method 'newton'; known methods: auto, smoothing, spsa, fd, zerograds"),
     ],
 )
 def test_an_unknown_name_is_refused_with_help(name: str, message: str) -> None:

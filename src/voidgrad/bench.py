@@ -423,7 +423,7 @@ def dry_run(cell: Cell, settings: BenchSettings) -> None:
             budget=settings.budget,
             seed=cell.seed,
             progress=False,
-            **pinned(options),
+            **pinned(cell.method, options),
         )
     except ImportError as error:
         raise SettingsError(f"method {cell.method!r} cannot run here: {error}") from error
@@ -453,12 +453,15 @@ def _check_writable(out: Path) -> None:
         ) from error
 
 
-def pinned(options: dict[str, Any]) -> dict[str, Any]:
+def pinned(method: str, options: dict[str, Any]) -> dict[str, Any]:
     """``options`` with ``lr_schedule=None`` unless they set one: the bench's lr is constant.
 
     Not ``vg.minimize``'s budget default (:mod:`voidgrad.optimize.defaults`),
     so that the bench's earlier reports replay; ``lr_decay`` decays it.
+    ``auto`` is left to choose its own, as ``vg.minimize(method="auto")`` does.
     """
+    if method == "auto":
+        return options
     return {"lr_schedule": None, **options}
 
 
@@ -640,7 +643,7 @@ def run_cell(
                 seed=cell.seed,
                 evaluator=evaluator,
                 progress=progress,
-                **pinned(options),
+                **pinned(cell.method, options),
             )
         last = problem.loss(result.x_last)  # scoring, outside the budget
     except Exception as error:  # a method that cannot run here is reported, not fatal
@@ -665,6 +668,7 @@ def run_cell(
         best=best,
         evals_to_threshold=reached,
         distance_to_target=distance,
+        chosen=None if result.choice is None else result.choice.method,
     )
     return record
 

@@ -3,8 +3,9 @@
 ``vg.minimize``, ``voidgrad bench``, ``vg.rl.train`` and the command line
 read this table; a method is added here once and each of them knows it. A :class:`Method` holds
 
-- ``kind``: ``"blackbox"`` (a gradient estimator for ``vg.blackbox`` and
-  ``vg.minimize``), ``"derivative-free"`` (a library optimizer behind
+- ``kind``: ``"auto"`` (``vg.minimize``'s default, which chooses one of the
+  others: :mod:`voidgrad.optimize.auto`), ``"blackbox"`` (a gradient
+  estimator for ``vg.blackbox`` and ``vg.minimize``), ``"derivative-free"`` (a library optimizer behind
   ``vg.minimize``; ``pip install 'voidgrad[bench]'``), ``"distribution"`` (an
   estimator for ``vg.expectation``) or ``"policy-gradient"`` (an estimator
   for ``vg.rl.train``);
@@ -24,6 +25,7 @@ read this table; a method is added here once and each of them knows it. A :class
 
 | method | kind | defaults | required | bench options (s: the problem's scale) | needs | what it is |
 |---|---|---|---|---|---|---|
+| `auto` | auto | – | – | scale = s: the unit every other method's bench options are in. | – | vg.minimize's default: a method chosen from d, the budget and a probe of x0's loss. |
 | `smoothing` | blackbox | sigma=0.1, samples=8 | – | PRDPT's: σ = 0.5 s annealed linearly to 0.05 s over the run, 8 samples, lr = 0.05 s. | – | Gaussian smoothing (PRDPT, evolution strategies): antithetic, importance-sampled. |
 | `spsa` | blackbox | c=0.1, samples=2 | – | c = 0.1 s, 2 samples a step, lr = 0.05 s. | – | Simultaneous perturbation (SPSA): Rademacher directions, central differences. |
 | `fd` | blackbox | h=0.001, scheme='central' | – | h = 0.001 s, lr = 0.05 s. | – | Finite differences along every axis: 2d evaluations a step (central). |
@@ -93,11 +95,11 @@ from voidgrad.estimators import (
 from voidgrad.estimators.schedules import LinearAnneal
 from voidgrad.validation import check_int, check_positive
 
-Kind = Literal["blackbox", "distribution", "derivative-free", "policy-gradient"]
-KINDS: tuple[Kind, ...] = ("blackbox", "derivative-free", "distribution", "policy-gradient")
+Kind = Literal["auto", "blackbox", "distribution", "derivative-free", "policy-gradient"]
+KINDS: tuple[Kind, ...] = ("auto", "blackbox", "derivative-free", "distribution", "policy-gradient")
 
 #: The methods ``vg.minimize`` and ``voidgrad bench`` run.
-RUNNABLE: tuple[Kind, ...] = ("blackbox", "derivative-free")
+RUNNABLE: tuple[Kind, ...] = ("auto", "blackbox", "derivative-free")
 
 #: The optimizers ``vg.minimize`` steps a gradient method with, by name.
 OPTIMIZERS: Mapping[str, type[torch.optim.Optimizer]] = MappingProxyType(
@@ -154,6 +156,27 @@ def _annealed(at: BenchScale, samples: int) -> dict[str, Any]:
         "lr": 0.05 * at.scale,
         "schedule": LinearAnneal(0.05 * at.scale, total_steps=at.steps(samples)),
     }
+
+
+def _bench_auto(at: BenchScale) -> dict[str, Any]:
+    """scale = s: the unit every other method's bench options are in."""
+    return {"scale": at.scale}
+
+
+def _auto(*, seed: int | None = None, **options: Any) -> Any:
+    """``method="auto"``'s build, imported on first use (it builds the other methods).
+
+    ``seed`` is accepted for the common signature; ``vg.minimize`` seeds the run.
+    """
+    from voidgrad.optimize.auto import Auto
+
+    unknown = sorted(set(options) - {"scale", "guide"})
+    if unknown:
+        raise ValueError(
+            f"method='auto' takes the options scale and guide; got {', '.join(unknown)}, "
+            "which belong to a named method: pass method='smoothing' (or another) with them"
+        )
+    return Auto(**options)
 
 
 def _bench_smoothing(at: BenchScale) -> dict[str, Any]:
@@ -324,6 +347,13 @@ _SMOOTHING_DEFAULTS = {"sigma": 0.1, "samples": 8}
 _ZEROGRADS_DEFAULTS = {"sigma": 0.1, "samples": ZEROGRADS_SAMPLES}
 
 METHODS: tuple[Method, ...] = (
+    Method(
+        "auto",
+        "auto",
+        _auto,
+        "vg.minimize's default: a method chosen from d, the budget and a probe of x0's loss.",
+        scaled=_bench_auto,
+    ),
     Method(
         "smoothing",
         "blackbox",

@@ -198,6 +198,13 @@ def test_minimize_runs_with_regenerated_offsets() -> None:
         return float((x - 1).pow(2).sum())
 
     result = vg.minimize(
-        loss, torch.zeros(D), budget=800, lr=0.05, regenerate=True, progress=False, seed=0
+        loss,
+        torch.zeros(D),
+        budget=800,
+        lr=0.05,
+        regenerate=True,
+        progress=False,
+        seed=0,
+        method="smoothing",
     )
     assert result.nevals == 800 and loss(result.x_last) < 0.05 * loss(torch.zeros(D))

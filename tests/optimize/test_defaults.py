@@ -27,7 +27,13 @@ def run_state(dim: int, budget: int, **options: object) -> tuple[vg.OptimizeResu
         seen["state"] = state
 
     result = vg.minimize(
-        quadratic, torch.zeros(dim), budget=budget, progress=False, callback=keep, **options
+        quadratic,
+        torch.zeros(dim),
+        budget=budget,
+        progress=False,
+        callback=keep,
+        **options,
+        method="smoothing",
     )
     return result, seen["state"]
 
@@ -35,7 +41,8 @@ def run_state(dim: int, budget: int, **options: object) -> tuple[vg.OptimizeResu
 def test_the_lr_decays_for_a_long_run_in_high_dimension_only() -> None:
     assert default_lr_schedule(1000, 10_000, 1250) == LinearLrDecay(0.01, 1250)
     assert default_lr_schedule(999, 10_000, 1250) is None  # d below 1 000
-    assert default_lr_schedule(1000, 9_999, 1249) is None  # budget below 10 d
+    assert default_lr_schedule(1000, 5_000, 625) == LinearLrDecay(0.01, 625)
+    assert default_lr_schedule(1000, 4_999, 624) is None  # budget below 5 d
     assert repr(default_sigma_schedule(0.2, 50)) == repr(vg.LinearAnneal(0.02, total_steps=50))
 
 
@@ -59,6 +66,7 @@ def test_a_flat_step_does_not_advance_the_default_sigma_schedule() -> None:
         budget=80,
         progress=False,
         callback=lambda record, state: seen.append(state.algorithm.estimator.steps),
+        method="smoothing",
     )
     assert seen == [0] * 10  # σ kept its width on all 10 flat steps
     _, state = run_state(2, 80, sigma=0.2)
@@ -71,6 +79,7 @@ def test_a_flat_step_does_not_advance_the_default_sigma_schedule() -> None:
         progress=False,
         schedule=vg.LinearAnneal(0.01, total_steps=10),
         callback=lambda record, state: held.append(state.algorithm.estimator.steps),
+        method="smoothing",
     )
     assert held == list(range(1, 11))
 
@@ -82,30 +91,43 @@ def test_the_kernel_is_prdpts_below_1000_parameters_and_plain_from_there() -> No
 
 
 def test_minimize_decays_lr_over_a_long_high_dimensional_run_only() -> None:
-    _, state = run_state(1000, 10_000, samples=100, lr=0.1)  # 100 steps, 10 d
+    _, state = run_state(1000, 5_000, samples=50, lr=0.1)  # 100 steps, 5 d
     assert state.algorithm.optimizer.param_groups[0]["lr"] == pytest.approx(0.001)
-    _, state = run_state(999, 10_000, samples=100, lr=0.1)
+    _, state = run_state(999, 5_000, samples=50, lr=0.1)
     assert state.algorithm.optimizer.param_groups[0]["lr"] == 0.1
-    _, state = run_state(1000, 10_000, samples=100, lr=0.1, lr_schedule=None)
+    _, state = run_state(1000, 4_950, samples=50, lr=0.1)  # 99 steps, under 5 d
+    assert state.algorithm.optimizer.param_groups[0]["lr"] == 0.1
+    _, state = run_state(1000, 5_000, samples=50, lr=0.1, lr_schedule=None)
     assert state.algorithm.optimizer.param_groups[0]["lr"] == 0.1
 
 
 def test_a_run_with_the_default_schedules_resumes_with_a_larger_budget(tmp_path) -> None:
     path = tmp_path / "run.ckpt"
-    first = vg.minimize(quadratic, torch.zeros(2), budget=40, checkpoint=path, progress=False)
-    more = vg.minimize(quadratic, torch.zeros(2), budget=80, checkpoint=path, progress=False)
+    first = vg.minimize(
+        quadratic, torch.zeros(2), budget=40, checkpoint=path, progress=False, method="smoothing"
+    )
+    more = vg.minimize(
+        quadratic, torch.zeros(2), budget=80, checkpoint=path, progress=False, method="smoothing"
+    )
     assert first.nevals == 40 and more.nevals == 80
 
 
 def test_a_bad_lr_schedule_is_refused_naming_it() -> None:
     with pytest.raises(TypeError, match="lr_schedule"):
-        vg.minimize(quadratic, torch.zeros(2), budget=16, lr_schedule="decay", progress=False)
+        vg.minimize(
+            quadratic,
+            torch.zeros(2),
+            budget=16,
+            lr_schedule="decay",
+            progress=False,
+            method="smoothing",
+        )
 
 
 def test_the_bench_keeps_a_constant_lr_unless_told() -> None:
     decay = LinearLrDecay(0.1, 10)
-    assert pinned({"lr": 0.1}) == {"lr_schedule": None, "lr": 0.1}
-    assert pinned({"lr_schedule": decay})["lr_schedule"] is decay
+    assert pinned("smoothing", {"lr": 0.1}) == {"lr_schedule": None, "lr": 0.1}
+    assert pinned("smoothing", {"lr_schedule": decay})["lr_schedule"] is decay
 
 
 def test_the_default_rules_name_a_bad_argument() -> None:

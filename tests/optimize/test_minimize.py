@@ -47,7 +47,9 @@ def test_gradient_methods_stay_within_budget_and_find_the_minimum(method, option
 
 
 def test_history_records_every_step() -> None:
-    result = vg.minimize(Counted(), torch.zeros(3), budget=80, progress=False, sigma=0.3)
+    result = vg.minimize(
+        Counted(), torch.zeros(3), budget=80, progress=False, sigma=0.3, method="smoothing"
+    )
     assert [r.step for r in result.history] == list(range(1, 11))
     assert [r.evals for r in result.history] == list(range(8, 81, 8))
     best = result.history.column("best")
@@ -62,7 +64,7 @@ def test_history_records_every_step() -> None:
 
 
 def test_a_dataframe_without_pandas_names_the_extra(monkeypatch) -> None:
-    result = vg.minimize(Counted(), torch.zeros(3), budget=16, progress=False)
+    result = vg.minimize(Counted(), torch.zeros(3), budget=16, progress=False, method="smoothing")
     monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas now fails
     with pytest.raises(ImportError, match=r"pip install 'voidgrad\[pandas\]'"):
         result.history.to_dataframe()
@@ -71,7 +73,7 @@ def test_a_dataframe_without_pandas_names_the_extra(monkeypatch) -> None:
 
 def test_history_converts_to_a_dataframe() -> None:
     pandas = pytest.importorskip("pandas")
-    result = vg.minimize(Counted(), torch.zeros(3), budget=40, progress=False)
+    result = vg.minimize(Counted(), torch.zeros(3), budget=40, progress=False, method="smoothing")
     frame = result.history.to_dataframe()
     assert isinstance(frame, pandas.DataFrame) and len(frame) == 5
     assert list(frame.columns) == [
@@ -94,7 +96,12 @@ def test_callback_can_stop_the_run() -> None:
         return record.step == 3
 
     result = vg.minimize(
-        Counted(), torch.zeros(3), budget=800, progress=False, callback=stop_at_three
+        Counted(),
+        torch.zeros(3),
+        budget=800,
+        progress=False,
+        callback=stop_at_three,
+        method="smoothing",
     )
     assert seen == [1, 2, 3] and result.nsteps == 3 and result.message == "stopped by the callback"
 
@@ -109,28 +116,34 @@ def test_any_torch_optimizer_and_a_learning_rate_schedule() -> None:
         lr_schedule=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=50, gamma=0.5),
         progress=False,
         sigma=0.2,
+        method="smoothing",
     )
     assert result.fun < 0.05
 
 
 def test_progress_bar_shows_evaluations_and_best(capsys) -> None:
-    vg.minimize(Counted(), torch.zeros(3), budget=40, progress=True)
+    vg.minimize(Counted(), torch.zeros(3), budget=40, progress=True, method="smoothing")
     err = capsys.readouterr().err
     assert "40/40" in err and "best=" in err
 
 
 def test_a_seeded_run_replays_bit_for_bit() -> None:
     runs = [
-        vg.minimize(Counted(), torch.zeros(3), budget=400, seed=5, progress=False) for _ in range(2)
+        vg.minimize(
+            Counted(), torch.zeros(3), budget=400, seed=5, progress=False, method="smoothing"
+        )
+        for _ in range(2)
     ]
     assert torch.equal(runs[0].x_last, runs[1].x_last) and runs[0].fun == runs[1].fun
-    other = vg.minimize(Counted(), torch.zeros(3), budget=400, seed=6, progress=False)
+    other = vg.minimize(
+        Counted(), torch.zeros(3), budget=400, seed=6, progress=False, method="smoothing"
+    )
     assert not torch.equal(runs[0].x_last, other.x_last)
 
 
 def test_resuming_a_stopped_run_ends_where_the_uninterrupted_one_does(tmp_path) -> None:
     x0 = torch.zeros(3, dtype=torch.float64)
-    whole = vg.minimize(Counted(), x0, budget=400, seed=1, progress=False)
+    whole = vg.minimize(Counted(), x0, budget=400, seed=1, progress=False, method="smoothing")
     path = tmp_path / "run.ckpt"
     vg.minimize(
         Counted(),
@@ -140,26 +153,47 @@ def test_resuming_a_stopped_run_ends_where_the_uninterrupted_one_does(tmp_path) 
         progress=False,
         checkpoint=path,
         callback=lambda record: record.step == 20,
+        method="smoothing",
     )
     assert torch.load(path, weights_only=True)["loop"]["step"] == 20
     fn = Counted()
-    resumed = vg.minimize(fn, x0, budget=400, seed=1, progress=False, checkpoint=path)
+    resumed = vg.minimize(
+        fn, x0, budget=400, seed=1, progress=False, checkpoint=path, method="smoothing"
+    )
     assert fn.calls == 400 - 20 * 8 + 1  # the remaining steps, and the best point's check
     assert resumed.nevals == 400  # the check is outside the budget
     assert torch.equal(resumed.x_last, whole.x_last) and resumed.fun == whole.fun
     assert resumed.history.to_dicts()[-1]["evals"] == 400 and len(resumed.history) == 50
     assert [r.loss for r in resumed.history] == [r.loss for r in whole.history]
-    again = vg.minimize(fn, x0, budget=400, seed=1, progress=False, checkpoint=path)
+    again = vg.minimize(
+        fn, x0, budget=400, seed=1, progress=False, checkpoint=path, method="smoothing"
+    )
     assert fn.calls == 242 and torch.equal(again.x_last, whole.x_last)  # finished: a check only
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path) -> None:
     path = tmp_path / "run.ckpt"
-    vg.minimize(Counted(), torch.zeros(3), budget=16, seed=1, progress=False, checkpoint=path)
+    vg.minimize(
+        Counted(),
+        torch.zeros(3),
+        budget=16,
+        seed=1,
+        progress=False,
+        checkpoint=path,
+        method="smoothing",
+    )
     with pytest.raises(
         ValueError, match=r"run.ckpt was written by another run: seed=1 there, 2 here"
     ):
-        vg.minimize(Counted(), torch.zeros(3), budget=16, seed=2, progress=False, checkpoint=path)
+        vg.minimize(
+            Counted(),
+            torch.zeros(3),
+            budget=16,
+            seed=2,
+            progress=False,
+            checkpoint=path,
+            method="smoothing",
+        )
 
 
 KILLED = textwrap.dedent(
@@ -169,8 +203,9 @@ KILLED = textwrap.dedent(
         time.sleep(float(os.environ.get("DELAY", "0")))  # slow only while it is to be killed
         return float(((x - torch.tensor([1.0, -2.0, 0.5], dtype=x.dtype)) ** 2).sum())
     checkpoint = sys.argv[1] if sys.argv[1] != "-" else None
-    r = vg.minimize(fn, torch.zeros(3, dtype=torch.float64), budget=1600, seed=3, progress=False,
-                    checkpoint=checkpoint, checkpoint_every=int(os.environ["EVERY"]) or None)
+    r = vg.minimize(fn, torch.zeros(3, dtype=torch.float64), method="smoothing", budget=1600,
+                    seed=3, progress=False, checkpoint=checkpoint,
+                    checkpoint_every=int(os.environ["EVERY"]) or None)
     torch.save({"x_last": r.x_last, "fun": r.fun, "nevals": r.nevals,
                 "losses": r.history.column("loss")}, sys.argv[2])
     """
@@ -198,6 +233,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path) -> None:
         budget=1600,
         seed=3,
         progress=False,
+        method="smoothing",
     )
     assert torch.equal(resumed["x_last"], whole.x_last) and resumed["fun"] == whole.fun
     assert resumed["losses"] == whole.history.column("loss")
@@ -210,7 +246,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path) -> None:
         (
             {"method": "newton"},
             ValueError,
-            "unknown method 'newton'; known methods: smoothing, spsa, ",
+            "unknown method 'newton'; known methods: auto, smoothing, spsa, ",
         ),
         (
             {"method": "smoothng"},
@@ -247,20 +283,26 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path) -> None:
     ],
 )
 def test_bad_input(kwargs, error, message) -> None:
-    arguments = {"fn": Counted(), "x0": [0.0, 0.0, 0.0], "progress": False, "budget": 100}
+    arguments = {
+        "fn": Counted(),
+        "x0": [0.0, 0.0, 0.0],
+        "progress": False,
+        "budget": 100,
+        "method": "smoothing",
+    }
     arguments.update(kwargs)
     with pytest.raises(error, match=message):
         vg.minimize(**arguments)
 
 
 def test_an_integer_start_is_taken_as_float64() -> None:
-    result = vg.minimize(Counted(), [0, 0, 0], budget=16, progress=False)
+    result = vg.minimize(Counted(), [0, 0, 0], budget=16, progress=False, method="smoothing")
     assert result.x.dtype == torch.float64
 
 
 def test_a_vector_output_is_refused() -> None:
     with pytest.raises(ValueError, match="minimize needs a scalar loss"):
-        vg.minimize(lambda x: x * 2, torch.zeros(3), budget=16, progress=False)
+        vg.minimize(lambda x: x * 2, torch.zeros(3), budget=16, progress=False, method="smoothing")
 
 
 def test_an_evaluator_brings_its_backend_and_policy() -> None:
@@ -280,6 +322,7 @@ def test_an_evaluator_brings_its_backend_and_policy() -> None:
         sigma=0.2,
         schedule=None,  # a constant σ keeps reaching into the failing region
         lr=0.05,
+        method="smoothing",
     )
     assert evaluator.stats.failures > 0 and result.nevals == 800
     assert result.fun < 0.05 and result.x[1] <= -0.6

@@ -10,7 +10,7 @@ default (``lr_schedule="auto"``, no ``schedule`` among the method's options):
   a plateau at this σ) does not advance it, so the kernel keeps its width
   until it sees the loss change;
 * **lr** decays linearly to 1 % over the T steps (:class:`LinearLrDecay`)
-  when d ≥ 1 000 and B ≥ 10 d, and stays constant otherwise;
+  when d ≥ 1 000 and B ≥ 5 d, and stays constant otherwise;
 * **the kernel** of ``method="smoothing"`` is PRDPT's importance kernel
   below d = 1 000 and the plain Gaussian (``importance=False``) from
   d = 1 000 on.
@@ -27,7 +27,11 @@ flat steps (with it, the README's plateau example reaches 0 on seeds 0-4 at
 pays only where the run is noise-limited and long: the texture at d = 3 072
 (1.7× at 5 d, 30× at 25 d); it loses everywhere else (caustic at 4 d 1.5×,
 digits_mlp at 0.11 d 2.8×, rosenbrock 1.05-1.36×, splines 1.2-1.7×), so it
-needs both a large d and a budget of many d. The importance kernel of PRDPT
+needs both a large d and a budget of many d. The crossover lies between the
+caustic's 3.9 d (constant lr ahead 1.5×) and the texture's 5 d (decay ahead
+1.7×): the rule decays from 5 d (``benchmarks/reports/auto-2026-12-03``,
+where it took ``method="auto"`` on the texture from 1.96× the best bench
+setting to 1.17×). The importance kernel of PRDPT
 was 1.08-3.4× worse than the plain one at equal samples, on every seed but
 one at d ≥ 1 000; below, with σ annealed, the two tied (0.78-1.25, wins
 split), and on the plateau at ``vg.minimize``'s σ = 0.1 only the importance
@@ -50,7 +54,7 @@ AUTO = "auto"
 #: The lr decays only for d at least this …
 DECAY_MIN_DIM = 1_000
 #: … and a budget of at least this many evaluations per parameter.
-DECAY_MIN_BUDGET_PER_DIM = 10
+DECAY_MIN_BUDGET_PER_DIM = 5
 #: The lr decays to this fraction of its start.
 DECAY_END_FACTOR = 0.01
 #: The importance kernel is the default below this many parameters.

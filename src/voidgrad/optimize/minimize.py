@@ -29,22 +29,12 @@ from typing import Any
 
 import torch
 
-from voidgrad.estimators.scheduled import ScheduledSigma
 from voidgrad.evaluation.evaluator import Evaluator
-from voidgrad.optimize.algorithms import (
-    DerivativeFree,
-    GradientDescent,
-    LrSchedule,
-    MinimizeAlgorithm,
-    OptimizerSpec,
-)
+from voidgrad.optimize.algorithms import LrSchedule, MinimizeAlgorithm, OptimizerSpec
+from voidgrad.optimize.auto import AutoAlgorithm
 from voidgrad.optimize.best import BestPoint
-from voidgrad.optimize.defaults import (
-    AUTO,
-    default_importance,
-    default_lr_schedule,
-    default_sigma_schedule,
-)
+from voidgrad.optimize.build import DEFAULT_LR, build_algorithm
+from voidgrad.optimize.defaults import AUTO
 from voidgrad.optimize.result import History, OptimizeResult
 from voidgrad.registry import RUNNABLE
 from voidgrad.registry import method as registered_method
@@ -56,11 +46,11 @@ from voidgrad.validation import check_callable, check_int, check_positive, check
 def minimize(
     fn: Callable[..., object] | Evaluator,
     x0: Any,
-    method: str = "smoothing",
+    method: str = AUTO,
     budget: int = 10_000,
     seed: int = 0,
     optimizer: OptimizerSpec = "adam",
-    lr: float = 1e-2,
+    lr: float | None = None,
     evaluator: Evaluator | None = None,
     checkpoint: str | Path | None = None,
     progress: bool = True,
@@ -77,17 +67,23 @@ def minimize(
         fn: the loss, ``fn(x) -> float`` for ``x`` a 1-D tensor; or an
             Evaluator (for a backend, timeout, failure policy).
         x0: the start, a 1-D array-like of finite numbers.
-        method: ``"smoothing"`` (PRDPT's Gaussian smoothing), ``"spsa"``,
-            ``"fd"`` (finite differences), ``"zerograds"`` (a learned
-            surrogate), or a derivative-free baseline:
-            ``"cma"``, ``"annealing"``, ``"ga"``, ``"nevergrad:<name>"``
-            (these need ``pip install 'voidgrad[bench]'``).
+        method: ``"auto"`` (the default): the method is chosen from d, the
+            budget and a probe of ``fn`` at x0 (a few evaluations, counted:
+            noise, smoothness), and ``result.choice`` says which and why
+            (:mod:`voidgrad.optimize.auto`); or one named: ``"smoothing"``
+            (PRDPT's Gaussian smoothing), ``"spsa"``, ``"fd"`` (finite
+            differences), ``"zerograds"`` (a learned surrogate),
+            ``"guided"``, ``"mixed"`` (with a ``guide``), or a derivative-free
+            baseline: ``"annealing"``, ``"cma"``, ``"ga"``,
+            ``"nevergrad:<name>"`` (the last three need
+            ``pip install 'voidgrad[bench]'``).
         budget: evaluations of ``fn`` allowed, all of them counted.
         seed: seeds the estimator's or optimizer's random stream.
         optimizer: for gradient methods: ``"adam"``, ``"adamw"``, ``"sgd"``,
             ``"rmsprop"``, or ``optimizer(params, lr)`` returning any
             ``torch.optim`` optimizer.
-        lr: the learning rate.
+        lr: the learning rate of a gradient method; default 0.01 for a named
+            method, 0.05 ``scale`` for one ``"auto"`` chooses.
         evaluator: the Evaluator that runs ``fn``; default: a serial one
             with ``seed``, so seeded noisy functions replay.
         checkpoint: a path; the run saves there and resumes from there (see
@@ -106,9 +102,11 @@ def minimize(
         lr_schedule: ``lr_schedule(optimizer)`` returning a scheduler, stepped
             once per step; ``None`` keeps lr constant; ``"auto"`` (the
             default) decays it linearly to 1 % over the run where d ≥ 1 000
-            and the budget ≥ 10 d, and keeps it constant otherwise
+            and the budget ≥ 5 d, and keeps it constant otherwise
             (:mod:`voidgrad.optimize.defaults`).
-        **method_options: passed to the method: ``sigma``, ``samples``,
+        **method_options: passed to the method: ``scale`` (the distance per
+            coordinate from x0 to where the answer may be; default x0's
+            root-mean-square) and ``guide`` for ``"auto"``; ``sigma``, ``samples``,
             ``antithetic``, ``importance``, ``schedule`` for smoothing; ``c``,
             ``samples`` for SPSA; ``h``, ``scheme`` for FD; the adapter's
             options for derivative-free methods. Without a ``schedule``, a
@@ -135,8 +133,9 @@ def minimize(
         (:func:`~voidgrad.run.checkpoint.fingerprint`: a function's code,
         defaults, closure and globals; for a callable object only its class's
         code). ``budget`` may differ: a finished run resumed with a larger one
-        continues. Then, unless ``fn`` takes a ``seed`` (is noisy), the stored
-        best point is evaluated once more and its loss must match the stored
+        continues (an ``"auto"`` run with what it chose at its start). Then,
+        unless ``fn`` takes a ``seed`` (is noisy), the stored best point is
+        evaluated once more and its loss must match the stored
         one to ``voidgrad.optimize.best.BEST_POINT_RTOL`` relative or ``BEST_POINT_ATOL`` absolute:
         this tells apart functions the fingerprint cannot. That evaluation goes
         through the Evaluator and shows in its ``stats``, but it is outside ``budget`` and not in
@@ -149,7 +148,15 @@ def minimize(
         mid-way are removed by the next save.
 
     Examples:
+        >>> import torch
         >>> import voidgrad as vg
+        >>> x0 = torch.zeros(2, dtype=torch.float64)
+        >>> result = vg.minimize(lambda x: float((x - 3).pow(2).sum()), x0, budget=400,
+        ...                      progress=False)
+        >>> result.choice.method  # smooth in float64, 200 evaluations per parameter
+        'annealing'
+        >>> [round(v, 4) for v in result.x.tolist()]
+        [3.0, 3.0]
         >>> result = vg.minimize(lambda x: float((x - 3).pow(2).sum()), [0.0, 0.0], method="fd",
         ...                      budget=400, lr=0.1, h=1e-3, progress=False)
         >>> [round(v, 2) for v in result.x.tolist()]
@@ -165,6 +172,8 @@ def minimize(
         check_int("checkpoint_every", checkpoint_every, 1)
     if checkpoint_seconds is not None:
         check_positive("checkpoint_seconds", checkpoint_seconds)
+    if lr is not None:
+        check_positive("lr", lr)
     if lr_schedule != AUTO:
         check_callable(
             "lr_schedule", lr_schedule, "lr_schedule(optimizer) returning a scheduler or 'auto'"
@@ -180,41 +189,37 @@ def minimize(
     }
     best = BestPoint(x0)
     algorithm: MinimizeAlgorithm
-    if entry.kind == "blackbox":
-        estimator = entry.make(seed=seed, **method_options)
-        cost = estimator.evaluations(x0.numel())
-        if cost > budget:
-            raise ValueError(
-                f"budget {budget} is too small for one step of {method!r}, which needs {cost} "
-                "evaluations"
-            )
-        steps = budget // cost
-        chosen: dict[str, Any] = {}
-        if "schedule" not in method_options and isinstance(estimator, ScheduledSigma):
-            chosen["schedule"] = default_sigma_schedule(estimator.sigma0, steps)
-        if "importance" not in method_options and hasattr(estimator, "importance"):
-            chosen["importance"] = default_importance(x0.numel())
-        if chosen:
-            estimator = entry.make(seed=seed, **method_options, **chosen)
+    if entry.kind != "derivative-free":
         # The identity keeps "auto" as given: a resumed run may have a larger budget.
         identity.update(
-            optimizer=identity_value(optimizer), lr=lr, lr_schedule=identity_value(lr_schedule)
+            optimizer=identity_value(optimizer),
+            lr=DEFAULT_LR if lr is None and entry.kind == "blackbox" else lr,
+            lr_schedule=identity_value(lr_schedule),
         )
-        if isinstance(lr_schedule, str):  # AUTO: any other string was refused above
-            lr_schedule = default_lr_schedule(x0.numel(), budget, steps)
-        algorithm = GradientDescent(
+    if entry.kind == "auto":
+        algorithm = AutoAlgorithm(
             evaluator,
             x0,
-            estimator,
-            optimizer,
-            lr,
-            lr_schedule,
-            best,
-            hold_when_flat="schedule" in chosen,
+            entry.make(seed=seed, **method_options),
+            seed=seed,
+            optimizer=optimizer,
+            lr=lr,
+            lr_schedule=lr_schedule,
+            best=best,
         )
     else:
-        start = entry.make(seed=seed, **method_options)
-        algorithm = DerivativeFree(evaluator, x0, method, start, budget, best)
+        algorithm = build_algorithm(
+            entry,
+            method_options,
+            evaluator=evaluator,
+            x0=x0,
+            budget=budget,
+            seed=seed,
+            optimizer=optimizer,
+            lr=lr,
+            lr_schedule=lr_schedule,
+            best=best,
+        )
     evaluator.add_listener(best.observe)
     try:
         state = run(
@@ -243,6 +248,7 @@ def minimize(
         history=state.history,
         method=method,
         message=state.message,
+        choice=algorithm.choice if isinstance(algorithm, AutoAlgorithm) else None,
     )
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from voidgrad.run.records import Records
+
+if TYPE_CHECKING:
+    from voidgrad.optimize.auto import AutoChoice
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,11 @@ class OptimizeResult:
         nevals: evaluations of ``fn`` spent, within the budget.
         nsteps: optimization steps taken.
         history: per-step records.
-        method: the method that ran.
+        method: the method asked for (``"auto"``, or the one named).
         message: why the run stopped.
+        choice: for ``method="auto"``, what it chose and why (an
+            :class:`~voidgrad.optimize.auto.AutoChoice`: ``choice.method``,
+            ``.options``, ``.reason``, ``.probe``); None for a named method.
 
     Examples:
         >>> import voidgrad as vg
@@ -97,9 +104,11 @@ class OptimizeResult:
     history: History
     method: str
     message: str
+    choice: AutoChoice | None = None
 
     def __repr__(self) -> str:
+        chose = "" if self.choice is None else f", chose={self.choice.method!r}"
         return (
-            f"OptimizeResult(method={self.method!r}, fun={self.fun:.6g}, nevals={self.nevals}, "
-            f"nsteps={self.nsteps}, message={self.message!r})"
+            f"OptimizeResult(method={self.method!r}{chose}, fun={self.fun:.6g}, "
+            f"nevals={self.nevals}, nsteps={self.nsteps}, message={self.message!r})"
         )
