@@ -144,13 +144,15 @@ def test_auto_is_minimizes_default_and_solves_a_smooth_loss_with_annealing(caplo
     assert "chose='annealing'" in repr(result)
 
 
-def test_auto_chooses_smoothing_for_a_piecewise_constant_loss() -> None:
-    result = vg.minimize(
-        staircase, torch.zeros(3, dtype=torch.float64), budget=800, seed=0, progress=False
-    )
+def test_auto_chooses_smoothing_for_a_piecewise_constant_loss(caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="voidgrad.optimize.auto"):
+        result = vg.minimize(
+            staircase, torch.zeros(3, dtype=torch.float64), budget=800, seed=0, progress=False
+        )
     assert result.choice.method == "smoothing" and not result.choice.probe.smooth
     assert result.fun < staircase(torch.zeros(3)) / 10  # it made progress
     assert "did not scale as a smooth loss's" in result.choice.reason
+    assert "units of scale=1 (from x0: its root-mean-square, 1 where x0 is 0)" in caplog.text
 
 
 def test_auto_probes_a_seeded_loss_for_noise() -> None:

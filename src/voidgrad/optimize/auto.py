@@ -98,6 +98,7 @@ class Probe:
     ratios: tuple[float, ...]
 
     def state_dict(self) -> dict[str, Any]:
+        """The probe as plain data (numbers, bools, a list), for a checkpoint."""
         return {**asdict(self), "ratios": list(self.ratios)}
 
     @classmethod
@@ -372,7 +373,16 @@ class AutoAlgorithm(MinimizeAlgorithm):
         )
         self.choice = choice
         self._run_budget = budget
-        logger.info("method='auto' chose %s", choice)
+        if self.auto.scale is None and choice.method != "annealing":
+            logger.info(
+                "method='auto' chose %s; its settings are in units of scale=%.4g (from x0: "
+                "its root-mean-square, 1 where x0 is 0): pass scale= (the distance per "
+                "coordinate to where the answer may be) if that is far from it",
+                choice,
+                self.auto.scale_for(self.x0),
+            )
+        else:
+            logger.info("method='auto' chose %s", choice)
 
     def x_last(self) -> torch.Tensor:
         """The chosen method's final iterate or recommendation (x0 before it ran)."""

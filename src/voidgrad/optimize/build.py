@@ -61,7 +61,7 @@ def build_algorithm(
     anneals over the budget's steps and holds on flat steps, without
     ``importance`` the kernel is the dimension's, ``lr_schedule="auto"``
     is the budget's (see :mod:`voidgrad.optimize.defaults`), and ``lr=None``
-    is :data:`DEFAULT_LR`.
+    is ``DEFAULT_LR`` (0.01).
 
     Raises:
         ValueError: ``budget`` is smaller than one step of the method.
