@@ -278,3 +278,14 @@ def test_the_budgets_defaults_are_the_whole_runs_not_what_the_probe_left() -> No
     algorithm = chosen_algorithm(1000, 5_000)
     assert algorithm.scheduler is not None
     assert algorithm.scheduler.total_iters == (5_000 - 7) // 8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_auto_probes_and_runs_on_thetas_device() -> None:
+    def on_device(x: torch.Tensor) -> torch.Tensor:
+        assert x.device.type == "cuda"  # the probe's points and the chosen method's alike
+        return ((x * 20).round() / 20 - 1).pow(2).sum()
+
+    x0 = torch.zeros(3, dtype=torch.float64, device="cuda")
+    result = vg.minimize(on_device, x0, budget=400, progress=False)
+    assert result.choice.method == "smoothing" and result.x_last.device.type == "cuda"

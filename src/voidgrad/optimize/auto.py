@@ -16,7 +16,8 @@ the budget like any other:
   float32 (its round-off is far above h): for all of these a
   finite-difference gradient is useless.
 
-Then :func:`choose` picks, with d = x0's size, B the evaluations left and
+Then :func:`choose` picks, with d = x0's size, B the run's budget (the
+probe's evaluations included; the method gets what the probe left) and
 s = ``scale``:
 
 1. a ``guide`` given: guided smoothing with the adaptive α
