@@ -289,3 +289,38 @@ def test_auto_probes_and_runs_on_thetas_device() -> None:
     x0 = torch.zeros(3, dtype=torch.float64, device="cuda")
     result = vg.minimize(on_device, x0, budget=400, progress=False)
     assert result.choice.method == "smoothing" and result.x_last.device.type == "cuda"
+
+
+def test_a_resumed_auto_run_that_chose_annealing_replays_it_exactly(tmp_path) -> None:
+    x0 = torch.full((3,), 0.5, dtype=torch.float64)
+    whole = vg.minimize(quadratic, x0, budget=300, seed=4, progress=False)
+    assert whole.choice.method == "annealing"
+    path = tmp_path / "auto.ckpt"
+    vg.minimize(
+        quadratic,
+        x0,
+        budget=300,
+        seed=4,
+        progress=False,
+        checkpoint=path,
+        callback=lambda record: record.step == 30,
+    )
+    resumed = vg.minimize(quadratic, x0, budget=300, seed=4, progress=False, checkpoint=path)
+    assert torch.equal(resumed.x, whole.x) and resumed.fun == whole.fun
+    assert resumed.history.column("loss") == whole.history.column("loss")
+
+
+def test_an_auto_checkpoint_refuses_another_scale(tmp_path) -> None:
+    path = tmp_path / "auto.ckpt"
+    vg.minimize(
+        staircase, torch.zeros(2, dtype=torch.float64), budget=200, progress=False, checkpoint=path
+    )
+    with pytest.raises(ValueError, match="scale=not given there, 2.0 here"):
+        vg.minimize(
+            staircase,
+            torch.zeros(2, dtype=torch.float64),
+            budget=200,
+            scale=2.0,
+            progress=False,
+            checkpoint=path,
+        )
