@@ -363,6 +363,7 @@ def test_auto_runs_at_the_problems_scale_and_records_what_it_chose(tmp_path) -> 
     scale = problem_scale(make_problem(Cell("sphere", (("dim", 3),), "auto", 0)))
     assert record["error"] is None and record["options"] == {"scale": scale}
     assert record["chosen"] == "annealing"  # the sphere is smooth in float64, 133 d
+    assert "| auto (chose annealing) |" in (tmp_path / "report.md").read_text()
     assert pinned("auto", {"scale": 1.0}) == {"scale": 1.0}  # auto chooses its lr schedule
 
 
@@ -704,3 +705,9 @@ def test_the_zerograds_reference_preset_is_the_reference_loop_per_task() -> None
     vg_options = {k: v for k, v in caustic.items() if k != "lr"}
     estimator = registry.method("zerograds").make(seed=0, **vg_options)
     assert estimator.inputs == "raw" and estimator.order == "step-first"
+
+
+def test_the_report_says_what_auto_chose_on_each_seed() -> None:
+    cells = [{"chosen": "smoothing"}, {"chosen": "spsa"}, {"chosen": "smoothing"}]
+    assert bench._chosen(cells) == " (chose smoothing 2×, spsa 1×)"
+    assert bench._chosen([{"chosen": None}, {}]) == ""  # another method's cells

@@ -790,6 +790,7 @@ def format_report(results: dict[str, Any]) -> str:
                 continue
             failed = len(cells) - len(done)
             label = f"{method} ({failed} of {len(cells)} seeds failed)" if failed else method
+            label += _chosen(done)
             answers = [c["answer"] for c in done]
             reached = [c["evals_to_threshold"] for c in done if c["evals_to_threshold"] is not None]
             to_threshold = (
@@ -819,6 +820,17 @@ def format_report(results: dict[str, Any]) -> str:
             f"- {c['problem']}, {c['method']}, seed {c['seed']}: {c['error']}" for c in failures
         ]
     return "\n".join(lines) + "\n"
+
+
+def _chosen(cells: list[dict[str, Any]]) -> str:
+    """`` (chose annealing)`` for ``auto``'s cells, with counts when seeds chose differently."""
+    chosen = [c["chosen"] for c in cells if c.get("chosen") is not None]
+    if not chosen:
+        return ""
+    counts = {name: chosen.count(name) for name in dict.fromkeys(chosen)}
+    if len(counts) == 1:
+        return f" (chose {chosen[0]})"
+    return " (chose " + ", ".join(f"{name} {n}×" for name, n in counts.items()) + ")"
 
 
 def _heading(problem: str, methods: dict[str, list[dict[str, Any]]]) -> str:
