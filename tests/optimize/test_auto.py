@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,12 +12,14 @@ import torch
 import voidgrad as vg
 from voidgrad.optimize.auto import (
     PROBE_DIRECTIONS,
+    Auto,
     Probe,
     choose,
     probe_cost,
     probe_points,
     probe_step,
     read_probe,
+    scale_steps,
 )
 
 
@@ -152,7 +155,8 @@ def test_auto_chooses_smoothing_for_a_piecewise_constant_loss(caplog) -> None:
     assert result.choice.method == "smoothing" and not result.choice.probe.smooth
     assert result.fun < staircase(torch.zeros(3)) / 10  # it made progress
     assert "did not scale as a smooth loss's" in result.choice.reason
-    assert "units of scale=1 (from x0: its root-mean-square, 1 where x0 is 0)" in caplog.text
+    assert "units of scale=" in caplog.text and "pass scale=" in caplog.text
+    assert result.history[0].evals == 7 + 2 * 13  # a budget of 800 affords the scale ladder
 
 
 def test_auto_probes_a_seeded_loss_for_noise() -> None:
@@ -196,20 +200,17 @@ def test_without_a_scale_x0s_root_mean_square_sets_it() -> None:
     assert zero.choice.options["sigma"] == 0.5  # x0 = 0: scale 1
 
 
+def whole_and_resumed(fn, x0: torch.Tensor, budget: int, stop_at: int, path) -> tuple:
+    """An uninterrupted auto run, and the same run stopped after ``stop_at`` steps and resumed."""
+    whole = vg.minimize(fn, x0, budget=budget, seed=2, progress=False)
+    stop = lambda record: record.step == stop_at  # noqa: E731
+    vg.minimize(fn, x0, budget=budget, seed=2, progress=False, checkpoint=path, callback=stop)
+    return whole, vg.minimize(fn, x0, budget=budget, seed=2, progress=False, checkpoint=path)
+
+
 def test_a_resumed_auto_run_keeps_its_choice_and_ends_where_the_whole_run_does(tmp_path) -> None:
     x0 = torch.zeros(3, dtype=torch.float64)
-    whole = vg.minimize(staircase, x0, budget=400, seed=2, progress=False)
-    path = tmp_path / "auto.ckpt"
-    vg.minimize(
-        staircase,
-        x0,
-        budget=400,
-        seed=2,
-        progress=False,
-        checkpoint=path,
-        callback=lambda record: record.step == 10,
-    )
-    resumed = vg.minimize(staircase, x0, budget=400, seed=2, progress=False, checkpoint=path)
+    whole, resumed = whole_and_resumed(staircase, x0, 400, 10, tmp_path / "auto.ckpt")
     assert resumed.choice.method == whole.choice.method == "smoothing"
     assert repr(resumed.choice.probe) == repr(whole.choice.probe)  # NaN ratios: flat
     assert torch.equal(resumed.x_last, whole.x_last) and resumed.fun == whole.fun
@@ -274,10 +275,10 @@ def test_a_guide_runs_guided_smoothing_through_minimize() -> None:
 
 
 def test_the_budgets_defaults_are_the_whole_runs_not_what_the_probe_left() -> None:
-    # d = 1 000 at exactly 5 d: the lr decays, though the probe left 5 d - 7 to the method
+    # d = 1 000 at exactly 5 d: the lr decays, though the probe left 5 d - 33 to the method
     algorithm = chosen_algorithm(1000, 5_000)
     assert algorithm.scheduler is not None
-    assert algorithm.scheduler.total_iters == (5_000 - 7) // 8
+    assert algorithm.scheduler.total_iters == (5_000 - 33) // 8
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -293,19 +294,8 @@ def test_auto_probes_and_runs_on_thetas_device() -> None:
 
 def test_a_resumed_auto_run_that_chose_annealing_replays_it_exactly(tmp_path) -> None:
     x0 = torch.full((3,), 0.5, dtype=torch.float64)
-    whole = vg.minimize(quadratic, x0, budget=300, seed=4, progress=False)
-    assert whole.choice.method == "annealing"
-    path = tmp_path / "auto.ckpt"
-    vg.minimize(
-        quadratic,
-        x0,
-        budget=300,
-        seed=4,
-        progress=False,
-        checkpoint=path,
-        callback=lambda record: record.step == 30,
-    )
-    resumed = vg.minimize(quadratic, x0, budget=300, seed=4, progress=False, checkpoint=path)
+    whole, resumed = whole_and_resumed(quadratic, x0, 300, 30, tmp_path / "auto.ckpt")
+    assert resumed.choice.method == whole.choice.method == "annealing"
     assert torch.equal(resumed.x, whole.x) and resumed.fun == whole.fun
     assert resumed.history.column("loss") == whole.history.column("loss")
 
@@ -324,3 +314,42 @@ def test_an_auto_checkpoint_refuses_another_scale(tmp_path) -> None:
             progress=False,
             checkpoint=path,
         )
+
+
+def bowl(centre: float):
+    """f = mean((x − centre)²): its minimum 0 lies |centre − x0| per coordinate from x0 = 0."""
+    return lambda x: float((x - centre).pow(2).mean())
+
+
+@pytest.mark.parametrize("distance", [0.05, 0.3, 2.0])
+def test_the_scale_ladder_measures_the_distance_to_a_bowls_minimum(distance) -> None:
+    x0 = torch.zeros(50, dtype=torch.float64)
+    steps = scale_steps(x0)
+    X = probe_points(x0, probe_step(x0), 0, torch.Generator().manual_seed(1), ladder=True)
+    assert X.shape[0] == probe_cost(0, ladder=True) == 7 + 2 * len(steps)
+    fn = bowl(distance)
+    probe = read_probe(torch.tensor([fn(x) for x in X], dtype=torch.float64), 1e-8, 0, steps)
+    assert distance / 2 <= probe.scale <= 2 * distance
+
+
+def test_without_a_scale_the_smaller_of_x0s_and_the_probes_is_used() -> None:
+    x0 = torch.full((4,), 3.0, dtype=torch.float64)  # root-mean-square 3
+    near = Probe(33, loss=1.0, step=1e-8, noisy=False, smooth=False, ratios=(1.0,) * 3, scale=0.2)
+    assert Auto().scale_for(x0, near) == 0.2
+    assert Auto().scale_for(x0, replace(near, scale=10.0)) == 3.0
+    assert Auto().scale_for(x0, replace(near, scale=None)) == 3.0
+    assert Auto(scale=0.7).scale_for(x0, near) == 0.7
+
+
+def test_a_given_scale_skips_the_ladder() -> None:
+    result = vg.minimize(
+        staircase, torch.zeros(3, dtype=torch.float64), budget=800, scale=1.0, progress=False
+    )
+    assert result.history[0].evals == 7 and result.choice.probe.scale is None
+    guessed = vg.minimize(
+        staircase, torch.zeros(3, dtype=torch.float64), budget=800, progress=False
+    )
+    assert guessed.choice.probe.scale is not None
+    assert guessed.choice.options["sigma"] == pytest.approx(
+        0.5 * min(1.0, guessed.choice.probe.scale)
+    )

@@ -15,6 +15,10 @@ the budget like any other:
   noise or discontinuities give other ratios, and so does a loss computed in
   float32 (its round-off is far above h): for all of these a
   finite-difference gradient is useless.
+* **scale**, only when no ``scale`` is given: along 2 more Gaussian
+  directions u_j, the loss at x0 + t u_j for t = max(1, max|x0|) · 2^-k,
+  k = 0 … 12; the step that first changes the loss by a quarter of |f(x0)|
+  is about half the distance to a minimum near 0 (:func:`read_probe`).
 
 Then :func:`choose` picks, with d = x0's size, B the run's budget (the
 probe's evaluations included; the method gets what the probe left) and
@@ -34,10 +38,13 @@ s = ``scale``:
 These are the bench's settings of each method (:mod:`voidgrad.registry`)
 at s; which one wins where is measured in
 ``benchmarks/reports/auto-2026-12-03``. A budget too small for the probe
-(under 20 times its cost) skips it and chooses by d and B alone.
+skips it and chooses by d and B alone.
 
 ``scale`` is the distance per coordinate from x0 to where the answer may be;
-without it, the root-mean-square of x0 (1 where x0 is 0). The choice, with
+without it, the smaller of x0's root-mean-square (1 where x0 is 0) and the
+probe's measured scale. The probe costs 7 evaluations (9 when ``fn`` takes a
+seed), 26 more for the scale; a part is left out when the probe would cost
+over 5 % of the budget (the scale first, then the whole probe). The choice, with
 its reason and the probe's figures, is logged (logger
 ``voidgrad.optimize.auto``, level INFO) and returned in
 ``OptimizeResult.choice``; a resumed run keeps the choice its checkpoint
@@ -76,6 +83,12 @@ PROBE_MAX_FRACTION = 0.05
 SMOOTH_RATIO_TOLERANCE = 0.1
 #: Dual annealing is chosen for a smooth loss from this many evaluations per parameter.
 ANNEALING_MIN_BUDGET_PER_DIM = 20
+#: Without a ``scale``: steps t_k = max(1, max|x0|) · 2^-k, k < this, along each direction …
+SCALE_LADDER_STEPS = 13
+#: … of this many Gaussian directions; the scale is the smallest step that changes the loss …
+SCALE_DIRECTIONS = 2
+#: … by this fraction of |f(x0)|.
+SCALE_CHANGE = 0.25
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,9 @@ class Probe:
         noisy: whether repeated evaluations of x0 with other seeds differed.
         smooth: whether Δ₂/Δ₁ was within ``SMOOTH_RATIO_TOLERANCE`` of 2 on every direction.
         ratios: Δ₂/Δ₁ per direction (NaN where Δ₁ = 0 or a value was not finite).
+        scale: the measured scale (see :func:`read_probe`), None where it was
+            not measured (a ``scale`` was given, or the budget was too small)
+            or could not be (f(x0) 0 or not finite).
     """
 
     evaluations: int
@@ -97,6 +113,7 @@ class Probe:
     noisy: bool
     smooth: bool
     ratios: tuple[float, ...]
+    scale: float | None = None
 
     def state_dict(self) -> dict[str, Any]:
         """The probe as plain data (numbers, bools, a list), for a checkpoint."""
@@ -113,6 +130,7 @@ class Probe:
                 noisy=bool(state["noisy"]),
                 smooth=bool(state["smooth"]),
                 ratios=tuple(float(r) for r in state["ratios"]),
+                scale=None if state["scale"] is None else float(state["scale"]),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"probe must be a probe's state_dict: {error!r}") from error
@@ -146,31 +164,66 @@ def probe_step(x0: torch.Tensor) -> float:
     return math.sqrt(torch.finfo(torch.float64).eps) * max(1.0, float(x0.abs().max()))
 
 
+def scale_steps(x0: torch.Tensor) -> list[float]:
+    """The scale ladder's steps: max(1, max|x0|) · 2^-k for k < ``SCALE_LADDER_STEPS``."""
+    top = max(1.0, float(x0.abs().max()))
+    return [top * 2.0**-k for k in range(SCALE_LADDER_STEPS)]
+
+
 def probe_points(
-    x0: torch.Tensor, step: float, repeats: int, generator: torch.Generator
+    x0: torch.Tensor, step: float, repeats: int, generator: torch.Generator, ladder: bool = False
 ) -> torch.Tensor:
     """The probe's rows: x0 (1 + ``repeats`` times), then x0 + h z_k, then x0 + 2h z_k.
 
     The K = ``PROBE_DIRECTIONS`` directions z_k ~ N(0, I) are drawn from
-    ``generator`` on x0's device, in x0's dtype.
+    ``generator`` on x0's device, in x0's dtype. With ``ladder``, then
+    x0 + t u_j for each step t of :func:`scale_steps` along each of
+    ``SCALE_DIRECTIONS`` more directions u_j.
     """
-    Z = torch.randn(
-        PROBE_DIRECTIONS, x0.numel(), generator=generator, dtype=x0.dtype, device=x0.device
-    )
-    return torch.cat([x0.expand(1 + repeats, -1), x0 + step * Z, x0 + 2 * step * Z])
+    d = x0.numel()
+    Z = torch.randn(PROBE_DIRECTIONS, d, generator=generator, dtype=x0.dtype, device=x0.device)
+    rows = [x0.expand(1 + repeats, -1), x0 + step * Z, x0 + 2 * step * Z]
+    if ladder:
+        U = torch.randn(SCALE_DIRECTIONS, d, generator=generator, dtype=x0.dtype, device=x0.device)
+        t = torch.tensor(scale_steps(x0), dtype=x0.dtype, device=x0.device)
+        rows.append((x0 + t[None, :, None] * U[:, None, :]).reshape(-1, d))
+    return torch.cat(rows)
 
 
-def read_probe(Y: torch.Tensor, step: float, repeats: int) -> Probe:
-    """The :class:`Probe` from the losses ``Y`` of :func:`probe_points`' rows."""
+def read_probe(
+    Y: torch.Tensor, step: float, repeats: int, steps: list[float] | None = None
+) -> Probe:
+    """The :class:`Probe` from the losses ``Y`` of :func:`probe_points`' rows.
+
+    ``steps``: the ladder's (:func:`scale_steps`), where the rows have one.
+    The measured scale is then, per ladder direction, the smallest step t
+    with |f(x0 + t u) − f(x0)| ≥ ``SCALE_CHANGE`` · |f(x0)| (the largest step
+    where none is); the scale is twice their geometric mean over the
+    directions: in a bowl f = a‖x − x*‖² with f(x*) = 0 a step of t per
+    coordinate changes f by about (t/s)² f(x0), s the root-mean-square
+    distance to x*, so the step found is about s/2. It assumes a loss whose
+    minimum is near 0 (an image difference, a squared error); for one far
+    from 0 it comes out too large, and x0's magnitude bounds it.
+    """
     values = Y.detach().double().cpu()
     at_x0 = values[: 1 + repeats]
-    first, second = values[1 + repeats :].split(PROBE_DIRECTIONS)
+    probed = values[1 + repeats :]
+    first, second = probed[: 2 * PROBE_DIRECTIONS].split(PROBE_DIRECTIONS)
     f0 = at_x0[0]
     noisy = bool(torch.isfinite(at_x0).all()) and bool((at_x0 != f0).any())
     delta1, delta2 = first - f0, second - f0
     ratios = torch.where(delta1 != 0, delta2 / delta1, torch.full_like(delta1, math.nan))
     ratios = torch.where(torch.isfinite(ratios), ratios, torch.full_like(ratios, math.nan))
     smooth = not noisy and bool(((ratios - 2).abs() <= SMOOTH_RATIO_TOLERANCE).all())
+    scale = None
+    if steps is not None and math.isfinite(f0) and f0 != 0:
+        changes = (probed[2 * PROBE_DIRECTIONS :].view(SCALE_DIRECTIONS, -1) - f0).abs()
+        reached = changes >= SCALE_CHANGE * abs(float(f0))  # NaN: not reached
+        found = [
+            min((t for t, hit in zip(steps, row.tolist(), strict=True) if hit), default=steps[0])
+            for row in reached
+        ]
+        scale = 2 * math.exp(sum(math.log(t) for t in found) / len(found))
     return Probe(
         evaluations=values.numel(),
         loss=float(f0),
@@ -178,12 +231,18 @@ def read_probe(Y: torch.Tensor, step: float, repeats: int) -> Probe:
         noisy=noisy,
         smooth=smooth,
         ratios=tuple(ratios.tolist()),
+        scale=scale,
     )
 
 
-def probe_cost(repeats: int) -> int:
-    """Evaluations of a probe that repeats x0 ``repeats`` more times."""
-    return 1 + repeats + 2 * PROBE_DIRECTIONS
+def probe_cost(repeats: int, ladder: bool = False) -> int:
+    """Evaluations of a probe that repeats x0 ``repeats`` more times, with or without the ladder."""
+    return (
+        1
+        + repeats
+        + 2 * PROBE_DIRECTIONS
+        + (SCALE_DIRECTIONS * SCALE_LADDER_STEPS if ladder else 0)
+    )
 
 
 def choose(
@@ -273,8 +332,8 @@ class Auto:
 
     Args:
         scale: the distance per coordinate from x0 to where the answer may
-            be (σ, c, lr are set in its units); default: x0's root-mean-square,
-            1 where x0 is 0.
+            be (σ, c, lr are set in its units); default: guessed by the probe
+            (:meth:`~voidgrad.optimize.auto.Auto.scale_for`).
         guide: a guide gradient ``guide(theta) -> tensor [d]``; with it,
             guided smoothing runs.
     """
@@ -287,12 +346,13 @@ class Auto:
             check_positive("scale", self.scale)
         check_callable("guide", self.guide, "guide(theta) -> tensor [d]")
 
-    def scale_for(self, x0: torch.Tensor) -> float:
-        """``scale``, or x0's root-mean-square (1 where that is 0)."""
+    def scale_for(self, x0: torch.Tensor, probe: Probe | None = None) -> float:
+        """``scale``, else the smaller of x0's root-mean-square (1 where 0) and the probe's."""
         if self.scale is not None:
             return float(self.scale)
         rms = float(x0.double().pow(2).mean().sqrt())
-        return rms if rms > 0 else 1.0
+        rms = rms if rms > 0 else 1.0
+        return rms if probe is None or probe.scale is None else min(rms, probe.scale)
 
 
 class AutoAlgorithm(MinimizeAlgorithm):
@@ -331,16 +391,18 @@ class AutoAlgorithm(MinimizeAlgorithm):
         if self.chosen is not None:
             return self.chosen.step(state)
         repeats = PROBE_REPEATS if self.evaluator.accepts_seed else 0
-        if probe_cost(repeats) > PROBE_MAX_FRACTION * state.budget:
+        affordable = PROBE_MAX_FRACTION * state.budget
+        if probe_cost(repeats) > affordable:
             self._choose(None, state.budget)
             assert self.chosen is not None
             return self.chosen.step(state)
+        ladder = self.auto.scale is None and probe_cost(repeats, ladder=True) <= affordable
         step = probe_step(self.x0)
         generator = torch.Generator(device=self.x0.device).manual_seed(self.seed)
         before = self.evaluator.stats.evals
-        Y = self.evaluator(probe_points(self.x0, step, repeats, generator))
+        Y = self.evaluator(probe_points(self.x0, step, repeats, generator, ladder))
         state.spent += self.evaluator.stats.evals - before
-        probe = read_probe(Y, step, repeats)
+        probe = read_probe(Y, step, repeats, scale_steps(self.x0) if ladder else None)
         self._choose(probe, state.budget)
         return StepRecord(
             step=state.step + 1,
@@ -352,9 +414,8 @@ class AutoAlgorithm(MinimizeAlgorithm):
 
     def _choose(self, probe: Probe | None, budget: int) -> None:
         """Choose for a run of ``budget`` evaluations, and build the chosen algorithm."""
-        choice = choose(
-            self.x0.numel(), budget, self.auto.scale_for(self.x0), probe, self.auto.guide
-        )
+        scale = self.auto.scale_for(self.x0, probe)
+        choice = choose(self.x0.numel(), budget, scale, probe, self.auto.guide)
         options = dict(choice.options)
         lr = options.pop("lr", None)
         if self.lr is not None:
@@ -376,11 +437,12 @@ class AutoAlgorithm(MinimizeAlgorithm):
         self._run_budget = budget
         if self.auto.scale is None and choice.method != "annealing":
             logger.info(
-                "method='auto' chose %s; its settings are in units of scale=%.4g (from x0: "
-                "its root-mean-square, 1 where x0 is 0): pass scale= (the distance per "
-                "coordinate to where the answer may be) if that is far from it",
+                "method='auto' chose %s; its settings are in units of scale=%.4g, guessed "
+                "(the smaller of x0's root-mean-square and the step that changed the loss "
+                "by a quarter): pass scale= (the distance per coordinate to where the "
+                "answer may be) to set it",
                 choice,
-                self.auto.scale_for(self.x0),
+                scale,
             )
         else:
             logger.info("method='auto' chose %s", choice)

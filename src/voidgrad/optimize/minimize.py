@@ -105,8 +105,8 @@ def minimize(
             and the budget ≥ 5 d, and keeps it constant otherwise
             (:mod:`voidgrad.optimize.defaults`).
         **method_options: passed to the method: ``scale`` (the distance per
-            coordinate from x0 to where the answer may be; default x0's
-            root-mean-square) and ``guide`` for ``"auto"``; ``sigma``, ``samples``,
+            coordinate from x0 to where the answer may be; default: guessed
+            by the probe) and ``guide`` for ``"auto"``; ``sigma``, ``samples``,
             ``antithetic``, ``importance``, ``schedule`` for smoothing; ``c``,
             ``samples`` for SPSA; ``h``, ``scheme`` for FD; the adapter's
             options for derivative-free methods. Without a ``schedule``, a
