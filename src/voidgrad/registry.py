@@ -170,11 +170,12 @@ def _auto(*, seed: int | None = None, **options: Any) -> Any:
     """
     from voidgrad.optimize.auto import Auto
 
-    unknown = sorted(set(options) - {"scale", "guide"})
+    unknown = sorted(set(options) - {"scale", "guide", "jac_sparsity"})
     if unknown:
         raise ValueError(
-            f"method='auto' takes the options scale and guide; got {', '.join(unknown)}, "
-            "which belong to a named method: pass method='smoothing' (or another) with them"
+            f"method='auto' takes the options scale, guide and jac_sparsity; got "
+            f"{', '.join(unknown)}, which belong to a named method: pass method='smoothing' "
+            "(or another) with them"
         )
     return Auto(**options)
 

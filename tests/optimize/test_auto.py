@@ -244,7 +244,11 @@ def test_a_resumed_auto_run_does_not_probe_again(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
-        ({"sigma": 0.3}, ValueError, "method='auto' takes the options scale and guide; got sigma"),
+        (
+            {"sigma": 0.3},
+            ValueError,
+            "method='auto' takes the options scale, guide and jac_sparsity; got sigma",
+        ),
         ({"scale": 0}, ValueError, "scale must be a finite number > 0"),
         ({"scale": float("nan")}, ValueError, "scale must be a finite number > 0"),
         ({"guide": 3}, TypeError, "guide must be callable"),
@@ -353,3 +357,29 @@ def test_a_given_scale_skips_the_ladder() -> None:
     assert guessed.choice.options["sigma"] == pytest.approx(
         0.5 * min(1.0, guessed.choice.probe.scale)
     )
+
+
+def per_pixel(x: torch.Tensor) -> torch.Tensor:
+    """The staircase's terms, one per coordinate: per-output losses whose sum it is."""
+    return ((x * 20).round() / 20 - 1).pow(2)
+
+
+def test_per_output_losses_with_a_pattern_run_sparse_smoothing_on_their_sum() -> None:
+    pattern = torch.eye(6, dtype=torch.bool)  # output i depends on parameter i alone
+    x0 = torch.zeros(6, dtype=torch.float64)
+    result = vg.minimize(per_pixel, x0, budget=800, jac_sparsity=pattern, progress=False)
+    assert result.choice.method == "smoothing" and "per-output" in result.choice.reason
+    assert result.choice.options["jac_sparsity"] is pattern
+    assert result.fun == pytest.approx(float(per_pixel(result.x).sum()))  # the sum is the loss
+    assert result.fun < float(per_pixel(x0).sum()) / 10
+    assert result.history[0].loss == 6.0  # the probe's f(x0), summed
+
+
+def test_a_per_output_loss_below_d_evaluations_runs_sparse_spsa() -> None:
+    choice = choose(100, 99, scale=1.0, probe=None, jac_sparsity=torch.eye(100, dtype=torch.bool))
+    assert choice.method == "spsa" and "jac_sparsity" in choice.options
+
+
+def test_a_bad_pattern_is_refused_before_anything_runs() -> None:
+    with pytest.raises((TypeError, ValueError), match="jac_sparsity"):
+        vg.minimize(per_pixel, torch.zeros(3), budget=100, jac_sparsity="dense", progress=False)

@@ -326,3 +326,21 @@ def test_an_evaluator_brings_its_backend_and_policy() -> None:
     )
     assert evaluator.stats.failures > 0 and result.nevals == 800
     assert result.fun < 0.05 and result.x[1] <= -0.6
+
+
+def test_per_output_losses_are_minimized_in_sum_with_a_pattern() -> None:
+    def residuals_squared(x: torch.Tensor) -> torch.Tensor:
+        return (x - torch.tensor([1.0, -2.0, 0.5], dtype=x.dtype)) ** 2
+
+    result = vg.minimize(
+        residuals_squared,
+        torch.zeros(3, dtype=torch.float64),
+        method="spsa",
+        budget=2000,
+        lr=0.05,
+        c=0.01,
+        jac_sparsity=torch.eye(3, dtype=torch.bool),
+        progress=False,
+    )
+    assert result.fun == pytest.approx(float(residuals_squared(result.x).sum()))
+    assert result.fun < 1e-3 and result.history[-1].loss < 1e-2  # the summed loss, per step

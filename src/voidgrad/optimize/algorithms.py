@@ -106,7 +106,7 @@ class GradientDescent(MinimizeAlgorithm):
             return Stop(f"budget of {state.budget} evaluations spent (one step costs {self.cost})")
         before = self.evaluator.stats.evals
         self.optimizer.zero_grad()
-        loss = self._loss(self.theta)
+        loss = self._loss(self.theta).sum()  # per-output losses are minimized in sum
         estimate = self._loss.last_estimate
         assert estimate is not None
         # Between tell and the backward pass: ZeroGrads' reference estimate ∇h(θ) is read

@@ -26,6 +26,9 @@ s = ``scale``:
 
 1. a ``guide`` given: guided smoothing with the adaptive α
    (``vg.GuidedSmoothing(adapt=True)``), σ = 0.5 s, 8 samples, lr = 0.05 s;
+   a ``jac_sparsity`` given (``fn`` returns per-output losses, minimized in
+   sum): smoothing with it, σ and lr as in 4 (SPSA with it where B < d, as
+   in 3);
 2. smooth, noise-free and B ≥ 20 d: ``"annealing"`` (dual annealing, whose
    local search is L-BFGS on forward differences: the tool for a smooth
    deterministic loss, and a global one);
@@ -61,6 +64,7 @@ from typing import Any
 
 import torch
 
+from voidgrad.estimators.sparsity import as_sparsity
 from voidgrad.evaluation.evaluator import Evaluator
 from voidgrad.optimize.algorithms import LrSchedule, MinimizeAlgorithm, OptimizerSpec
 from voidgrad.optimize.best import BestPoint
@@ -206,6 +210,8 @@ def read_probe(
     from 0 it comes out too large, and x0's magnitude bounds it.
     """
     values = Y.detach().double().cpu()
+    if values.ndim == 2:  # per-output losses: the loss is their sum
+        values = values.sum(1)
     at_x0 = values[: 1 + repeats]
     probed = values[1 + repeats :]
     first, second = probed[: 2 * PROBE_DIRECTIONS].split(PROBE_DIRECTIONS)
@@ -251,6 +257,7 @@ def choose(
     scale: float,
     probe: Probe | None,
     guide: Callable[..., Any] | None = None,
+    jac_sparsity: object = None,
 ) -> AutoChoice:
     """The method, its options and the reason, for ``dim`` parameters and ``budget`` evaluations.
 
@@ -282,6 +289,25 @@ def choose(
             {"sigma": 0.5 * scale, "samples": 8, "guide": guide, "adapt": True, **gradient},
             "a guide gradient was given: guided smoothing, trusting the guide as far as its "
             "measured share of the gradient allows",
+            probe,
+            left,
+        )
+    if jac_sparsity is not None:
+        sparse = {"jac_sparsity": jac_sparsity, **gradient}
+        if budget < dim:
+            return AutoChoice(
+                "spsa",
+                {"c": 0.1 * scale, "samples": 2, **sparse},
+                f"per-output losses with a jac_sparsity pattern and {per_dim}: SPSA crediting "
+                "each parameter with its outputs only",
+                probe,
+                left,
+            )
+        return AutoChoice(
+            "smoothing",
+            {"sigma": 0.5 * scale, "samples": 8, **sparse},
+            f"per-output losses with a jac_sparsity pattern and {per_dim}: Gaussian smoothing "
+            "crediting each parameter with its outputs only",
             probe,
             left,
         )
@@ -336,15 +362,21 @@ class Auto:
             (:meth:`~voidgrad.optimize.auto.Auto.scale_for`).
         guide: a guide gradient ``guide(theta) -> tensor [d]``; with it,
             guided smoothing runs.
+        jac_sparsity: which of ``fn``'s per-output losses depend on which
+            parameters (``[m, d]``); with it, ``fn`` returns m losses, their
+            sum is minimized and smoothing (SPSA below d evaluations) credits
+            each parameter with its outputs only.
     """
 
     scale: float | None = None
     guide: Callable[..., Any] | None = None
+    jac_sparsity: object = None
 
     def __post_init__(self) -> None:
         if self.scale is not None:
             check_positive("scale", self.scale)
         check_callable("guide", self.guide, "guide(theta) -> tensor [d]")
+        as_sparsity(self.jac_sparsity)  # a bad pattern is named now, not at the first step
 
     def scale_for(self, x0: torch.Tensor, probe: Probe | None = None) -> float:
         """``scale``, else the smaller of x0's root-mean-square (1 where 0) and the probe's."""
@@ -415,7 +447,9 @@ class AutoAlgorithm(MinimizeAlgorithm):
     def _choose(self, probe: Probe | None, budget: int) -> None:
         """Choose for a run of ``budget`` evaluations, and build the chosen algorithm."""
         scale = self.auto.scale_for(self.x0, probe)
-        choice = choose(self.x0.numel(), budget, scale, probe, self.auto.guide)
+        choice = choose(
+            self.x0.numel(), budget, scale, probe, self.auto.guide, self.auto.jac_sparsity
+        )
         options = dict(choice.options)
         lr = options.pop("lr", None)
         if self.lr is not None:

@@ -31,10 +31,13 @@ class BestPoint:
 
     Args:
         like: a tensor of the parameters' shape and dtype (for checks on load).
+        per_output: ``fn`` returns per-output losses (``[n, m]`` batches) and
+            the loss is their sum; otherwise a vector output is refused.
     """
 
-    def __init__(self, like: torch.Tensor) -> None:
+    def __init__(self, like: torch.Tensor, per_output: bool = False) -> None:
         self.like = like
+        self.per_output = per_output
         self.loss = math.inf
         self.x: torch.Tensor | None = None
         #: While True, evaluations are not the run's (the resume's check of the best point).
@@ -44,10 +47,7 @@ class BestPoint:
         """An Evaluator listener: keep the best of a batch ``X`` ``[n, d]`` with losses ``Y``."""
         if self.muted:
             return
-        if Y.ndim != 1:
-            raise ValueError(
-                f"minimize needs a scalar loss; fn returned outputs of shape {tuple(Y.shape[1:])}"
-            )
+        Y = self.losses(Y)
         finite = torch.isfinite(Y)
         if finite.any():
             values = torch.where(finite, Y, math.inf)
@@ -55,6 +55,21 @@ class BestPoint:
             if float(values[index]) < self.loss:
                 self.loss = float(values[index])
                 self.x = X[index].clone()
+
+    def losses(self, Y: torch.Tensor) -> torch.Tensor:
+        """The losses ``[n]`` of a batch's outputs ``Y``: summed per row where per-output.
+
+        Raises:
+            ValueError: ``Y`` is not ``[n]`` (nor ``[n, m]`` where per-output).
+        """
+        if self.per_output and Y.ndim == 2:
+            return Y.sum(1)
+        if Y.ndim != 1:
+            raise ValueError(
+                f"minimize needs a scalar loss; fn returned outputs of shape {tuple(Y.shape[1:])} "
+                "(per-output losses, minimized in sum, need a jac_sparsity= pattern)"
+            )
+        return Y
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.loss, "best_x": self.x}
@@ -77,7 +92,7 @@ class BestPoint:
             return
         self.muted = True
         try:
-            value = float(evaluator(self.x[None])[0])
+            value = float(self.losses(evaluator(self.x[None]))[0])
         finally:
             self.muted = False
         stored = self.loss

@@ -65,7 +65,12 @@ def minimize(
 
     Args:
         fn: the loss, ``fn(x) -> float`` for ``x`` a 1-D tensor; or an
-            Evaluator (for a backend, timeout, failure policy).
+            Evaluator (for a backend, timeout, failure policy). With a
+            ``jac_sparsity`` pattern (``[m, d]``: which outputs depend on which
+            parameters) ``fn`` returns m per-output losses and their sum is
+            minimized, each parameter credited with its outputs only; without
+            one a vector output is refused (a residual vector summed would be
+            a wrong loss).
         x0: the start, a 1-D array-like of finite numbers.
         method: ``"auto"`` (the default): the method is chosen from d, the
             budget and a probe of ``fn`` at x0 (a few evaluations, counted:
@@ -106,8 +111,9 @@ def minimize(
             (:mod:`voidgrad.optimize.defaults`).
         **method_options: passed to the method: ``scale`` (the distance per
             coordinate from x0 to where the answer may be; default: guessed
-            by the probe) and ``guide`` for ``"auto"``; ``sigma``, ``samples``,
-            ``antithetic``, ``importance``, ``schedule`` for smoothing; ``c``,
+            by the probe), ``guide`` and ``jac_sparsity`` for ``"auto"``;
+            ``sigma``, ``samples``, ``antithetic``, ``importance``,
+            ``schedule``, ``jac_sparsity`` for smoothing; ``c``,
             ``samples`` for SPSA; ``h``, ``scheme`` for FD; the adapter's
             options for derivative-free methods. Without a ``schedule``, a
             method that takes one anneals σ linearly from ``sigma`` to
@@ -187,7 +193,7 @@ def minimize(
         "fn": fingerprint(evaluator.fn),
         **{name: identity_value(value) for name, value in method_options.items()},
     }
-    best = BestPoint(x0)
+    best = BestPoint(x0, per_output=method_options.get("jac_sparsity") is not None)
     algorithm: MinimizeAlgorithm
     if entry.kind != "derivative-free":
         # The identity keeps "auto" as given: a resumed run may have a larger budget.
