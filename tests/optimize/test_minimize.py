@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import textwrap
@@ -173,27 +174,14 @@ def test_resuming_a_stopped_run_ends_where_the_uninterrupted_one_does(tmp_path) 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path) -> None:
     path = tmp_path / "run.ckpt"
-    vg.minimize(
-        Counted(),
-        torch.zeros(3),
-        budget=16,
-        seed=1,
-        progress=False,
-        checkpoint=path,
-        method="smoothing",
+    run = functools.partial(
+        vg.minimize, Counted(), torch.zeros(3), "smoothing", 16, progress=False, checkpoint=path
     )
+    run(seed=1)
     with pytest.raises(
         ValueError, match=r"run.ckpt was written by another run: seed=1 there, 2 here"
     ):
-        vg.minimize(
-            Counted(),
-            torch.zeros(3),
-            budget=16,
-            seed=2,
-            progress=False,
-            checkpoint=path,
-            method="smoothing",
-        )
+        run(seed=2)
 
 
 KILLED = textwrap.dedent(

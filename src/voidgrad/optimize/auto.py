@@ -281,63 +281,54 @@ def choose(
     left = budget - (0 if probe is None else probe.evaluations)
     if left < 1:
         raise ValueError(f"budget {budget} leaves nothing after the probe's {budget - left}")
-    gradient = {"lr": 0.05 * scale}
     per_dim = f"{budget / dim:.3g} evaluations per parameter"
+
+    def chosen(method: str, options: dict[str, Any], reason: str) -> AutoChoice:
+        return AutoChoice(method, options, reason, probe, left)
+
+    lr = {"lr": 0.05 * scale}
+    spsa = {"c": 0.1 * scale, "samples": 2, **lr}
+    smoothing = {"sigma": 0.5 * scale, "samples": 8, **lr}
     if guide is not None:
-        return AutoChoice(
+        return chosen(
             "guided",
-            {"sigma": 0.5 * scale, "samples": 8, "guide": guide, "adapt": True, **gradient},
+            {**smoothing, "guide": guide, "adapt": True},
             "a guide gradient was given: guided smoothing, trusting the guide as far as its "
             "measured share of the gradient allows",
-            probe,
-            left,
         )
     if jac_sparsity is not None:
-        sparse = {"jac_sparsity": jac_sparsity, **gradient}
+        sparse = f"per-output losses with a jac_sparsity pattern and {per_dim}"
+        credit = "crediting each parameter with its outputs only"
         if budget < dim:
-            return AutoChoice(
-                "spsa",
-                {"c": 0.1 * scale, "samples": 2, **sparse},
-                f"per-output losses with a jac_sparsity pattern and {per_dim}: SPSA crediting "
-                "each parameter with its outputs only",
-                probe,
-                left,
+            return chosen(
+                "spsa", {**spsa, "jac_sparsity": jac_sparsity}, f"{sparse}: SPSA {credit}"
             )
-        return AutoChoice(
+        return chosen(
             "smoothing",
-            {"sigma": 0.5 * scale, "samples": 8, **sparse},
-            f"per-output losses with a jac_sparsity pattern and {per_dim}: Gaussian smoothing "
-            "crediting each parameter with its outputs only",
-            probe,
-            left,
+            {**smoothing, "jac_sparsity": jac_sparsity},
+            f"{sparse}: Gaussian smoothing {credit}",
         )
     if probe is not None and probe.smooth and budget >= ANNEALING_MIN_BUDGET_PER_DIM * dim:
-        return AutoChoice(
+        return chosen(
             "annealing",
             {},
             f"the loss changed in proportion to steps of {probe.step:.2g} and 2× that along "
             f"{PROBE_DIRECTIONS} random directions (smooth to float64 round-off, noise-free) "
             f"and the budget is {per_dim}: dual annealing, whose local search uses "
             "finite-difference gradients",
-            probe,
-            left,
         )
     probed = "" if probe is None else f"{_why_not_smooth(probe)}; "
     if budget < dim:
-        return AutoChoice(
+        return chosen(
             "spsa",
-            {"c": 0.1 * scale, "samples": 2, **gradient},
+            spsa,
             f"{probed}the budget is {per_dim}: SPSA, two evaluations a step, the most steps",
-            probe,
-            left,
         )
-    return AutoChoice(
+    return chosen(
         "smoothing",
-        {"sigma": 0.5 * scale, "samples": 8, **gradient},
+        smoothing,
         f"{probed}the budget is {per_dim}: Gaussian smoothing with σ annealed from 0.5 to "
         "0.05 times the scale",
-        probe,
-        left,
     )
 
 
