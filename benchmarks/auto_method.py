@@ -135,24 +135,42 @@ def run(which: str, cases: list[Case], out: Path) -> None:
             run_bench(settings, log=lambda line: print(line, flush=True))
 
 
+def _cells(case: Case, out: Path, which: str) -> Iterable[dict[str, Any]]:
+    """The finished bench runs of ``which`` on ``case``, each as a flat record."""
+    for bench in _runs(case, out, which):
+        if not (bench.out / "results.json").is_file():
+            continue  # not run (yet)
+        results = json.loads((bench.out / "results.json").read_text())
+        for cell in results["cells"]:
+            yield {
+                "case": case.problem,
+                "budget": case.budget,
+                "setting": _setting(cell["method"], which, bench.options),
+                "seed": cell["seed"],
+                "dim": cell["dim"],
+                "error": cell["error"],
+                "answer": cell.get("answer"),
+                "optimum": cell["optimum"],
+                "start_loss": cell["start_loss"],
+                "seconds": cell.get("seconds"),
+                "chosen": cell.get("chosen"),
+            }
+
+
 def _medians(out: Path, case: Case, which: str) -> dict[str, dict[str, Any]]:
     """Per setting of ``which`` on ``case``: median gap, the seeds' gaps, wall seconds."""
     settings: dict[str, dict[str, Any]] = {}
-    for bench in _runs(case, out, which):
-        results = json.loads((bench.out / "results.json").read_text())
-        for cell in results["cells"]:
-            name = _setting(cell["method"], which, bench.options)
-            if cell["error"] is not None:
-                settings.setdefault(name, {"gaps": [], "seconds": [], "errors": 0})["errors"] += 1
-                continue
-            optimum = cell["optimum"] or 0.0
-            floor = FLOOR * (cell["start_loss"] - optimum)
-            gap = max(cell["answer"] - optimum, floor)
-            entry = settings.setdefault(name, {"gaps": [], "seconds": [], "errors": 0})
-            entry["dim"] = cell["dim"]
-            entry["gaps"].append(gap)
-            entry["seconds"].append(cell["seconds"])
-            entry.setdefault("chosen", []).append(cell.get("chosen"))
+    for cell in _cells(case, out, which):
+        entry = settings.setdefault(cell["setting"], {"gaps": [], "seconds": [], "errors": 0})
+        if cell["error"] is not None:
+            entry["errors"] += 1
+            continue
+        optimum = cell["optimum"] or 0.0
+        floor = FLOOR * (cell["start_loss"] - optimum)
+        entry["dim"] = cell["dim"]
+        entry["gaps"].append(max(cell["answer"] - optimum, floor))
+        entry["seconds"].append(cell["seconds"])
+        entry.setdefault("chosen", []).append(cell["chosen"])
     for entry in settings.values():
         entry["median"] = statistics.median(entry["gaps"]) if entry["gaps"] else math.inf
     return settings
@@ -164,10 +182,7 @@ def _chose(entry: dict[str, Any]) -> str:
 
 def _unscaled(out: Path, case: Case) -> dict[str, Any] | None:
     """auto-x0's entry for ``case``, or None where it has not run."""
-    try:
-        return _medians(out, case, "auto-x0").get("auto without scale")
-    except FileNotFoundError:
-        return None
+    return _medians(out, case, "auto-x0").get("auto without scale")
 
 
 def report(cases: list[Case], out: Path, title: str) -> str:
@@ -236,30 +251,12 @@ def report(cases: list[Case], out: Path, title: str) -> str:
 
 def cells(cases: list[Case], out: Path) -> list[dict[str, Any]]:
     """Every run of ``cases`` as a flat record: what the report is computed from."""
-    rows = []
-    for case in cases:
-        for which in ("grid", "auto", "auto-x0"):
-            for bench in _runs(case, out, which):
-                if not (bench.out / "results.json").is_file():
-                    continue
-                results = json.loads((bench.out / "results.json").read_text())
-                for cell in results["cells"]:
-                    rows.append(
-                        {
-                            "case": case.problem,
-                            "budget": case.budget,
-                            "setting": _setting(cell["method"], which, bench.options),
-                            "seed": cell["seed"],
-                            "dim": cell["dim"],
-                            "error": cell["error"],
-                            "answer": cell.get("answer"),
-                            "optimum": cell["optimum"],
-                            "start_loss": cell["start_loss"],
-                            "seconds": cell.get("seconds"),
-                            "chosen": cell.get("chosen"),
-                        }
-                    )
-    return rows
+    return [
+        cell
+        for case in cases
+        for which in ("grid", "auto", "auto-x0")
+        for cell in _cells(case, out, which)
+    ]
 
 
 def main() -> None:
