@@ -159,6 +159,11 @@ class AutoChoice:
     probe: Probe | None
     budget: int
 
+    @property
+    def run_budget(self) -> int:
+        """The run's budget when it chose: the method's and the probe's evaluations."""
+        return self.budget + (0 if self.probe is None else self.probe.evaluations)
+
     def __str__(self) -> str:
         return f"{self.method}: {self.reason}"
 
@@ -197,7 +202,7 @@ def probe_points(
 def read_probe(
     Y: torch.Tensor, step: float, repeats: int, steps: list[float] | None = None
 ) -> Probe:
-    """The :class:`Probe` from the losses ``Y`` of :func:`probe_points`' rows.
+    """The :class:`Probe` from the losses ``Y`` (``[n]``) of :func:`probe_points`' rows.
 
     ``steps``: the ladder's (:func:`scale_steps`), where the rows have one.
     The measured scale is then, per ladder direction, the smallest step t
@@ -210,8 +215,6 @@ def read_probe(
     from 0 it comes out too large, and x0's magnitude bounds it.
     """
     values = Y.detach().double().cpu()
-    if values.ndim == 2:  # per-output losses: the loss is their sum
-        values = values.sum(1)
     at_x0 = values[: 1 + repeats]
     probed = values[1 + repeats :]
     first, second = probed[: 2 * PROBE_DIRECTIONS].split(PROBE_DIRECTIONS)
@@ -408,7 +411,6 @@ class AutoAlgorithm(MinimizeAlgorithm):
         self.lr_schedule = lr_schedule
         self.choice: AutoChoice | None = None
         self.chosen: MinimizeAlgorithm | None = None
-        self._run_budget = -1  # the run's budget when it chose (kept by a resumed run)
 
     def step(self, state: RunState) -> StepRecord | Stop:
         if self.chosen is not None:
@@ -425,7 +427,8 @@ class AutoAlgorithm(MinimizeAlgorithm):
         before = self.evaluator.stats.evals
         Y = self.evaluator(probe_points(self.x0, step, repeats, generator, ladder))
         state.spent += self.evaluator.stats.evals - before
-        probe = read_probe(Y, step, repeats, scale_steps(self.x0) if ladder else None)
+        losses = self.best.losses(Y)  # per-output losses summed, as the run minimizes them
+        probe = read_probe(losses, step, repeats, scale_steps(self.x0) if ladder else None)
         self._choose(probe, state.budget)
         return StepRecord(
             step=state.step + 1,
@@ -459,7 +462,6 @@ class AutoAlgorithm(MinimizeAlgorithm):
             best=self.best,
         )
         self.choice = choice
-        self._run_budget = budget
         if self.auto.scale is None and choice.method != "annealing":
             logger.info(
                 "method='auto' chose %s; its settings are in units of scale=%.4g, guessed "
@@ -481,7 +483,7 @@ class AutoAlgorithm(MinimizeAlgorithm):
             return {"choice_budget": -1, "probe": None, "chosen": None, **self.best.state_dict()}
         probe = self.choice.probe
         return {
-            "choice_budget": self._run_budget,
+            "choice_budget": self.choice.run_budget,
             "probe": None if probe is None else probe.state_dict(),
             "chosen": self.chosen.state_dict(),
             **self.best.state_dict(),
