@@ -696,6 +696,7 @@ def test_common_random_numbers_give_the_two_points_of_a_pair_one_seed(common: bo
         assert default.seeds is not None and torch.equal(default.seeds, seeds)
 
 
+@pytest.mark.parametrize("estimator", [GuidedSmoothing, vg.MixedGradient])
 @pytest.mark.parametrize(
     ("options", "name"),
     [
@@ -705,8 +706,9 @@ def test_common_random_numbers_give_the_two_points_of_a_pair_one_seed(common: bo
     ],
 )
 def test_bad_schedule_arguments_are_refused_naming_them(
-    options: dict[str, object], name: str
+    estimator: type, options: dict[str, object], name: str
 ) -> None:
+    """Both guide-taking estimators check their σ schedule and common random numbers."""
     arguments: dict[str, object] = {"sigma": 0.1, "samples": 8, "guide": torch.cos, **options}
     with pytest.raises((ValueError, TypeError), match=name):
-        GuidedSmoothing(**arguments)  # type: ignore[arg-type]
+        estimator(**arguments)

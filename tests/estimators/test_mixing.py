@@ -227,19 +227,3 @@ def test_common_random_numbers_give_the_two_points_of_a_pair_one_seed(common: bo
     if not common:  # the default keeps the stream bit for bit
         default = MixedGradient(0.1, 8, lambda x: SLOPE, seed=2).ask(theta).seeds
         assert default is not None and torch.equal(default, seeds)
-
-
-@pytest.mark.parametrize(
-    ("options", "name"),
-    [
-        ({"schedule": 3}, "schedule"),
-        ({"schedule": vg.LinearAnneal(sigma_min=1.0, total_steps=2)}, "sigma"),
-        ({"common_random_numbers": 1}, "common_random_numbers"),
-    ],
-)
-def test_bad_schedule_arguments_are_refused_naming_them(
-    options: dict[str, object], name: str
-) -> None:
-    arguments: dict[str, object] = {"sigma": 0.1, "samples": 8, "guide": torch.cos, **options}
-    with pytest.raises((ValueError, TypeError), match=name):
-        MixedGradient(**arguments)  # type: ignore[arg-type]
