@@ -383,3 +383,13 @@ def test_a_per_output_loss_below_d_evaluations_runs_sparse_spsa() -> None:
 def test_a_bad_pattern_is_refused_before_anything_runs() -> None:
     with pytest.raises((TypeError, ValueError), match="jac_sparsity"):
         vg.minimize(per_pixel, torch.zeros(3), budget=100, jac_sparsity="dense", progress=False)
+
+
+def test_the_probes_helpers_refuse_bad_input_naming_it() -> None:
+    x0 = torch.zeros(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="repeats must be an int >= 0"):
+        probe_points(x0, 1e-8, -1, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"Y must hold the losses of the probe's 7 rows"):
+        read_probe(torch.zeros(6, dtype=torch.float64), 1e-8, 0)
+    with pytest.raises(ValueError, match=r"probe's 33 rows, shape \(33,\); got shape \(7, 2\)"):
+        read_probe(torch.zeros(7, 2, dtype=torch.float64), 1e-8, 0, scale_steps(x0))

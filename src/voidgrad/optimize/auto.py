@@ -189,6 +189,7 @@ def probe_points(
     x0 + t u_j for each step t of :func:`scale_steps` along each of
     ``SCALE_DIRECTIONS`` more directions u_j.
     """
+    check_int("repeats", repeats, 0)
     d = x0.numel()
     Z = torch.randn(PROBE_DIRECTIONS, d, generator=generator, dtype=x0.dtype, device=x0.device)
     rows = [x0.expand(1 + repeats, -1), x0 + step * Z, x0 + 2 * step * Z]
@@ -214,6 +215,12 @@ def read_probe(
     minimum is near 0 (an image difference, a squared error); for one far
     from 0 it comes out too large, and x0's magnitude bounds it.
     """
+    expected = probe_cost(repeats, ladder=steps is not None)
+    if Y.shape != (expected,):
+        raise ValueError(
+            f"Y must hold the losses of the probe's {expected} rows, shape ({expected},); got "
+            f"shape {tuple(Y.shape)}"
+        )
     values = Y.detach().double().cpu()
     at_x0 = values[: 1 + repeats]
     probed = values[1 + repeats :]

@@ -32,6 +32,7 @@ from voidgrad.optimize.defaults import (
     default_sigma_schedule,
 )
 from voidgrad.registry import Method
+from voidgrad.validation import check_int
 
 #: ``vg.minimize``'s learning rate when the caller gives none (gradient methods).
 DEFAULT_LR = 1e-2
@@ -66,6 +67,7 @@ def build_algorithm(
     Raises:
         ValueError: ``budget`` is smaller than one step of the method.
     """
+    check_int("spent", spent, 0)
     method = entry.name
     if entry.kind == "derivative-free":
         start = entry.make(seed=seed, **options)
