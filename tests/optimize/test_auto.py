@@ -393,3 +393,26 @@ def test_the_probes_helpers_refuse_bad_input_naming_it() -> None:
         read_probe(torch.zeros(6, dtype=torch.float64), 1e-8, 0)
     with pytest.raises(ValueError, match=r"probe's 33 rows, shape \(33,\); got shape \(7, 2\)"):
         read_probe(torch.zeros(7, 2, dtype=torch.float64), 1e-8, 0, scale_steps(x0))
+
+
+def test_build_algorithm_refuses_a_negative_spent_and_a_step_over_what_is_left() -> None:
+    from voidgrad import registry
+    from voidgrad.optimize.best import BestPoint
+    from voidgrad.optimize.build import build_algorithm
+
+    x0 = torch.zeros(2, dtype=torch.float64)
+    common = {
+        "evaluator": vg.Evaluator(quadratic),
+        "x0": x0,
+        "budget": 20,
+        "seed": 0,
+        "optimizer": "adam",
+        "lr": None,
+        "lr_schedule": None,
+        "best": BestPoint(x0),
+    }
+    smoothing = registry.method("smoothing")
+    with pytest.raises(ValueError, match="spent must be an int >= 0"):
+        build_algorithm(smoothing, {}, spent=-1, **common)
+    with pytest.raises(ValueError, match=r"budget 20 \(less 13 spent before it\) is too small"):
+        build_algorithm(smoothing, {}, spent=13, **common)
